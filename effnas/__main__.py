@@ -1,0 +1,3 @@
+from effnas.cli import main
+
+raise SystemExit(main())

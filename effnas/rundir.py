@@ -1,0 +1,231 @@
+"""Run directories: where every stage writes, atomically, with its manifest and summary.
+
+A run directory holds `.hydra/` (Hydra's config.yaml, hydra.yaml, overrides.yaml),
+`manifest.json` (versions, git state, seed, threads, device, dataset fingerprint, upstream runs),
+`summary.json` (the stage's headline result) and the stage's own tables and files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from effnas.errors import UserError
+
+LIBRARIES = ("torch", "ray", "optuna", "fvcore", "pandas", "hydra-core", "numpy", "scikit-learn")
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write via a temp file in the same directory and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupt JSON in {path}: {exc}") from None
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the effnas checkout (None outside a git checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("effnas", *LIBRARIES):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class RunDir:
+    """One stage run's directory. Stages write through it; nothing is written non-atomically."""
+
+    def __init__(self, path: str | os.PathLike[str], stage: str) -> None:
+        self.path = Path(path)
+        self.stage = stage
+        self.manifest: dict[str, Any] = {}
+        self._t0 = time.time()
+
+    # -- creation ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], stage: str, explicit: str | None = None) -> RunDir:
+        """A new, empty `root/<stage>/<timestamp>/` (suffixed if that name exists)."""
+        if explicit:
+            path = Path(explicit)
+            if path.exists() and any(path.iterdir()):
+                raise UserError(f"run directory {path} exists and is not empty; pick another run.dir")
+        else:
+            stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            base = Path(root) / stage / stamp
+            path, n = base, 1
+            while path.exists():
+                path, n = base.with_name(f"{stamp}_{n}"), n + 1
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path, stage)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], stage: str) -> RunDir:
+        """An existing run directory of `stage` (for --resume); refuses other stages' runs."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"run directory {path} does not exist")
+        found = stage_of(path)
+        if found != stage:
+            what = f"a {found} run" if found else "not an effnas run directory"
+            raise UserError(f"{path} is {what}; expected a {stage} run")
+        run = cls(path, stage)
+        run.manifest = read_json(path / "manifest.json")
+        return run
+
+    # -- files -------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write(self.path / name, text)
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        write_json(self.path / name, obj)
+        return self.path / name
+
+    def write_yaml(self, name: str, obj: Any) -> Path:
+        import yaml
+
+        return self.write_text(name, yaml.safe_dump(obj, sort_keys=False))
+
+    def write_csv(self, name: str, frame: Any) -> Path:
+        """`frame` is a pandas DataFrame or a list of dicts."""
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            frame = pd.DataFrame(list(frame))
+        return self.write_text(name, frame.to_csv(index=False))
+
+    def save_figure(self, name: str, fig: Any) -> Path:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        atomic_write(self.path / name, buf.getvalue())
+        return self.path / name
+
+    # -- manifest ------------------------------------------------------------------------------
+    def start_manifest(self, cfg: Any, argv: list[str]) -> None:
+        run_cfg = getattr(cfg, "run", None)
+        self.manifest = {
+            "stage": self.stage,
+            "status": "running",
+            "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "command": argv,
+            "versions": library_versions(),
+            "git": git_state(),
+            "seed": getattr(run_cfg, "seed", None),
+            "threads": getattr(run_cfg, "threads", None),
+            "device": getattr(run_cfg, "device", None),
+            "host": {"hostname": platform.node(), "cpus": os.cpu_count(), "platform": sys.platform},
+            "dataset": None,
+            "upstream": [],
+        }
+        self.write_json("manifest.json", self.manifest)
+
+    def record(self, **fields: Any) -> None:
+        """Add facts to the manifest (e.g. dataset fingerprint, resolved device) and save it."""
+        self.manifest.update(fields)
+        self.write_json("manifest.json", self.manifest)
+
+    def record_upstream(self, path: str | os.PathLike[str] | None, stage: str, what: str) -> None:
+        """Note an upstream input: a run directory, or (path None) a published default."""
+        entry = {"stage": stage, "path": str(Path(path).resolve()) if path else None, "what": what}
+        self.manifest.setdefault("upstream", []).append(entry)
+        self.write_json("manifest.json", self.manifest)
+
+    def finish(self, summary: Mapping[str, Any], status: str = "done") -> None:
+        summary = {"stage": self.stage, "status": status, **summary}
+        summary.setdefault("wall_seconds", round(time.time() - self._t0, 3))
+        self.write_json("summary.json", summary)
+        self.record(status=status, finished=_dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def stage_of(path: str | os.PathLike[str]) -> str | None:
+    """The stage that wrote run directory `path`, or None if it is not a run directory."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text()).get("stage")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def upstream_run(path: str | os.PathLike[str], stage: str, needs: str) -> Path:
+    """Validate `--from PATH`: a finished `stage` run directory holding file `needs`."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"--from {p}: no such directory")
+    found = stage_of(p)
+    if found != stage:
+        what = f"a {found} run" if found else "not an effnas run directory"
+        raise UserError(f"--from {p}: {what}, expected a {stage} run")
+    if not (p / needs).is_file():
+        raise UserError(f"--from {p}: the {stage} run has no {needs} (unfinished?)")
+    return p

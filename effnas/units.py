@@ -1,0 +1,54 @@
+"""Parsing of human quantities on the command line: FLOP counts and durations."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from effnas.errors import UserError
+
+_SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_FLOPS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KkMmGgBbTt]?)\s*$")
+
+
+def parse_flops(text: str | int | float) -> int:
+    """'400M', '0.4G', '4e8', '400000000' -> 400_000_000 multiply-adds. 'B' means billion."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _FLOPS.match(str(text))
+        if not m:
+            raise UserError(
+                f"bad FLOP count {text!r}: expected a positive number with an optional K/M/G suffix, e.g. 400M"
+            )
+        value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if not math.isfinite(value) or value < 1:
+        raise UserError(f"bad FLOP count {text!r}: must be a positive number, e.g. 400M")
+    return round(value)
+
+
+def format_flops(value: float) -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:g}"
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr)?\s*$")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'90s', '30m', '2h', '45' (seconds) -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise UserError(f"bad duration {text!r}: expected e.g. 90s, 30m or 2h")
+        seconds = (
+            float(m.group(1))
+            * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}[m.group(2)]
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"bad duration {text!r}: must be > 0")
+    return seconds

@@ -1,0 +1,50 @@
+"""Compound-scaling rounding rules, as pure functions.
+
+The rules are the ones shared by tensorflow/tpu `efficientnet_model.round_filters/round_repeats`,
+torchvision and timm (REFERENCE.md, "Scaling rules"); `resolve_stages` applies them to a whole
+architecture, returning the concrete per-stage channels and repeats the builder and the cost
+model both read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from search_spaces.arch import Arch, StageSpec
+
+DIVISOR = 8
+
+
+def round_channels(channels: int, width: float, divisor: int = DIVISOR) -> int:
+    """c * width to the nearest multiple of `divisor` (never below it), bumped by one
+    `divisor` when rounding lost more than 10% (tensorflow/tpu `round_filters`)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """ceil(repeats * depth) (tensorflow/tpu `round_repeats`)."""
+    return math.ceil(repeats * depth)
+
+
+def resolve_stages(arch: Arch) -> tuple[int, tuple[StageSpec, ...], int]:
+    """(stem, stages, head) with `arch.width` and `arch.depth` applied.
+
+    Channels of the stem, every stage's in/out and the head are rounded with `round_channels`;
+    repeats with `round_repeats`. Width 1 and depth 1 return the stages unchanged.
+    """
+    w, d = arch.width, arch.depth
+    stages = tuple(
+        dataclasses.replace(
+            s,
+            in_ch=round_channels(s.in_ch, w),
+            out_ch=round_channels(s.out_ch, w),
+            repeats=round_repeats(s.repeats, d),
+        )
+        for s in arch.stages
+    )
+    return round_channels(arch.stem, w), stages, round_channels(arch.head, w)

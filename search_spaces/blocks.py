@@ -1,0 +1,151 @@
+"""Network blocks: MBConv (with SE and stochastic depth) and the MnasNet space's other ops.
+
+Blocks take their norm and activation layers as callables, so the builder decides BN settings
+once. Layer order and SE sizing follow REFERENCE.md ("Block details that decide the parameter
+count"): they decide the exact parameter counts of B0..B7.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+# tensorflow/tpu uses BN momentum 0.99 and eps 1e-3; PyTorch's momentum is 1 - TF's.
+BatchNorm = partial(nn.BatchNorm2d, momentum=0.01, eps=1e-3)
+Activation = nn.SiLU
+
+NormLayer = Callable[[int], nn.Module]
+ActLayer = Callable[[], nn.Module]
+
+
+class ConvNormAct(nn.Sequential):
+    """kxk conv (no bias, 'same' padding) -> BN -> optional activation."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        norm: NormLayer = BatchNorm,
+        act: ActLayer | None = Activation,
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),
+            norm(out_ch),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate: pool -> 1x1 reduce (bias) -> act -> 1x1 expand (bias) -> sigmoid."""
+
+    def __init__(self, channels: int, squeezed: int, act: ActLayer = Activation) -> None:
+        super().__init__()
+        # AdaptiveAvgPool2d rather than mean(): fvcore counts it, as in REFERENCE.md's totals.
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, squeezed, 1)
+        self.act = act()
+        self.expand = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.expand(self.act(self.reduce(self.pool(x))))
+        return x * torch.sigmoid(s)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al. 2016); identity at eval or rate 0."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.4f}"
+
+
+def se_channels(in_ch: int, se_ratio: float) -> int:
+    """SE width: relative to the block's *input* channels (tensorflow/tpu, torchvision)."""
+    return max(1, int(in_ch * se_ratio))
+
+
+class MBConv(nn.Module):
+    """Inverted bottleneck: [1x1 expand] -> depthwise kxk -> [SE] -> 1x1 project (no act).
+
+    With expand 1 it is the depthwise-separable conv of the MnasNet space (op `ds`).
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int,
+        expand: int,
+        se_ratio: float,
+        skip: bool,
+        drop_path: float = 0.0,
+        norm: NormLayer = BatchNorm,
+        act: ActLayer = Activation,
+    ) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.use_residual = skip and stride == 1 and in_ch == out_ch
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(ConvNormAct(in_ch, mid, 1, norm=norm, act=act))
+        layers.append(ConvNormAct(mid, mid, kernel, stride, groups=mid, norm=norm, act=act))
+        if se_ratio > 0:
+            layers.append(SqueezeExcite(mid, se_channels(in_ch, se_ratio), act))
+        layers.append(ConvNormAct(mid, out_ch, 1, norm=norm, act=None))
+        self.body = nn.Sequential(*layers)
+        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.use_residual:
+            out = self.drop_path(out) + x
+        return out
+
+
+class RegularConv(nn.Module):
+    """A regular kxk conv -> BN -> act, then optional SE (the MnasNet space's `conv` op)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int,
+        se_ratio: float,
+        skip: bool,
+        drop_path: float = 0.0,
+        norm: NormLayer = BatchNorm,
+        act: ActLayer = Activation,
+    ) -> None:
+        super().__init__()
+        self.use_residual = skip and stride == 1 and in_ch == out_ch
+        layers: list[nn.Module] = [ConvNormAct(in_ch, out_ch, kernel, stride, norm=norm, act=act)]
+        if se_ratio > 0:
+            layers.append(SqueezeExcite(out_ch, se_channels(in_ch, se_ratio), act))
+        self.body = nn.Sequential(*layers)
+        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.use_residual:
+            out = self.drop_path(out) + x
+        return out

@@ -1,0 +1,163 @@
+"""Analytic cost model: parameters and multiply-adds from an Arch, without building a model.
+
+Convention (REFERENCE.md, "FLOPs convention"): `macs` counts conv and linear multiply-adds, the
+papers' "FLOPS". `fvcore_total` adds what fvcore counts by default on top: batch norm in eval
+mode (2 per element: scale and shift) and adaptive average pooling (1 per input element);
+element-wise ops (SiLU, sigmoid, SE multiply, residual add) count nothing in either. `by_op` keys
+are fvcore's operator names, so `fvcore_count` can be compared kind by kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from search_spaces.arch import Arch
+from search_spaces.blocks import se_channels
+from search_spaces.builder import Layer, layer_plan
+
+
+@dataclass(frozen=True)
+class StageCost:
+    name: str  # "stem", "stage1".., "head"
+    out_ch: int
+    out_res: int
+    macs: int
+    params: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int  # conv + linear multiply-adds (paper "FLOPS")
+    fvcore_total: int  # + batch norm and pooling, fvcore's default count
+    by_op: dict[str, int]
+    resolution: int
+    num_classes: int
+    stages: list[StageCost] = field(default_factory=list)
+
+
+def _out(res: int, stride: int) -> int:
+    return math.ceil(res / stride)  # 'same' padding for odd kernels
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.params = 0
+
+    def conv(self, cin: int, cout: int, k: int, res_out: int, groups: int = 1, bias: bool = False) -> None:
+        self.ops["conv"] += res_out * res_out * cout * (cin // groups) * k * k
+        self.params += cout * (cin // groups) * k * k + (cout if bias else 0)
+
+    def bn(self, c: int, res: int) -> None:
+        self.ops["batch_norm"] += 2 * c * res * res
+        self.params += 2 * c
+
+    def pool(self, c: int, res: int) -> None:
+        self.ops["adaptive_avg_pool2d"] += c * res * res
+
+    def linear(self, cin: int, cout: int) -> None:
+        self.ops["linear"] += cin * cout
+        self.params += cin * cout + cout
+
+    def macs(self) -> int:
+        return self.ops["conv"] + self.ops["linear"]
+
+
+def _layer(t: _Tally, layer: Layer, res: int) -> int:
+    """Tally one layer at input resolution `res`; returns its output resolution."""
+    out = _out(res, layer.stride)
+    if layer.op == "conv":
+        t.conv(layer.in_ch, layer.out_ch, layer.kernel, out)
+        t.bn(layer.out_ch, out)
+        if layer.se > 0:
+            _se(t, layer.out_ch, se_channels(layer.in_ch, layer.se), out)
+        return out
+    mid = layer.in_ch * layer.expand
+    if layer.expand != 1:
+        t.conv(layer.in_ch, mid, 1, res)
+        t.bn(mid, res)
+    t.conv(mid, mid, layer.kernel, out, groups=mid)
+    t.bn(mid, out)
+    if layer.se > 0:
+        _se(t, mid, se_channels(layer.in_ch, layer.se), out)
+    t.conv(mid, layer.out_ch, 1, out)
+    t.bn(layer.out_ch, out)
+    return out
+
+
+def _se(t: _Tally, c: int, squeezed: int, res: int) -> None:
+    t.pool(c, res)
+    t.conv(c, squeezed, 1, 1, bias=True)
+    t.conv(squeezed, c, 1, 1, bias=True)
+
+
+def count(
+    arch: Arch,
+    *,
+    resolution: int | None = None,
+    num_classes: int = 1000,
+    width: float | None = None,
+    depth: float | None = None,
+    stem_stride: int = 2,
+) -> Cost:
+    """Params and multiply-adds of `arch` at `resolution` (default: the arch's own)."""
+    changes = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
+    if changes:
+        arch = arch.scaled(**changes)
+    res0 = int(resolution or arch.resolution)
+    stem, layers, head = layer_plan(arch)
+    t = _Tally()
+    stages: list[StageCost] = []
+
+    def mark(name: str, ch: int, res: int, macs0: int, params0: int) -> None:
+        stages.append(StageCost(name, ch, res, t.macs() - macs0, t.params - params0))
+
+    res = _out(res0, stem_stride)
+    t.conv(3, stem, 3, res)
+    t.bn(stem, res)
+    mark("stem", stem, res, 0, 0)
+    i = 0
+    while i < len(layers):
+        si, macs0, params0 = layers[i].stage, t.macs(), t.params
+        while i < len(layers) and layers[i].stage == si:
+            res = _layer(t, layers[i], res)
+            i += 1
+        mark(f"stage{si + 1}", layers[i - 1].out_ch, res, macs0, params0)
+    macs0, params0 = t.macs(), t.params
+    t.conv(layers[-1].out_ch, head, 1, res)
+    t.bn(head, res)
+    t.pool(head, res)
+    t.linear(head, num_classes)
+    mark("head", num_classes, 1, macs0, params0)
+    by_op = {k: v for k, v in sorted(t.ops.items()) if v}
+    return Cost(
+        params=t.params,
+        macs=t.macs(),
+        fvcore_total=sum(by_op.values()),
+        by_op=by_op,
+        resolution=res0,
+        num_classes=num_classes,
+        stages=stages,
+    )
+
+
+def fvcore_count(
+    arch: Arch, *, resolution: int | None = None, num_classes: int = 1000, stem_stride: int = 2
+) -> tuple[int, dict[str, int]]:
+    """(params, fvcore flops by operator) of the *built* model: the cross-check of `count`."""
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    from search_spaces.builder import build_model
+
+    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride).eval()
+    res = int(resolution or arch.resolution)
+    with torch.no_grad():
+        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, res, res))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = {k: int(v) for k, v in sorted(analysis.by_operator().items()) if v}
+    params = sum(p.numel() for p in model.parameters())
+    return params, by_op
