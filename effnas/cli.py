@@ -243,7 +243,9 @@ def load_arch_file(cfg: Any, path: Path) -> None:
     except (ArchError, UnicodeDecodeError) as exc:
         raise UserError(f"arch file {path}: {exc}") from None
     with open_dict(cfg):
-        cfg.arch = arch.to_dict() | {"meta": {**arch.meta, "source": str(path.resolve())}}
+        for key, value in arch.to_dict().items():
+            cfg.arch[key] = value
+        cfg.arch.meta = {**arch.meta, "source": str(path.resolve())}
 
 
 def run_stage(

@@ -68,7 +68,8 @@ def describe_rows(
     return rows, cost
 
 
-def describe(cfg: Any, out: TextIO = sys.stdout) -> None:
+def describe(cfg: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     arch = arch_from_cfg(cfg.arch)
     resolution = cfg.get("resolution") or arch.resolution
     if resolution < 8:

@@ -1,0 +1,35 @@
+"""Shared pytest fixtures: repo paths, and isolation of the data cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _small_torch() -> None:
+    # Two cores: tests use one intra-op thread each so pytest-level runs stay predictable.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decoded-array cache shared within one test session, never the user's ~/.cache.
+    monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+
+
+@pytest.fixture
+def cifar10_root() -> Path:
+    if not (CIFAR10 / "train").is_dir():
+        pytest.skip("../shared/datasets/cifar10 is not available")
+    return CIFAR10
+
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

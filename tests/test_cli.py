@@ -1,0 +1,104 @@
+"""The command line: help is instant and torch-free, bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnas.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_does_not_import_torch_or_ray() -> None:
+    code = (
+        "import sys; from effnas.cli import main\n"
+        "try:\n    main(['search', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'ray', 'optuna', 'fvcore', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "--target-flops" in out.stdout and "proxy.{epochs" in out.stdout
+
+
+@pytest.mark.parametrize("stage", ["search", "grid", "scale", "train", "describe"])
+def test_every_stage_help_lists_flags_and_keys(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli([stage, "--help"], capsys)
+    assert code == 0 and "--seed" in out and "config keys" in out and "run.{root" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "--target-flops", "400X"], "bad FLOP count '400X'"),
+        (["search", "--target-flops=-5M"], "bad FLOP count"),
+        (["search", "--trials", "0"], "must be >= 1"),
+        (["search", "--time-budget", "soon"], "bad duration"),
+        (["describe", "--bogus"], "unrecognized arguments: --bogus"),
+        (["describe", "proxy.epochs=3"], "Key 'proxy' not in 'DescribeConfig'"),
+        (["train", "proxy.epoch=3"], "Key 'epoch' not in 'ProxyConfig'"),
+        (["train", "proxy.epochs=abc"], "could not be converted to Float"),
+        (["train", "data=nope"], "Could not find 'data/nope' (available: cifar10, digits, imagefolder)"),
+        (["describe", "arch=efficientnet_b9"], "Could not find 'arch/efficientnet_b9'"),
+        (["describe", "+new_key=1"], "adding keys is not allowed"),
+        (["describe", "missing.yaml"], "arch file missing.yaml does not exist"),
+        (["describe", "notanoverride"], "neither key=value nor an arch YAML file"),
+        (["describe", "--format", "xml"], "invalid choice: 'xml'"),
+        (["describe", "resolution=4"], "resolution must be >= 8"),
+        (["rerun", "/nonexistent/run"], "not an effnas run directory"),
+        (["nostage"], "invalid choice: 'nostage'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("effnas: error: ") and "Traceback" not in err
+
+
+def test_bad_arch_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nblocks: [r1_k3_s11_e1_i32_o16_zz]\n")
+    code, _, err = run_cli(["describe", str(bad)], capsys)
+    assert code == 2 and "bad token 'zz'" in err and err.count("\n") == 1
+    bad.write_text("\x00\x01 not yaml: [")
+    code, _, err = run_cli(["describe", str(bad)], capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_describe_table_csv_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["describe", "arch=efficientnet_b3"], capsys)
+    assert code == 0 and "params 12,233,232" in out and "stage7" in out
+    code, out, _ = run_cli(["describe", "--format", "csv", "resolution=300"], capsys)
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("stage,op,kernel") and len(lines) == 1 + 9
+    code, out, _ = run_cli(["describe", "--format", "json", "arch=efficientnet_b0"], capsys)
+    doc = json.loads(out)
+    assert doc["totals"]["params"] == 5_288_548 and len(doc["stages"]) == 9
+
+
+def test_describe_reads_an_arch_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from search_spaces.official import official
+
+    path = tmp_path / "b2.yaml"
+    path.write_text(official("efficientnet_b2").to_yaml())
+    code, out, _ = run_cli(["describe", str(path)], capsys)
+    assert code == 0 and "params 9,109,994" in out and "resolution=260" in out
+    code, out, _ = run_cli(["describe", "--arch", str(path), "num_classes=10"], capsys)
+    assert code == 0 and "classes=10" in out
