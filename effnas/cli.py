@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -188,7 +189,7 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
     for attr, key in FLAG_KEYS.items():
         value = getattr(args, attr, None)
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(f"{key}={_override_value(value)}")
     sampler = getattr(args, "sampler", None)
     if sampler:
         overrides.append(f"sampler={sampler}")
@@ -200,6 +201,15 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
             overrides.append(f"arch={arch}")
     resume = getattr(args, "resume", None)
     return overrides, arch_file, Path(resume) if resume else None
+
+
+def _override_value(value: object) -> str:
+    """A flag's value as a Hydra override value: quoted when Hydra's grammar would read it as
+    something else (`--phi 1,3,5` is a string, not a sweep over three values)."""
+    text = str(value)
+    if re.fullmatch(r"[\w./:@+-]*", text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def _hydra_message(exc: BaseException) -> str:
