@@ -11,18 +11,18 @@ from effnas.config import ArchConfig, DataConfig, ProxyConfig, RayConfig, RunCon
 @dataclass
 class GridConfig:
     run: RunConfig = field(default_factory=RunConfig)
-    arch: ArchConfig = field(default_factory=ArchConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's or the official B0
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     phi: float = 1.0
     step: float = 0.05
-    max_alpha: float = 1.4
-    max_beta: float = 1.4
-    max_gamma: float = 1.4
-    target: float = 2.0  # alpha * beta^2 * gamma^2
+    max_alpha: float = 2.0
+    max_beta: float = 1.5
+    max_gamma: float = 1.5
+    target: float = 2.0  # alpha * beta^2 * gamma^2 (paper eq. 3)
     tol: float = 0.1
-    include_baseline: bool = True
+    include_baseline: bool = True  # also train the unscaled baseline, as a reference row
     upstream: Optional[str] = None  # a search run directory (--from)
     resume: Optional[str] = None
 
@@ -30,11 +30,11 @@ class GridConfig:
 @dataclass
 class ScaleConfig:
     run: RunConfig = field(default_factory=RunConfig)
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    phi: str = "1..7"
+    arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's or the official B0
+    phi: str = "1..7"  # 3 | 1..7 | 1,3,5
     mode: str = "formula"  # formula | official | flops-matched
-    alpha: float = 1.2  # paper §3.3
-    beta: float = 1.1
-    gamma: float = 1.15
-    base_resolution: int = 224
+    alpha: Optional[float] = None  # unset: --from's coefficients or the paper's 1.2, 1.1, 1.15
+    beta: Optional[float] = None
+    gamma: Optional[float] = None
+    resolution_divisor: int = 8  # formula resolutions round to a multiple of this
     upstream: Optional[str] = None  # a grid run directory (--from)
