@@ -1,0 +1,155 @@
+"""`load_dataset(cfg)`: a data config in, a split `Dataset` out.
+
+Reads the config (any object with `DataConfig`'s attributes: an OmegaConf node, a dataclass, a
+namespace), picks the source, takes the decoded arrays from the cache, then splits them: the test
+hold-out (sources without an official test split), the validation hold-out, the `max_train` subset.
+Splitting is cheap and never cached, so changing a fraction or the seed costs no decode. Each split
+draws from its own seeded stream, so the validation images do not change with `max_train`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from effnas.data import splits
+from effnas.data.cache import load_or_build
+from effnas.data.dataset import DataError, Dataset, Split
+from effnas.data.sources import RawData, Source, cifar10_source, digits_source, imagefolder_source
+
+SOURCES = ("cifar10", "digits", "imagefolder")
+# SeedSequence spawn keys: one independent random stream per split, all from data.split_seed
+TEST_STREAM, VAL_STREAM, SUBSET_STREAM = 1, 2, 3
+
+
+def _get(cfg: Any, name: str, default: Any = None) -> Any:
+    """`cfg.<name>`; absent, None or OmegaConf's `???` all read as `default`."""
+    try:
+        value = getattr(cfg, name)
+    except AttributeError:
+        return default
+    except Exception as e:  # omegaconf's MissingMandatoryValue, without importing omegaconf
+        if type(e).__name__ == "MissingMandatoryValue":
+            return default
+        raise
+    return default if value is None or value == "???" else value
+
+
+def _fraction(cfg: Any, name: str, default: float) -> float:
+    value = float(_get(cfg, name, default))
+    if not 0.0 <= value < 1.0:
+        raise DataError(f"data.{name} must be in [0, 1), got {value}")
+    return value
+
+
+def _directory(cfg: Any, name: str, dataset: str, required: bool) -> Optional[Path]:
+    value = _get(cfg, name)
+    if value is None:
+        if required:
+            raise DataError(
+                f"data.{name} is not set: {dataset} needs a directory (data.{name}=/path/to/data)"
+            )
+        return None
+    return Path(str(value)).expanduser()
+
+
+def _source(cfg: Any, name: str, image_size: int) -> Source:
+    if name == "digits":
+        return digits_source(image_size)
+    if name == "imagefolder":
+        root = _directory(cfg, "root", name, required=True)
+        return imagefolder_source(root, _directory(cfg, "test_root", name, required=False), image_size)
+    if name == "cifar10":
+        root = _directory(cfg, "root", name, required=True)
+        download = bool(_get(cfg, "download", False))
+        return cifar10_source(root, image_size, download, _get(cfg, "url"), _get(cfg, "md5"))
+    raise DataError(f"unknown dataset {name!r} (data.name): expected one of {', '.join(SOURCES)}")
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
+
+
+def _split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
+    # fancy indexing copies the rows out of the memory-mapped cache into ordinary arrays
+    return Split(np.ascontiguousarray(x[index]), np.ascontiguousarray(y[index], dtype=np.int64))
+
+
+def load_dataset(cfg: Any) -> Dataset:
+    """Load, cache and split the dataset `cfg` (a `DataConfig`) describes. Raises `DataError` on bad data.
+
+    `val` is held out of the training data (stratified, `val_fraction`, seeded by `split_seed`);
+    `test` is for final reports only: the official test split, or a stratified `test_fraction`
+    hold-out made before anything else where the source has none.
+    """
+    name = _get(cfg, "name")
+    if name is None:
+        raise DataError(f"data.name is not set: expected one of {', '.join(SOURCES)}")
+    image_size = int(_get(cfg, "image_size", 32))
+    if image_size < 1:
+        raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
+    val_fraction = _fraction(cfg, "val_fraction", 0.1)
+    test_fraction = _fraction(cfg, "test_fraction", 0.2)
+    seed = int(_get(cfg, "split_seed", 0))
+    if seed < 0:
+        raise DataError(f"data.split_seed must be >= 0, got {seed}")
+    max_train = _get(cfg, "max_train")
+    if max_train is not None and int(max_train) < 1:
+        raise DataError(f"data.max_train must be a positive number of images or null, got {max_train}")
+
+    source = _source(cfg, str(name), image_size)
+    raw, digest = load_or_build(source, _get(cfg, "cache_dir"))
+    return split_dataset(raw, digest, source, val_fraction, test_fraction, seed, max_train)
+
+
+def split_dataset(
+    raw: RawData,
+    digest: str,
+    source: Source,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_train: Optional[int],
+) -> Dataset:
+    """The train / val / test splits of decoded arrays, and the fingerprint that identifies them."""
+    classes, where = raw.classes, source.where
+    x, y = raw.train_x, np.asarray(raw.train_y, dtype=np.int64)
+    pool = np.arange(len(y))  # positions of the images still available for training
+    test_params = None
+    if raw.test_x is not None:
+        test = Split(np.array(raw.test_x), np.array(raw.test_y, dtype=np.int64))
+    else:
+        pool, held = splits.hold_out(
+            y, len(classes), test_fraction, _rng(seed, TEST_STREAM), "test", classes, where
+        )
+        test = _split(x, y, held)
+        test_params = test_fraction
+    kept, held = splits.hold_out(
+        y[pool], len(classes), val_fraction, _rng(seed, VAL_STREAM), "validation", classes, where
+    )
+    val_index, pool = pool[held], pool[kept]
+    if max_train is not None:
+        pool = pool[
+            splits.subset(y[pool], len(classes), int(max_train), _rng(seed, SUBSET_STREAM), classes, where)
+        ]
+    params = {
+        "data": digest,
+        "val_fraction": val_fraction,
+        "test_fraction": test_params,
+        "split_seed": seed,
+        "max_train": None if max_train is None else int(max_train),
+    }
+    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    return Dataset(
+        name=source.name,
+        train=_split(x, y, pool),
+        val=_split(x, y, val_index),
+        test=test,
+        num_classes=len(classes),
+        classes=classes,
+        fingerprint=fingerprint,
+    )
