@@ -61,22 +61,31 @@ class DataConfig:
 
 @dataclass
 class ProxyConfig:
+    """The proxy task (effnas/proxy.py): one short training run per trial. See docs/proxy.md."""
+
     epochs: float = 5.0
-    images: Optional[int] = None  # budget in training images instead of epochs
+    images: Optional[int] = None  # budget in training images instead of epochs (wins when set)
     batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (nesterov) | rmsprop (paper §5.2)
-    lr: float = 0.1  # per 256 images
+    optimizer: str = "sgd"  # sgd (nesterov) | rmsprop (paper §5.2: decay 0.9, momentum 0.9)
+    lr: float = 0.1  # per 256 images (scaled linearly with batch_size)
     momentum: float = 0.9
-    weight_decay: float = 5e-5
+    rmsprop_eps: float = 1e-3  # TensorFlow semantics (inside the sqrt); see docs/proxy.md
+    weight_decay: float = 5e-5  # on conv / linear weights, not BN or biases
     label_smoothing: float = 0.1
-    schedule: str = "cosine"  # cosine | exponential
+    schedule: str = "cosine"  # cosine | exponential (paper: x0.97 every 2.4 of 350 epochs) | constant
     warmup_epochs: float = 0.0
+    decay_rate: float = 0.97  # exponential schedule: factor per decay step
+    decay_epochs: float = 2.4  # ... every decay_epochs of reference_epochs, scaled to the budget
+    reference_epochs: float = 350.0
+    bn_momentum: Optional[float] = 0.1  # PyTorch convention; None keeps TF's 0.01 from the arch
     resolution: int = 32  # the proxy's base resolution; grid gamma multiplies it
-    stem_stride: int = 1  # low-resolution adaptation (documented in the README)
+    stem_stride: int = 1  # low-resolution adaptation; MACs are still reported at deployment
     num_classes: Optional[int] = None  # default: the dataset's
     channels_last: bool = True
     compile: str = "auto"  # auto | on | off
-    augment: bool = True
+    augment: bool = True  # random crop (zero padding) + horizontal flip
+    crop_pad: int = 4  # pixels at 32 px, scaled with the resolution
+    flip: bool = True
     eval_batch_size: int = 512
     report_every: float = 1.0  # epochs between intermediate accuracy reports
 

@@ -1,0 +1,473 @@
+"""The proxy trainer: one short, seeded training run of an `Arch` -> a `TrialResult`.
+
+Every search trial, every grid point and `effnas train` run through `evaluate`, so this module is
+the speed of the whole product (docs/proxy.md has the measurements and the design choices):
+- data stay uint8 tensors (on the GPU under CUDA); a batch is one gather, the batched crop+flip
+  of `effnas.data.augment_batch`, and one fused normalise: no DataLoader, no per-image Python;
+- channels-last, AMP (bf16) on CUDA, `torch.compile` when the budget pays for it
+  (`proxy.compile=auto`), evaluation under `inference_mode`, and no host sync per step
+  (losses go to a device buffer read once per report);
+- a diverging run (NaN/inf loss) ends as `status="failed"` with the step, never an exception;
+- on CPU the same seed gives bit-identical metrics (with the same thread count).
+
+Budget, optimizer and schedule follow the EfficientNet paper §5.2 where it says something (RMSProp
+decay 0.9 / momentum 0.9, exponential decay 0.97 every 2.4 epochs, label smoothing, stochastic
+depth, dropout from the arch), scaled down to a proxy budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from effnas.data import Dataset
+    from search_spaces.arch import Arch
+
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("cosine", "exponential", "constant")
+COMPILE_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class TrialResult:
+    """What one proxy run measured. `macs`/`params` are the paper's unit: the deployment model
+    (arch at `arch.resolution`, 1000 classes); `proxy_macs` is the network actually trained."""
+
+    status: str  # "ok" | "failed"
+    accuracy: float | None  # validation accuracy in [0, 1] (held out of the training data)
+    loss: float | None  # final validation loss (plain cross-entropy, no smoothing)
+    macs: int
+    params: int
+    proxy_macs: int
+    seconds: float  # wall time of the whole call
+    images_per_second: float  # training images / training-step seconds (no eval, no compile)
+    epochs: float  # epochs actually trained
+    test_accuracy: float | None = None
+    error: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    resolution: int = 0
+    compiled: bool = False
+    compile_seconds: float = 0.0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Diverged(Exception):
+    """Raised inside the loop when the loss stops being finite; becomes a failed result."""
+
+
+def _opt(proxy: Any, name: str, default: Any) -> Any:
+    """`proxy.<name>`, or `default` when absent/None (plain dicts from Ray workers lack new keys)."""
+    value = proxy.get(name, default) if isinstance(proxy, dict) else getattr(proxy, name, default)
+    return default if value is None else value
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return device
+
+
+def evaluate(
+    arch: Arch,
+    proxy: Any,
+    data: Dataset,
+    *,
+    resolution: int | None = None,
+    seed: int = 0,
+    threads: int = 0,
+    device: str = "auto",
+    report: Callable[[dict[str, Any]], None] | None = None,
+    test: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrialResult:
+    """Train `arch` on `data.train` under the `proxy` budget; score it on `data.val`.
+
+    `resolution` is the proxy input size (default `proxy.resolution`; the grid passes
+    gamma^phi * base). `report(metrics)` is called every `proxy.report_every` epochs and at the
+    end; an exception it raises propagates (that is how Ray Tune stops a trial). `progress`
+    gets the same dicts plus timing (for `effnas train`'s console). `test=True` also scores
+    `data.test`. The global torch RNG is left as it was.
+    """
+    import torch
+
+    from search_spaces.cost import count
+
+    t0 = time.perf_counter()
+    res = int(resolution or _opt(proxy, "resolution", 32))
+    num_classes = int(_opt(proxy, "num_classes", 0) or data.num_classes)
+    stem_stride = int(_opt(proxy, "stem_stride", 1))
+    deploy = count(arch)
+    trained = count(arch, resolution=res, num_classes=num_classes, stem_stride=stem_stride)
+    dev = resolve_device(device)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    result = TrialResult(
+        status="ok",
+        accuracy=None,
+        loss=None,
+        macs=deploy.macs,
+        params=deploy.params,
+        proxy_macs=trained.macs,
+        seconds=0.0,
+        images_per_second=0.0,
+        epochs=0.0,
+        resolution=res,
+        device=dev,
+    )
+    devices = [torch.device(dev).index or 0] if dev.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        trainer = _Trainer(arch, proxy, data, res, num_classes, stem_stride, dev, seed, result)
+        try:
+            trainer.train(report, progress)
+            if test:
+                if data.test is None:
+                    raise ValueError(f"dataset {data.name} has no test split")
+                result.test_accuracy, _ = trainer.score(trainer.test_x, trainer.test_y)
+        except Diverged as exc:
+            result.status, result.error = "failed", str(exc)
+            result.accuracy = result.loss = result.test_accuracy = None
+        except torch.OutOfMemoryError as exc:
+            result.status, result.error = "failed", f"out of memory: {str(exc).splitlines()[0]}"
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+class _Trainer:
+    """The state of one run; `train` is the loop. Split out so `evaluate` reads as a summary."""
+
+    def __init__(
+        self,
+        arch: Arch,
+        proxy: Any,
+        data: Dataset,
+        res: int,
+        num_classes: int,
+        stem_stride: int,
+        dev: str,
+        seed: int,
+        result: TrialResult,
+    ) -> None:
+        import torch
+
+        from search_spaces.builder import build_model
+
+        self.proxy, self.dev, self.result = proxy, torch.device(dev), result
+        self.cuda = self.dev.type == "cuda"
+        self.memory_format = (
+            torch.channels_last if _opt(proxy, "channels_last", True) else torch.contiguous_format
+        )
+        # -- data: uint8 at the proxy resolution, resident on the training device --------------
+        self.train_x, self.train_y = self._tensors(data.train, res)
+        self.val_x, self.val_y = self._tensors(data.val, res)
+        self.test_x = self.test_y = None
+        if data.test is not None:
+            self.test_x, self.test_y = self._tensors(data.test, res)
+        # per-channel statistics of the training images: x_float = x_uint8 * scale + shift
+        mean = data.train.x.mean(axis=(0, 2, 3), dtype="float64") / 255.0
+        std = data.train.x.std(axis=(0, 2, 3), dtype="float64") / 255.0
+        std[std < 1e-3] = 1.0
+        self.scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32, device=self.dev)
+        self.shift = torch.tensor(-mean / std, dtype=torch.float32, device=self.dev)
+        self.scale, self.shift = self.scale.view(1, 3, 1, 1), self.shift.view(1, 3, 1, 1)
+        self.pad = round(int(_opt(proxy, "crop_pad", 4)) * res / 32)
+        self.generator = torch.Generator(device=self.dev).manual_seed(seed)
+
+        # -- budget -------------------------------------------------------------------------
+        n = len(self.train_y)
+        if n < 2:
+            raise ValueError(f"dataset {data.name} has {n} training images; need at least 2")
+        self.batch = min(int(_opt(proxy, "batch_size", 128)), n)
+        self.steps_per_epoch = n // self.batch  # drop_last: static shapes for compile and BN
+        images = _opt(proxy, "images", None)
+        if images is not None:
+            self.total_steps = max(1, math.ceil(int(images) / self.batch))
+        else:
+            self.total_steps = max(1, round(float(_opt(proxy, "epochs", 5.0)) * self.steps_per_epoch))
+        self.total_epochs = self.total_steps / self.steps_per_epoch
+        every = float(_opt(proxy, "report_every", 1.0))
+        self.report_steps = max(1, round(every * self.steps_per_epoch)) if every > 0 else self.total_steps
+        self.warmup_steps = min(
+            self.total_steps - 1, round(float(_opt(proxy, "warmup_epochs", 0.0)) * self.steps_per_epoch)
+        )
+
+        # -- model and optimizer ------------------------------------------------------------
+        self.model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
+        bn_momentum = _opt(proxy, "bn_momentum", None)
+        if bn_momentum is not None:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = float(bn_momentum)
+        self.model.to(self.dev, memory_format=self.memory_format)
+        self.base_lr = float(_opt(proxy, "lr", 0.1)) * self.batch / 256  # lr is per 256 images
+        self.optimizer = make_optimizer(self.model, proxy, self.base_lr)
+        self.schedule = str(_opt(proxy, "schedule", "cosine"))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown proxy.schedule {self.schedule!r}; expected {', '.join(SCHEDULES)}")
+        self.smoothing = float(_opt(proxy, "label_smoothing", 0.0))
+        self.step_fn = self.model
+        result.compiled = self._want_compile(arch, res, num_classes, stem_stride)
+        if result.compiled:
+            self.step_fn = torch.compile(self.model, dynamic=False)
+        self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else None
+
+    def _tensors(self, split: Any, res: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        from effnas.data import resize_batch
+
+        x = torch.from_numpy(split.x).to(self.dev)
+        if x.shape[-1] != res or x.shape[-2] != res:
+            # once, up front, in chunks: the grid's resolution scaling costs no per-step resize
+            x = torch.cat([resize_batch(c, res) for c in x.split(4096)])
+        return x, torch.from_numpy(split.y).to(self.dev)
+
+    def _want_compile(self, arch: Arch, res: int, num_classes: int, stem_stride: int) -> bool:
+        mode = str(_opt(self.proxy, "compile", "auto"))
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"unknown proxy.compile {mode!r}; expected {', '.join(COMPILE_MODES)}")
+        if mode != "auto":
+            return mode == "on"
+        return compile_pays_off(
+            self.result.proxy_macs, self.total_steps * self.batch, self.dev.type, len(arch.stages)
+        )
+
+    # -- one step ---------------------------------------------------------------------------
+    def batch_at(self, order: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from effnas.data import augment_batch
+
+        idx = order[i * self.batch : (i + 1) * self.batch]
+        x, y = self.train_x[idx], self.train_y[idx]
+        if _opt(self.proxy, "augment", True):
+            x = augment_batch(x, self.generator, pad=self.pad, flip=bool(_opt(self.proxy, "flip", True)))
+        return self.normalize(x), y
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
+        return x.float().mul_(self.scale).add_(self.shift)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup from 0, then the schedule over the remaining steps (per step, no stairs
+        shorter than one step)."""
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        t, span = step - self.warmup_steps, max(1, self.total_steps - self.warmup_steps)
+        if self.schedule == "cosine":
+            return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / span))
+        if self.schedule == "exponential":
+            # paper §5.2: x0.97 every 2.4 epochs of 350; the same number of decays over our budget
+            every = float(_opt(self.proxy, "decay_epochs", 2.4)) / float(
+                _opt(self.proxy, "reference_epochs", 350.0)
+            )
+            decays = math.floor(t / max(1.0, every * span))
+            return self.base_lr * float(_opt(self.proxy, "decay_rate", 0.97)) ** decays
+        return self.base_lr
+
+    def train(
+        self,
+        report: Callable[[dict[str, Any]], None] | None,
+        progress: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        r, model, opt = self.result, self.model, self.optimizer
+        losses = torch.zeros(self.total_steps, device=self.dev)
+        checked = 0  # losses[:checked] are known finite
+        # host syncs: every step on CPU costs nothing; on CUDA only at reports (and every 50)
+        check_every = 50 if self.cuda else 1
+        train_seconds, images, compile_seconds = 0.0, 0, 0.0
+        model.train()
+        order = None
+        tic = time.perf_counter()
+        for step in range(self.total_steps):
+            i = step % self.steps_per_epoch
+            if i == 0:
+                order = torch.randperm(len(self.train_y), generator=self.generator, device=self.dev)
+            x, y = self.batch_at(order, i)
+            lr = self.lr_at(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if self.amp is not None:
+                with self.amp:
+                    logits = self.step_fn(x)
+            else:
+                logits = self.step_fn(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step] = loss.detach()
+            if step == 0 and r.compiled:
+                compile_seconds = time.perf_counter() - tic  # the first step compiles
+                tic = time.perf_counter()
+            else:
+                images += self.batch
+            done = step + 1
+            if done - checked >= check_every or done % self.report_steps == 0 or done == self.total_steps:
+                checked = self._check_finite(losses, checked, done)
+            if done % self.report_steps == 0 or done == self.total_steps:
+                if self.cuda:
+                    torch.cuda.synchronize()
+                train_seconds += time.perf_counter() - tic
+                r.accuracy, r.loss = self.score(self.val_x, self.val_y)
+                start = ((done - 1) // self.report_steps) * self.report_steps
+                if not math.isfinite(r.loss):
+                    raise Diverged(f"validation loss became {r.loss} at step {done}")
+                metrics = {
+                    "epoch": round(done / self.steps_per_epoch, 4),
+                    "step": done,
+                    "train_loss": float(losses[start:done].mean()),
+                    "val_accuracy": r.accuracy,
+                    "val_loss": r.loss,
+                    "lr": lr,
+                    "images_per_second": images / train_seconds if train_seconds > 0 else 0.0,
+                }
+                r.history.append(metrics)
+                r.steps, r.epochs = done, done / self.steps_per_epoch
+                r.images_per_second, r.compile_seconds = metrics["images_per_second"], compile_seconds
+                if progress is not None:
+                    progress({**metrics, "total_steps": self.total_steps, "train_seconds": train_seconds})
+                if report is not None:
+                    report(dict(metrics))
+                tic = time.perf_counter()
+
+    def _check_finite(self, losses: torch.Tensor, start: int, end: int) -> int:
+        import torch
+
+        window = losses[start:end]
+        bad = ~torch.isfinite(window)
+        if bool(bad.any()):
+            first = start + int(bad.nonzero()[0, 0])
+            raise Diverged(f"training loss became {float(losses[first])} at step {first + 1}")
+        return end
+
+    def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of the current weights; BN in eval mode."""
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        model.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
+        size = int(_opt(self.proxy, "eval_batch_size", 512))
+        with torch.inference_mode():
+            for start in range(0, len(y_all), size):
+                x = self.normalize(x_all[start : start + size])
+                y = y_all[start : start + size]
+                if self.amp is not None:
+                    with self.amp:
+                        logits = model(x).float()
+                else:
+                    logits = model(x)
+                total_loss += F.cross_entropy(logits, y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum()
+        model.train()
+        n = len(y_all)
+        return int(correct) / n, float(total_loss) / n
+
+
+def make_optimizer(model: torch.nn.Module, proxy: Any, lr: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum, or the paper's RMSProp in TensorFlow's form (`RMSpropTF`).
+
+    Weight decay (L2, coupled, as TensorFlow's regulariser) applies to conv and linear weights
+    only: BN scales/shifts and biases are not decayed.
+    """
+    import torch
+
+    name = str(_opt(proxy, "optimizer", "sgd"))
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown proxy.optimizer {name!r}; expected {', '.join(OPTIMIZERS)}")
+    wd = float(_opt(proxy, "weight_decay", 0.0))
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    momentum = float(_opt(proxy, "momentum", 0.9))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum, eps=float(_opt(proxy, "rmsprop_eps", 1e-3)))
+
+
+def _rmsprop_tf_class() -> type:
+    import torch
+
+    class _RMSpropTF(torch.optim.Optimizer):
+        """TensorFlow's RMSProp (the paper's optimizer, decay 0.9, momentum 0.9, eps 1e-3).
+
+        It differs from `torch.optim.RMSprop` in three ways that matter at eps=1e-3: eps sits
+        inside the square root (lr * g / sqrt(ms + eps)), the mean square starts at 1 rather
+        than 0 (no huge first steps), and the learning rate multiplies the momentum update.
+        torch's RMSprop(eps=1e-3) would be a different, much less damped, optimizer.
+        """
+
+        def __init__(self, params: Any, lr: float, alpha: float, momentum: float, eps: float) -> None:
+            super().__init__(params, {"lr": lr, "alpha": alpha, "momentum": momentum, "eps": eps})
+
+        @torch.no_grad()
+        def step(self, closure: Any = None) -> None:
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                grads = [p.grad for p in params]
+                if group["weight_decay"]:
+                    grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                ms, mom = [], []
+                for p in params:
+                    state = self.state[p]
+                    if not state:
+                        state["ms"] = torch.ones_like(p)
+                        state["mom"] = torch.zeros_like(p)
+                    ms.append(state["ms"])
+                    mom.append(state["mom"])
+                a = group["alpha"]
+                torch._foreach_mul_(ms, a)
+                torch._foreach_addcmul_(ms, grads, grads, value=1.0 - a)
+                denom = torch._foreach_sqrt(torch._foreach_add(ms, group["eps"]))
+                torch._foreach_mul_(mom, group["momentum"])
+                torch._foreach_addcdiv_(mom, grads, denom, value=group["lr"])
+                torch._foreach_sub_(params, mom)
+
+    return _RMSpropTF
+
+
+def RMSpropTF(params: Any, **kwargs: Any) -> torch.optim.Optimizer:
+    return _rmsprop_tf_class()(params, **kwargs)
+
+
+# -- torch.compile: when does it pay? ------------------------------------------------------------
+# Measured by benchmarks/bench_trainer.py (compile-vs-budget table; docs/proxy.md). On this
+# 2-core CPU, compiling B0's training step costs COMPILE_SECONDS and saves COMPILE_GAIN of each
+# eager step; an eager step runs at EAGER_MACS_PER_SECOND training MACs (3 x forward). `auto`
+# compiles when the predicted saving exceeds the compile time with margin. The decision uses
+# only the budget and the MAC count, never a timing, so a rerun decides the same way.
+COMPILE_SECONDS = {"cpu": 60.0, "cuda": 60.0}
+COMPILE_GAIN = {"cpu": 0.15, "cuda": 0.5}
+EAGER_MACS_PER_SECOND = {"cpu": 6e9, "cuda": 2e12}
+
+
+def compile_pays_off(proxy_macs: int, images: int, device: str, stages: int = 7) -> bool:
+    """Predicted eager seconds x gain > 1.5 x compile seconds (compile time grows with depth)."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    eager = 3 * proxy_macs * images / EAGER_MACS_PER_SECOND[kind]
+    return eager * COMPILE_GAIN[kind] > 1.5 * COMPILE_SECONDS[kind] * max(1, stages) / 7
+
+
+__all__ = ["Diverged", "TrialResult", "compile_pays_off", "evaluate", "make_optimizer", "resolve_device"]
