@@ -13,6 +13,8 @@ under parallel workers, DESIGN.md).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from effnas.errors import UserError
@@ -87,6 +89,33 @@ def enumerate_candidates(
             "widen tol or the bounds, or use a finer step"
         )
     return found
+
+
+def spread_subset(
+    candidates: Sequence[Candidate], k: int, keep: tuple[float, float, float] | None = PAPER_COEFFICIENTS
+) -> list[Candidate]:
+    """`k` candidates spread over the constraint surface, in grid order (k <= 0: all).
+
+    Greedy farthest-point sampling in (alpha, beta, gamma): start from `keep` when it is on the
+    grid (else the point nearest the surface's middle), then repeatedly add the candidate
+    farthest from everything chosen; ties go to grid order. Deterministic, so the subset and
+    its ids are the same in every run.
+    """
+    if k <= 0 or k >= len(candidates):
+        return list(candidates)
+    points = [(c.alpha, c.beta, c.gamma) for c in candidates]
+    if keep is not None and tuple(keep) in points:
+        first = points.index(tuple(keep))
+    else:
+        middle = [sum(p[i] for p in points) / len(points) for i in range(3)]
+        first = min(range(len(points)), key=lambda i: math.dist(points[i], middle))
+    chosen = [first]
+    nearest = [math.dist(p, points[first]) for p in points]
+    while len(chosen) < k:
+        nxt = max(range(len(points)), key=lambda i: (nearest[i], -i))
+        chosen.append(nxt)
+        nearest = [min(d, math.dist(p, points[nxt])) for d, p in zip(nearest, points)]
+    return [candidates[i] for i in sorted(chosen)]
 
 
 def round_resolution(value: float, divisor: int = 1) -> int:

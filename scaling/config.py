@@ -22,6 +22,8 @@ class GridConfig:
     max_gamma: float = 1.5
     target: float = 2.0  # alpha * beta^2 * gamma^2 (paper eq. 3)
     tol: float = 0.1
+    resolution_divisor: int = 8  # deployment resolution rounding, as in `effnas scale`
+    max_candidates: int = 0  # train a spread-out subset of this many (0: every candidate)
     include_baseline: bool = True  # also train the unscaled baseline, as a reference row
     upstream: Optional[str] = None  # a search run directory (--from)
     resume: Optional[str] = None

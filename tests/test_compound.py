@@ -7,11 +7,13 @@ import pytest
 from effnas.errors import UserError
 from scaling.compound import (
     PAPER_COEFFICIENTS,
+    Candidate,
     axis,
     constraint_product,
     enumerate_candidates,
     round_resolution,
     scale_arch,
+    spread_subset,
 )
 from search_spaces.official import efficientnet_b0
 
@@ -86,3 +88,17 @@ def test_scale_arch_is_pure_and_follows_eq3() -> None:
     # multipliers compose with the baseline's own
     again = scale_arch(s224, a, b, g, 1)
     assert again.width == pytest.approx(1.21) and again.depth == pytest.approx(1.44)
+
+
+def test_spread_subset_keeps_the_paper_point_and_covers_the_surface() -> None:
+    every = enumerate_candidates(0.05, 2.0, 1.5, 1.5, target=2.0, tol=0.1)
+    subset = spread_subset(every, 16)
+    assert len(subset) == len({c.id for c in subset}) == 16
+    assert subset == spread_subset(every, 16)  # deterministic
+    assert [c.id for c in subset] == [c.id for c in every if c in subset]  # grid order
+    assert PAPER_COEFFICIENTS in {(c.alpha, c.beta, c.gamma) for c in subset}
+    # the corners of the surface (all depth / all width / all resolution) are reached
+    ids = {c.id for c in subset}
+    assert {"a2_b1_g1", "a1_b1.4_g1", "a1_b1_g1.4"} <= ids
+    assert spread_subset(every, 0) == every and spread_subset(every, 500) == every
+    assert spread_subset(every, 1) == [Candidate(*PAPER_COEFFICIENTS)]

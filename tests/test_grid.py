@@ -1,0 +1,189 @@
+"""`effnas grid`: the plan, the trial record, the winner, resume, bad input, and a real Ray run."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from effnas.cli import main
+from effnas.rundir import RunDir
+from scaling.compound import Candidate, enumerate_candidates
+from scaling.grid import COLUMNS, _Recorder, pick_winner, plan
+from search_spaces.arch import Arch
+from search_spaces.cost import count
+from search_spaces.official import efficientnet_b0
+
+
+def _error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_plan_scales_the_baseline_by_eq3() -> None:
+    b0 = efficientnet_b0()
+    cands = enumerate_candidates(0.05, 2.0, 1.5, 1.5, 2.0, 0.1)
+    rows = plan(b0, cands, phi=1.0, proxy_resolution=32, target=2.0, include_baseline=True)
+    assert len(rows) == len(cands) + 1
+    base, *points = rows
+    assert (base["id"], base["kind"], base["macs_ratio"], base["resolution"]) == (
+        "baseline",
+        "baseline",
+        1.0,
+        32,
+    )
+    assert all(abs(r["product"] - 2.0) <= 0.1 + 1e-9 for r in points)
+    paper = next(r for r in points if r["id"] == "a1.2_b1.1_g1.15")
+    assert (paper["depth"], paper["width"], paper["resolution"], paper["deploy_resolution"]) == (
+        1.2,
+        1.1,
+        37,
+        256,
+    )
+    assert paper["macs"] == count(Arch.from_dict(paper["_arch"])).macs
+    assert paper["macs_ratio"] == pytest.approx(paper["macs"] / count(b0).macs, abs=1e-4)
+    assert paper["nominal_ratio"] == 2.0
+    assert all(r["status"] == "pending" for r in rows)
+    # phi scales the exponents: at phi = 2 the same point is depth 1.44, width 1.21
+    two = plan(b0, [Candidate(1.2, 1.1, 1.15)], phi=2.0, proxy_resolution=32, include_baseline=False)
+    assert (two[0]["depth"], two[0]["width"], two[0]["resolution"], two[0]["nominal_ratio"]) == (
+        1.44,
+        1.21,
+        42,
+        4.0,
+    )
+
+
+def test_recorder_writes_every_finished_trial(tmp_path: Path) -> None:
+    rundir = RunDir(tmp_path, "grid")
+    rows = plan(efficientnet_b0(), [Candidate(1.2, 1.1, 1.15), Candidate(2.0, 1.0, 1.0)], 1.0, 16)
+    out = io.StringIO()
+    rec = _Recorder(rows, rundir, total=3, out=out)
+    rec.save()
+    assert set(pd.read_csv(tmp_path / "trials.csv")["status"]) == {"pending"}
+    rec.complete("a2_b1_g1", {"status": "ok", "accuracy": 0.5, "loss": 1.2, "seconds": 3.21, "epochs": 2.0})
+    rec.complete("baseline", {"status": "failed", "accuracy": None, "error": "diverged at step 3"})
+    rec.complete("a1.2_b1.1_g1.15", {}, error="RuntimeError: worker died")
+    frame = pd.read_csv(tmp_path / "trials.csv").set_index("id")
+    assert list(frame.reset_index().columns) == list(COLUMNS)
+    assert frame.loc["a2_b1_g1", "status"] == "ok" and frame.loc["a2_b1_g1", "accuracy"] == 0.5
+    assert frame.loc["baseline", "status"] == "failed" and "diverged" in frame.loc["baseline", "error"]
+    assert frame.loc["a1.2_b1.1_g1.15", "error"] == "RuntimeError: worker died"
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("[1/3] a2_b1_g1") and "acc 0.5000" in lines[0]
+    assert "FAILED" in lines[2]
+
+
+def test_winner_is_the_best_candidate_never_the_reference_row() -> None:
+    rows = [
+        {"id": "baseline", "kind": "baseline", "status": "ok", "accuracy": 0.99, "macs": 1},
+        {"id": "x", "kind": "candidate", "status": "ok", "accuracy": 0.8, "macs": 300},
+        {"id": "y", "kind": "candidate", "status": "ok", "accuracy": 0.8, "macs": 200},
+        {"id": "z", "kind": "candidate", "status": "failed", "accuracy": None, "macs": 100},
+    ]
+    assert pick_winner(rows)["id"] == "y"  # tie on accuracy -> fewer MACs
+    assert pick_winner(rows[:1] + rows[3:]) is None
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["tol=0.0001", "max_alpha=1.9"], "no (alpha, beta, gamma)"),
+        (["max_alpha=1.0", "max_beta=1.0", "max_gamma=1.0"], "widen tol"),
+        (["--phi", "0"], "--phi must be > 0"),
+        (["--phi", "x"], "phi"),
+        (["step=0"], "step must be > 0"),
+        (["--from", "/nonexistent/search/run"], "no such directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _error(["grid", *args, f"run.root={tmp_path}"], capsys)
+    assert words in line
+    assert not (tmp_path / "grid").exists()
+
+
+def test_from_must_be_a_finished_search_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scale", "--phi", "1", f"run.dir={tmp_path / 'scale'}"]) == 0
+    capsys.readouterr()
+    line = _error(["grid", "--from", str(tmp_path / "scale"), f"run.root={tmp_path}"], capsys)
+    assert "a scale run, expected a search run" in line
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "manifest.json").write_text(json.dumps({"stage": "search"}))
+    line = _error(["grid", "--from", str(search), f"run.root={tmp_path}"], capsys)
+    assert "no best_arch.yaml" in line
+    (search / "best_arch.yaml").write_text(efficientnet_b0().to_yaml())
+    line = _error(["grid", "--from", str(search), "--arch", "efficientnet_b1"], capsys)
+    assert "not both" in line
+
+
+def test_grid_on_ray_records_resumes_and_feeds_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real local Ray runtime (2 CPUs, shut down after) on a tiny proxy budget."""
+    import ray
+
+    run = tmp_path / "grid"
+    tiny = [
+        "max_candidates=2",
+        "proxy.images=32",
+        "proxy.batch_size=16",
+        "proxy.resolution=8",
+        "proxy.compile=off",
+        "ray.num_cpus=2",
+        f"run.dir={run}",
+    ]
+    assert main(["grid", "--phi", "1", *tiny]) == 0
+    assert not ray.is_initialized()
+    out = capsys.readouterr().out
+    trials = pd.read_csv(run / "trials.csv")
+    assert list(trials["id"]) == ["baseline", "a1.2_b1.1_g1.15", "a2_b1_g1"]  # the paper point is kept
+    assert set(trials["status"]) == {"ok"}
+    assert ((trials[trials["kind"] == "candidate"]["product"] - 2).abs() <= 0.1).all()
+    assert trials["accuracy"].between(0, 1).all()
+    assert out.count("] a") + out.count("] baseline") == 3  # one progress line per trial
+    coeffs = yaml.safe_load((run / "coefficients.yaml").read_text())
+    winner = trials[trials["id"] == coeffs["id"]].iloc[0]
+    assert (coeffs["alpha"], coeffs["beta"], coeffs["gamma"]) == (
+        winner["alpha"],
+        winner["beta"],
+        winner["gamma"],
+    )
+    assert coeffs["accuracy"] == winner["accuracy"] == trials[trials["kind"] == "candidate"]["accuracy"].max()
+    assert Arch.from_dict(coeffs["baseline"]) == efficientnet_b0()
+    assert coeffs["proxy"]["images"] == 32
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["constraint_holds"] and summary["ok"] == 3 and summary["grid_points"] == 109
+    assert (run / "accuracy_vs_macs.png").is_file() and (run / "accuracy_vs_coefficients.png").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["upstream"][0]["stage"] == "official" and manifest["dataset"]["name"] == "digits"
+
+    # --resume trains only what is not ok yet
+    trials.loc[trials["id"] == "a2_b1_g1", ["status", "accuracy"]] = ["pending", None]
+    (run / "trials.csv").write_text(trials.to_csv(index=False))
+    assert main(["grid", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming: 2 done" in out and "[1/1] a2_b1_g1" in out and "] baseline" not in out
+    again = pd.read_csv(run / "trials.csv")
+    assert set(again["status"]) == {"ok"}
+    assert (
+        again[again["id"] == "baseline"]["accuracy"].item()
+        == trials[trials["id"] == "baseline"]["accuracy"].item()
+    )
+
+    # scale reads the winner and the baseline from the grid run alone
+    assert main(["scale", "--from", str(run), "--phi", "1", f"run.dir={tmp_path / 'scale'}"]) == 0
+    b1 = Arch.from_yaml((tmp_path / "scale" / "b1.yaml").read_text())
+    assert b1.depth == pytest.approx(coeffs["alpha"]) and b1.width == pytest.approx(coeffs["beta"])
+    manifest = json.loads((tmp_path / "scale" / "manifest.json").read_text())
+    assert str(run.resolve()) in {u["path"] for u in manifest["upstream"]}
