@@ -284,6 +284,7 @@ def run_stage(
         if hydra_cfg is not None:
             run.write_text(".hydra/hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
         run.start_manifest(cfg, argv)
+        _record_arch_file_upstream(run, cfg)
     print(f"effnas {stage}: run directory {run.path}", file=sys.stderr)
     try:
         summary = module.run(cfg, run)
@@ -298,6 +299,21 @@ def run_stage(
         raise
     run.finish(summary)
     return run.path, summary
+
+
+def _record_arch_file_upstream(run: Any, cfg: Any) -> None:
+    """An arch file inside another run directory (a scale run's b1.yaml, a search run's
+    best_arch.yaml) makes that run an upstream of this one, whichever stage reads it."""
+    from omegaconf import OmegaConf
+
+    from effnas.rundir import stage_of
+
+    source = OmegaConf.select(cfg, "arch.meta.source", default=None)
+    if source:
+        parent = Path(source).parent
+        found = stage_of(parent)
+        if found:
+            run.record_upstream(parent, found, f"arch file {Path(source).name}")
 
 
 class _open_struct:
@@ -332,7 +348,8 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
         cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
         cfg.run.dir = None
     old = read_json(run_dir / "summary.json")
-    path, new = run_stage(stage, cfg, argv, overrides=list(overrides))
+    path, _ = run_stage(stage, cfg, argv, overrides=list(overrides))
+    new = read_json(path / "summary.json")  # as written, with the stage and status finish() adds
     report = compare_summaries(old, new)
     from effnas.rundir import write_json
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,9 +56,13 @@ class TrialResult:
     compiled: bool = False
     compile_seconds: float = 0.0
     device: str = "cpu"
+    model: Any = field(default=None, repr=False, compare=False)  # only with keep_model=True
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values only (the model, if kept, is left out)."""
+        out = asdict(replace(self, model=None))
+        del out["model"]
+        return out
 
 
 class Diverged(Exception):
@@ -95,6 +99,7 @@ def evaluate(
     report: Callable[[dict[str, Any]], None] | None = None,
     test: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    keep_model: bool = False,
 ) -> TrialResult:
     """Train `arch` on `data.train` under the `proxy` budget; score it on `data.val`.
 
@@ -102,7 +107,8 @@ def evaluate(
     gamma^phi * base). `report(metrics)` is called every `proxy.report_every` epochs and at the
     end; an exception it raises propagates (that is how Ray Tune stops a trial). `progress`
     gets the same dicts plus timing (for `effnas train`'s console). `test=True` also scores
-    `data.test`. The global torch RNG is left as it was.
+    `data.test`; `keep_model=True` leaves the trained module in `result.model`. The global torch
+    RNG is left as it was.
     """
     import torch
 
@@ -145,6 +151,8 @@ def evaluate(
             result.accuracy = result.loss = result.test_accuracy = None
         except torch.OutOfMemoryError as exc:
             result.status, result.error = "failed", f"out of memory: {str(exc).splitlines()[0]}"
+        if keep_model:
+            result.model = trainer.model
     result.seconds = time.perf_counter() - t0
     return result
 

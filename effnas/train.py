@@ -1,0 +1,152 @@
+"""`effnas train`: one architecture trained with the proxy trainer, into a run directory.
+
+    effnas train arch=efficientnet_b0 data=cifar10 data.root=../shared/datasets/cifar10 proxy.epochs=10
+    effnas train path/to/b1.yaml data.use_test=true
+
+Writes `metrics.csv` (one row per report, every `proxy.report_every` epochs), `model.pt` (a plain
+state_dict, unless save_weights=false) and returns the summary the CLI stores as `summary.json`.
+Every summary value except the `*seconds*` and `images_per_second` keys is deterministic on CPU
+under the seed, so `effnas rerun` of a train run reports MATCH.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from effnas.errors import UserError
+
+
+def validate(cfg: Any) -> None:
+    """Cheap checks before a run directory exists: the arch builds, the proxy names are known."""
+    from effnas.describe import arch_from_cfg
+    from effnas.proxy import COMPILE_MODES, OPTIMIZERS, SCHEDULES
+
+    arch_from_cfg(cfg.arch)
+    p = cfg.proxy
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("compile", COMPILE_MODES)):
+        if str(p[key]) not in allowed:
+            raise UserError(f"proxy.{key} must be one of {', '.join(allowed)}, got {p[key]!r}")
+    if p.images is None and not float(p.epochs) > 0:
+        raise UserError(f"proxy.epochs must be > 0 (or set proxy.images), got {p.epochs}")
+    if p.images is not None and int(p.images) < 1:
+        raise UserError(f"proxy.images must be >= 1, got {p.images}")
+    if int(p.batch_size) < 1 or int(p.resolution) < 8:
+        raise UserError(
+            f"proxy.batch_size must be >= 1 and proxy.resolution >= 8, got {p.batch_size}, {p.resolution}"
+        )
+    if int(p.stem_stride) not in (1, 2):
+        raise UserError(f"proxy.stem_stride must be 1 or 2, got {p.stem_stride}")
+    if not float(p.lr) > 0:
+        raise UserError(f"proxy.lr must be > 0, got {p.lr}")
+    if str(cfg.run.device) not in ("auto", "cpu") and not str(cfg.run.device).startswith("cuda"):
+        raise UserError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+
+
+def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+    from effnas.data import load_dataset
+    from effnas.describe import arch_from_cfg
+    from effnas.proxy import evaluate, resolve_device
+
+    arch = arch_from_cfg(cfg.arch)
+    t0 = time.perf_counter()
+    data = load_dataset(cfg.data)
+    load_seconds = time.perf_counter() - t0
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
+    rundir.record(
+        dataset={
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "num_classes": data.num_classes,
+            "classes": list(data.classes),
+            "image_size": data.image_size,
+            **sizes,
+        }
+    )
+    try:
+        device = resolve_device(str(cfg.run.device))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    rundir.record(device=device)
+    print(
+        f"effnas train: {arch.name} on {data.name} ({sizes['train']} train / {sizes['val']} val images, "
+        f"loaded in {load_seconds:.1f}s), device {device}",
+        file=sys.stderr,
+    )
+    rows: list[dict[str, Any]] = []
+
+    def progress(m: dict[str, Any]) -> None:
+        rows.append({k: m[k] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_loss", "lr")})
+        rows[-1]["images_per_second"] = round(m["images_per_second"], 1)
+        rundir.write_csv("metrics.csv", rows)  # rewritten each report: a crash keeps what was done
+        eta = m["train_seconds"] / m["step"] * (m["total_steps"] - m["step"])
+        total_epochs = m["epoch"] * m["total_steps"] / m["step"]
+        print(
+            f"epoch {m['epoch']:.4g}/{total_epochs:.4g}  loss {m['train_loss']:.4f}  "
+            f"val_acc {m['val_accuracy']:.4f}  val_loss {m['val_loss']:.4f}  "
+            f"{m['images_per_second']:,.0f} img/s  ETA {_clock(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = evaluate(
+        arch,
+        cfg.proxy,
+        data,
+        seed=int(cfg.run.seed),
+        threads=int(cfg.run.threads),
+        device=device,
+        test=bool(cfg.data.use_test),
+        progress=progress,
+        keep_model=bool(cfg.save_weights),
+    )
+    if result.status != "ok":
+        raise UserError(f"training failed: {result.error} (metrics so far: {rundir.file('metrics.csv')})")
+    if cfg.save_weights:
+        _save_state_dict(result.model, rundir.file("model.pt"))
+    summary = {
+        "arch": arch.name,
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint,
+        "val_accuracy": result.accuracy,
+        "val_loss": result.loss,
+        "test_accuracy": result.test_accuracy,
+        "params": result.params,
+        "macs": result.macs,
+        "proxy_macs": result.proxy_macs,
+        "resolution": result.resolution,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "compiled": result.compiled,
+        "device": result.device,
+        "seconds": round(result.seconds, 3),
+        "compile_seconds": round(result.compile_seconds, 3),
+        "images_per_second": round(result.images_per_second, 1),
+    }
+    test = f"  test_acc {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""
+    print(
+        f"done: val_acc {result.accuracy:.4f}{test}  {result.seconds:.1f}s  "
+        f"{result.images_per_second:,.0f} img/s  -> {rundir.path}",
+        file=sys.stderr,
+    )
+    return summary
+
+
+def _save_state_dict(model: Any, path: Any) -> None:
+    import io
+
+    import torch
+
+    from effnas.rundir import atomic_write
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def _clock(seconds: float) -> str:
+    total = max(0, round(seconds))
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,188 @@
+"""The proxy trainer on real data (scikit-learn digits) with a tiny network: learning, budgets,
+optimizers and schedules, the NaN path, the report callback, determinism under the seed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from effnas.config import ProxyConfig
+from effnas.data import load_dataset
+from effnas.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
+from search_spaces.arch import Arch, decode_stage
+from search_spaces.cost import count
+
+TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
+
+
+def tiny_arch(**changes: object) -> Arch:
+    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=96)
+    return arch.scaled(**changes) if changes else arch
+
+
+def proxy_cfg(**overrides: object):
+    cfg = OmegaConf.structured(ProxyConfig)
+    cfg.merge_with({"batch_size": 32, "lr": 0.4, "epochs": 1, "compile": "off", **overrides})
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return load_dataset(OmegaConf.create({"name": "digits", "image_size": 32, "val_fraction": 0.15}))
+
+
+def metrics_of(result: TrialResult) -> list[dict]:
+    """History without the timing fields (those legitimately differ between runs)."""
+    return [{k: v for k, v in m.items() if k != "images_per_second"} for m in result.history]
+
+
+def test_short_run_learns_digits(digits) -> None:
+    arch = tiny_arch()
+    seen: list[dict] = []
+    r = evaluate(arch, proxy_cfg(epochs=4), digits, seed=0, report=seen.append, test=True)
+    assert r.status == "ok", r.error
+    assert r.accuracy > 0.5, r.history  # chance is 0.1
+    assert r.test_accuracy > 0.5
+    assert math.isfinite(r.loss) and r.loss < 2.0
+    # the paper's unit: deployment resolution (224), 1000 classes, stem stride 2
+    assert (r.macs, r.params) == (count(arch).macs, count(arch).params)
+    assert r.proxy_macs == count(arch, resolution=32, num_classes=10, stem_stride=1).macs
+    assert r.epochs == pytest.approx(4.0) and r.steps == 4 * (len(digits.train) // 32)
+    assert [m["epoch"] for m in seen] == [1.0, 2.0, 3.0, 4.0]
+    assert {"epoch", "val_accuracy", "val_loss", "train_loss"} <= set(seen[-1])
+    assert seen[-1]["val_accuracy"] == r.accuracy
+    assert r.images_per_second > 0 and r.seconds > 0
+    d = r.to_dict()
+    assert d["status"] == "ok" and "model" not in d and d["history"] == r.history
+
+
+def test_same_seed_same_metrics_other_seed_differs(digits) -> None:
+    cfg = proxy_cfg(images=320, report_every=0.25)
+    a = evaluate(tiny_arch(), cfg, digits, seed=3)
+    b = evaluate(tiny_arch(), cfg, digits, seed=3)
+    c = evaluate(tiny_arch(), cfg, digits, seed=4)
+    assert metrics_of(a) == metrics_of(b)
+    assert (a.accuracy, a.loss) == (b.accuracy, b.loss)
+    assert metrics_of(a) != metrics_of(c)
+
+
+def test_global_rng_left_alone(digits) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    evaluate(tiny_arch(), proxy_cfg(images=32), digits, seed=9)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_divergence_is_a_failed_result_not_an_exception(digits) -> None:
+    r = evaluate(tiny_arch(), proxy_cfg(lr=1e6, epochs=2), digits)
+    assert r.status == "failed"
+    assert r.accuracy is None and r.loss is None
+    assert "became" in r.error and "step" in r.error, r.error
+    assert r.macs == count(tiny_arch()).macs  # costs are still known
+
+
+def test_report_exception_propagates(digits) -> None:
+    class Stop(Exception):
+        pass
+
+    calls: list[float] = []
+
+    def report(m: dict) -> None:
+        calls.append(m["epoch"])
+        if len(calls) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        evaluate(tiny_arch(), proxy_cfg(epochs=3, report_every=0.5), digits, report=report)
+    assert calls == [0.5, 1.0]
+
+
+def test_images_budget_wins_over_epochs(digits) -> None:
+    r = evaluate(tiny_arch(), proxy_cfg(epochs=10, images=200, report_every=0), digits)
+    per_epoch = len(digits.train) // 32
+    assert r.steps == math.ceil(200 / 32)
+    assert r.epochs == pytest.approx(r.steps / per_epoch)
+    assert len(r.history) == 1  # report_every=0: only the final evaluation
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer": "sgd", "schedule": "cosine", "warmup_epochs": 0.25},
+        {"optimizer": "rmsprop", "schedule": "exponential", "lr": 0.016, "warmup_epochs": 0.25},
+        {"optimizer": "sgd", "schedule": "constant", "momentum": 0.0, "label_smoothing": 0.0},
+    ],
+)
+def test_optimizers_and_schedules_run(digits, overrides: dict) -> None:
+    r = evaluate(tiny_arch(), proxy_cfg(epochs=1, report_every=0.25, **overrides), digits)
+    assert r.status == "ok", r.error
+    lrs = [m["lr"] for m in r.history]
+    base = overrides["lr"] * 32 / 256 if "lr" in overrides else 0.4 * 32 / 256
+    if overrides["schedule"] == "constant":
+        assert lrs == [base] * len(lrs)
+    else:  # warmup then decay: the last lr is below the peak
+        assert max(lrs) <= base + 1e-12 and lrs[-1] < max(lrs)
+
+
+def test_exponential_schedule_has_the_papers_number_of_decays(digits) -> None:
+    # 0.97 every 2.4 of 350 epochs: about 145 decays over any budget, so the last lr is
+    # about 0.97^145 of the first (paper §5.2, scaled to the proxy budget).
+    cfg = proxy_cfg(schedule="exponential", batch_size=4, images=4 * 300, report_every=0, lr=0.1)
+    r = evaluate(tiny_arch(), cfg, digits)
+    assert r.steps == 300
+    assert r.history[-1]["lr"] / (0.1 * 4 / 256) == pytest.approx(0.97**145, rel=0.1)
+
+
+def test_rmsprop_is_tensorflows_form() -> None:
+    # TF: ms = 0.9 ms + 0.1 g^2 (ms starts at 1); mom = 0.9 mom + lr g / sqrt(ms + eps); w -= mom
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    opt = make_optimizer(model, {"optimizer": "rmsprop", "momentum": 0.9, "weight_decay": 0.0}, lr=0.1)
+    w = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    ms, mom = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for g in ([0.5, -3.0], [1.0, 2.0]):
+        grad = torch.tensor(g, dtype=torch.float64)
+        model.weight.grad = grad.float().view(1, 2)
+        opt.step()
+        ms = 0.9 * ms + 0.1 * grad**2
+        mom = 0.9 * mom + 0.1 * grad / torch.sqrt(ms + 1e-3)
+        w = w - mom
+    assert torch.allclose(model.weight.detach().double().view(2), w, atol=1e-6)
+
+
+def test_weight_decay_skips_norm_and_bias() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = make_optimizer(model, {"optimizer": "sgd", "weight_decay": 1e-4}, lr=0.1)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model[0].weight)}
+
+
+def test_resolution_override_is_what_is_trained(digits) -> None:
+    arch = tiny_arch()
+    r = evaluate(arch, proxy_cfg(images=64), digits, resolution=16)
+    assert r.status == "ok" and r.resolution == 16
+    assert r.proxy_macs == count(arch, resolution=16, num_classes=10, stem_stride=1).macs
+    assert r.macs == count(arch).macs
+
+
+def test_bad_names_are_refused(digits) -> None:
+    with pytest.raises(ValueError, match="optimizer"):
+        evaluate(tiny_arch(), proxy_cfg(optimizer="adam"), digits)
+    with pytest.raises(ValueError, match="schedule"):
+        evaluate(tiny_arch(), proxy_cfg(schedule="step"), digits)
+
+
+def test_compile_auto_depends_on_the_budget_only() -> None:
+    b0_proxy_macs = 32_000_000  # B0 at 32 px, stem stride 1
+    assert not compile_pays_off(b0_proxy_macs, 1_000, "cpu")
+    assert compile_pays_off(b0_proxy_macs, 10_000_000, "cpu")
+    budgets = [10**k for k in range(2, 9)]
+    decisions = [compile_pays_off(b0_proxy_macs, n, "cpu") for n in budgets]
+    assert decisions == sorted(decisions)  # once it pays, a bigger budget pays too

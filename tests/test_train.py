@@ -1,0 +1,120 @@
+"""`effnas train` end to end through the CLI: run directory contents, weights that load back,
+`effnas rerun` matching exactly on CPU, a slice of real CIFAR-10, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from effnas.cli import main
+from search_spaces.arch import Arch, decode_stage
+from search_spaces.builder import build_model
+
+TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
+FAST = ["proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off", "run.threads=1"]
+
+
+@pytest.fixture
+def arch_file(tmp_path: Path) -> Path:
+    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(arch.to_yaml())
+    return path
+
+
+def only_run(root: Path) -> Path:
+    (run,) = (root / "train").iterdir()
+    return run
+
+
+def test_train_digits_end_to_end(tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "runs"
+    args = ["train", str(arch_file), "proxy.epochs=2", "proxy.report_every=0.5", "data.use_test=true"]
+    assert main([*args, *FAST, f"run.root={root}"]) == 0
+    run = only_run(root)
+    assert {".hydra", "manifest.json", "summary.json", "metrics.csv", "model.pt"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert (run / ".hydra" / "config.yaml").is_file()
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "img/s" in err and "ETA" in err
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["arch"] == "tiny"
+    assert 0.2 < summary["val_accuracy"] <= 1.0  # chance is 0.1
+    assert summary["test_accuracy"] is not None
+    assert summary["epochs"] == pytest.approx(2.0) and summary["params"] > 0 and summary["macs"] > 0
+
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [float(r["epoch"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]
+    assert float(rows[-1]["val_accuracy"]) == summary["val_accuracy"]
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == "digits"
+    assert manifest["dataset"]["fingerprint"] == summary["dataset_fingerprint"]
+    assert manifest["device"] == "cpu" and manifest["status"] == "done"
+
+    model = build_model(Arch.from_yaml(arch_file.read_text()), num_classes=10, stem_stride=1)
+    model.load_state_dict(torch.load(run / "model.pt", weights_only=True))  # a plain state_dict
+
+
+def test_rerun_of_a_train_run_matches(tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "runs"
+    assert (
+        main(["train", str(arch_file), "proxy.images=256", "save_weights=false", *FAST, f"run.root={root}"])
+        == 0
+    )
+    run = only_run(root)
+    assert not (run / "model.pt").exists()
+    capsys.readouterr()
+    assert main(["rerun", str(run), f"run.root={tmp_path / 'again'}"]) == 0
+    out = capsys.readouterr().out
+    assert "MATCH" in out and "DIFFERENT" not in out, out
+    rerun = only_run(tmp_path / "again")
+    assert json.loads((rerun / "rerun.json").read_text())["match"] is True
+
+
+def test_train_on_a_slice_of_cifar10(tmp_path: Path, arch_file: Path, cifar10_root: Path) -> None:
+    root = tmp_path / "runs"
+    args = ["train", str(arch_file), "data=cifar10", f"data.root={cifar10_root}", "data.max_train=512"]
+    args += ["data.val_fraction=0.02", "proxy.epochs=1", *FAST, f"run.root={root}"]
+    assert main(args) == 0
+    run = only_run(root)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"] == "cifar10" and summary["steps"] == 512 // 32
+    assert 0.0 <= summary["val_accuracy"] <= 1.0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["dataset"]["train"] == 512 and manifest["dataset"]["val"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("proxy.optimizer=adam", "proxy.optimizer must be one of"),
+        ("proxy.schedule=steps", "proxy.schedule must be one of"),
+        ("proxy.epochs=0", "proxy.epochs must be > 0"),
+        ("proxy.stem_stride=3", "proxy.stem_stride must be 1 or 2"),
+    ],
+)
+def test_bad_proxy_values_fail_before_a_run_directory(
+    tmp_path: Path, override: str, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", override, f"run.root={tmp_path}"])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()
+
+
+def test_diverging_training_is_a_clear_error(tmp_path: Path, arch_file: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(arch_file), "proxy.lr=1e6", "proxy.epochs=1", *FAST[2:], f"run.root={tmp_path}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "training failed" in err and "became" in err
+    manifest = json.loads((only_run(tmp_path) / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
