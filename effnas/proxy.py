@@ -112,34 +112,15 @@ def evaluate(
     """
     import torch
 
-    from search_spaces.cost import count
-
     t0 = time.perf_counter()
-    res = int(resolution or _opt(proxy, "resolution", 32))
-    num_classes = int(_opt(proxy, "num_classes", 0) or data.num_classes)
-    stem_stride = int(_opt(proxy, "stem_stride", 1))
-    deploy = count(arch)
-    trained = count(arch, resolution=res, num_classes=num_classes, stem_stride=stem_stride)
     dev = resolve_device(device)
     if threads > 0:
         torch.set_num_threads(threads)
-    result = TrialResult(
-        status="ok",
-        accuracy=None,
-        loss=None,
-        macs=deploy.macs,
-        params=deploy.params,
-        proxy_macs=trained.macs,
-        seconds=0.0,
-        images_per_second=0.0,
-        epochs=0.0,
-        resolution=res,
-        device=dev,
-    )
     devices = [torch.device(dev).index or 0] if dev.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        trainer = _Trainer(arch, proxy, data, res, num_classes, stem_stride, dev, seed, result)
+        torch.manual_seed(seed)  # weights, dropout, stochastic depth; data draw from their own
+        trainer = ProxyTrainer(arch, proxy, data, resolution=resolution, seed=seed, device=dev)
+        result = trainer.result
         try:
             trainer.train(report, progress)
             if test:
@@ -157,25 +138,44 @@ def evaluate(
     return result
 
 
-class _Trainer:
-    """The state of one run; `train` is the loop. Split out so `evaluate` reads as a summary."""
+class ProxyTrainer:
+    """The state of one run: `step` is one training step, `train` the loop with its reports,
+    `score` an evaluation. `evaluate` is the API; this class is public for the benchmarks."""
 
     def __init__(
         self,
         arch: Arch,
         proxy: Any,
         data: Dataset,
-        res: int,
-        num_classes: int,
-        stem_stride: int,
-        dev: str,
-        seed: int,
-        result: TrialResult,
+        *,
+        resolution: int | None = None,
+        seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         import torch
 
         from search_spaces.builder import build_model
+        from search_spaces.cost import count
 
+        res = int(resolution or _opt(proxy, "resolution", 32))
+        num_classes = int(_opt(proxy, "num_classes", 0) or data.num_classes)
+        stem_stride = int(_opt(proxy, "stem_stride", 1))
+        dev = resolve_device(device)
+        deploy = count(arch)
+        trained = count(arch, resolution=res, num_classes=num_classes, stem_stride=stem_stride)
+        result = TrialResult(
+            status="ok",
+            accuracy=None,
+            loss=None,
+            macs=deploy.macs,
+            params=deploy.params,
+            proxy_macs=trained.macs,
+            seconds=0.0,
+            images_per_second=0.0,
+            epochs=0.0,
+            resolution=res,
+            device=dev,
+        )
         self.proxy, self.dev, self.result = proxy, torch.device(dev), result
         self.cuda = self.dev.type == "cuda"
         self.memory_format = (
@@ -196,6 +196,7 @@ class _Trainer:
         self.scale, self.shift = self.scale.view(1, 3, 1, 1), self.shift.view(1, 3, 1, 1)
         self.pad = round(int(_opt(proxy, "crop_pad", 4)) * res / 32)
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
+        self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
 
         # -- budget -------------------------------------------------------------------------
         n = len(self.train_y)
@@ -293,34 +294,17 @@ class _Trainer:
         progress: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         import torch
-        import torch.nn.functional as F
 
-        r, model, opt = self.result, self.model, self.optimizer
+        r, model = self.result, self.model
         losses = torch.zeros(self.total_steps, device=self.dev)
         checked = 0  # losses[:checked] are known finite
         # host syncs: every step on CPU costs nothing; on CUDA only at reports (and every 50)
         check_every = 50 if self.cuda else 1
         train_seconds, images, compile_seconds = 0.0, 0, 0.0
         model.train()
-        order = None
         tic = time.perf_counter()
         for step in range(self.total_steps):
-            i = step % self.steps_per_epoch
-            if i == 0:
-                order = torch.randperm(len(self.train_y), generator=self.generator, device=self.dev)
-            x, y = self.batch_at(order, i)
-            lr = self.lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if self.amp is not None:
-                with self.amp:
-                    logits = self.step_fn(x)
-            else:
-                logits = self.step_fn(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            lr, loss = self.step(step)
             losses[step] = loss.detach()
             if step == 0 and r.compiled:
                 compile_seconds = time.perf_counter() - tic  # the first step compiles
@@ -355,6 +339,30 @@ class _Trainer:
                 if report is not None:
                     report(dict(metrics))
                 tic = time.perf_counter()
+
+    def step(self, step: int) -> tuple[float, torch.Tensor]:
+        """Training step `step` (0-based): its batch, learning rate, forward, backward, update.
+        -> (lr, the loss as a device tensor: reading it would sync the device)."""
+        import torch
+        import torch.nn.functional as F
+
+        i = step % self.steps_per_epoch
+        if i == 0 or self._order is None:
+            self._order = torch.randperm(len(self.train_y), generator=self.generator, device=self.dev)
+        x, y = self.batch_at(self._order, i)
+        lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.amp is not None:
+            with self.amp:
+                logits = self.step_fn(x)
+        else:
+            logits = self.step_fn(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return lr, loss
 
     def _check_finite(self, losses: torch.Tensor, start: int, end: int) -> int:
         import torch
@@ -409,7 +417,7 @@ def make_optimizer(model: torch.nn.Module, proxy: Any, lr: float) -> torch.optim
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
     momentum = float(_opt(proxy, "momentum", 0.9))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, foreach=True)
     return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum, eps=float(_opt(proxy, "rmsprop_eps", 1e-3)))
 
 
@@ -478,4 +486,12 @@ def compile_pays_off(proxy_macs: int, images: int, device: str, stages: int = 7)
     return eager * COMPILE_GAIN[kind] > 1.5 * COMPILE_SECONDS[kind] * max(1, stages) / 7
 
 
-__all__ = ["Diverged", "TrialResult", "compile_pays_off", "evaluate", "make_optimizer", "resolve_device"]
+__all__ = [
+    "Diverged",
+    "ProxyTrainer",
+    "TrialResult",
+    "compile_pays_off",
+    "evaluate",
+    "make_optimizer",
+    "resolve_device",
+]
