@@ -430,6 +430,14 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     if todo:
         run_trials(cfg, rundir, todo, recorder)
     recorder.save()
+    unfinished = [r["id"] for r in rows if r["status"] == "pending"]
+    if unfinished:  # Tune returns from fit() on Ctrl-C with trials still pending
+        print(
+            f"grid: interrupted with {len(unfinished)} trial(s) unfinished; continue with "
+            f"`effnas grid --resume {rundir.path}`",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
 
     winner = pick_winner(rows)
     failed = [r["id"] for r in rows if r["status"] != "ok"]
