@@ -376,11 +376,14 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
 
     t0 = time.time()
     baseline, source = resolve_baseline(cfg)
-    if source["source"] == "search run":
-        rundir.record_upstream(source["path"], "search", f"baseline arch {baseline.name} (best_arch.yaml)")
-    elif source["path"] is None and source["source"] != "--arch":
-        rundir.record_upstream(None, "official", f"baseline {source['source']}")
-    rundir.record(baseline=source)
+    if not cfg.get("resume"):  # a resumed run's manifest already names its inputs
+        if source["source"] == "search run":
+            rundir.record_upstream(
+                source["path"], "search", f"baseline arch {baseline.name} (best_arch.yaml)"
+            )
+        elif source["path"] is None and source["source"] != "--arch":
+            rundir.record_upstream(None, "official", f"baseline {source['source']}")
+        rundir.record(baseline=source)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
     rundir.record(
         dataset={

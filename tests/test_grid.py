@@ -174,6 +174,7 @@ def test_grid_on_ray_records_resumes_and_feeds_scale(
     assert main(["grid", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
     assert "resuming: 2 done" in out and "[1/1] a2_b1_g1" in out and "] baseline" not in out
+    assert len(json.loads((run / "manifest.json").read_text())["upstream"]) == 1  # not recorded twice
     again = pd.read_csv(run / "trials.csv")
     assert set(again["status"]) == {"ok"}
     assert (
