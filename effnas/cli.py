@@ -94,6 +94,11 @@ def _config_keys(stage: str) -> str:
         stage, "effnas.config"
     )
     schema = getattr(importlib.import_module(schema_mod), f"{stage.capitalize()}Config")
+    import yaml
+
+    # The primary YAML's values are the defaults a user gets; the schema's are only fallbacks.
+    primary = yaml.safe_load((config.CONF_DIR / f"{stage}.yaml").read_text()) or {}
+    chosen = {k: v for d in primary.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
     lines = []
     for f in dataclasses.fields(schema):
         group = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
@@ -102,10 +107,10 @@ def _config_keys(stage: str) -> str:
             options = ""
             if f.name in GROUPS[stage]:
                 found = sorted(p.stem for p in (config.CONF_DIR / f.name).glob("*.yaml"))
-                options = f"  (choose: {f.name}={'|'.join(found)})"
+                options = f"  (default {f.name}={chosen.get(f.name)}; choose: {'|'.join(found)})"
             lines.append(f"  {f.name}.{{{', '.join(sub)}}}{options}")
         else:
-            lines.append(f"  {f.name}={f.default}")
+            lines.append(f"  {f.name}={primary.get(f.name, f.default)}")
     return "config keys (override as key=value):\n" + "\n".join(lines)
 
 
