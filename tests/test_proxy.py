@@ -180,9 +180,16 @@ def test_bad_names_are_refused(digits) -> None:
 
 
 def test_compile_auto_depends_on_the_budget_only() -> None:
-    b0_proxy_macs = 32_000_000  # B0 at 32 px, stem stride 1
+    b0_proxy_macs = 32_000_000  # B0 at 32 px, stem stride 1: 16 layers
     assert not compile_pays_off(b0_proxy_macs, 1_000, "cpu")
     assert compile_pays_off(b0_proxy_macs, 10_000_000, "cpu")
     budgets = [10**k for k in range(2, 9)]
     decisions = [compile_pays_off(b0_proxy_macs, n, "cpu") for n in budgets]
     assert decisions == sorted(decisions)  # once it pays, a bigger budget pays too
+
+
+@pytest.mark.slow
+def test_compiled_training_runs(digits) -> None:
+    r = evaluate(tiny_arch(), proxy_cfg(images=128, compile="on"), digits)
+    assert r.status == "ok" and r.compiled and r.compile_seconds > 0
+    assert r.images_per_second > 0
