@@ -73,11 +73,12 @@ class ProxyConfig:
     weight_decay: float = 5e-5  # on conv / linear weights, not BN or biases
     label_smoothing: float = 0.1
     schedule: str = "cosine"  # cosine | exponential (paper: x0.97 every 2.4 of 350 epochs) | constant
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.3
     decay_rate: float = 0.97  # exponential schedule: factor per decay step
     decay_epochs: float = 2.4  # ... every decay_epochs of reference_epochs, scaled to the budget
     reference_epochs: float = 350.0
     bn_momentum: Optional[float] = 0.1  # PyTorch convention; None keeps TF's 0.01 from the arch
+    init: str = "zero_residual"  # zero_residual | zero_head | default (effnas.proxy.proxy_init)
     resolution: int = 32  # the proxy's base resolution; grid gamma multiplies it
     stem_stride: int = 1  # low-resolution adaptation; MACs are still reported at deployment
     num_classes: Optional[int] = None  # default: the dataset's

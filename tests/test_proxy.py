@@ -116,7 +116,13 @@ def test_images_budget_wins_over_epochs(digits) -> None:
     [
         {"optimizer": "sgd", "schedule": "cosine", "warmup_epochs": 0.25},
         {"optimizer": "rmsprop", "schedule": "exponential", "lr": 0.016, "warmup_epochs": 0.25},
-        {"optimizer": "sgd", "schedule": "constant", "momentum": 0.0, "label_smoothing": 0.0},
+        {
+            "optimizer": "sgd",
+            "schedule": "constant",
+            "warmup_epochs": 0,
+            "momentum": 0.0,
+            "label_smoothing": 0.0,
+        },
     ],
 )
 def test_optimizers_and_schedules_run(digits, overrides: dict) -> None:
