@@ -1,4 +1,4 @@
-"""Config schema of the search stage (`conf/search.yaml`)."""
+"""Config schema of the search stage (`conf/search.yaml`); defaults live in conf/, not here."""
 
 from __future__ import annotations
 
@@ -17,24 +17,24 @@ class RewardConfig:
 @dataclass
 class SamplerConfig:
     name: str = "random"  # random | tpe | nsga2 | evolution | controller
-    population: int = 16  # evolution / nsga2
-    sample_size: int = 4  # evolution tournament
-    n_startup: int = 8  # tpe random start-up trials
-    lr: float = 0.05  # controller
-    baseline_decay: float = 0.9  # controller moving-average baseline
-    entropy: float = 0.0  # controller entropy bonus
+    population: int = 16  # evolution (aging population) / nsga2 (generation size)
+    sample_size: int = 4  # evolution tournament size
+    n_startup: int = 8  # tpe: random trials before the model
+    lr: float = 0.1  # controller: policy-gradient step on the logits
+    baseline_decay: float = 0.9  # controller: moving-average reward baseline
+    entropy: float = 0.0  # controller: entropy bonus
 
 
 @dataclass
 class SpaceConfig:
     name: str = "mnasnet"
+    base: str = "efficientnet_b0"  # the skeleton: stage strides, baseline filters and repeats
     ops: list[str] = field(default_factory=lambda: ["conv", "ds", "mbconv3", "mbconv6"])
     kernels: list[int] = field(default_factory=lambda: [3, 5])
     se: list[float] = field(default_factory=lambda: [0.0, 0.25])
     skip: list[bool] = field(default_factory=lambda: [True, False])
     filters: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
     repeats: list[int] = field(default_factory=lambda: [-1, 0, 1])
-    base: str = "efficientnet_b0"  # the skeleton: strides, baseline filters and repeats
 
 
 @dataclass
@@ -46,10 +46,13 @@ class SearchConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    target_flops: str = "400M"  # MACs at 224x224 with 1000 classes
-    trials: int = 20
-    time_budget: Optional[str] = None  # e.g. 30m, 2h, 90s
+    target_flops: str = "400M"  # T: MACs at 224x224 with 1000 classes
+    trials: int = 20  # trained trials (rejected samples do not count)
+    time_budget: Optional[str] = None  # no new trial starts after this (90s, 30m, 2h)
     reject_above: Optional[float] = 2.0  # skip training samples above this multiple of T
-    asha: bool = False
-    storage: Optional[str] = None  # Optuna storage URL; default SQLite in the run dir
+    asha: bool = False  # early-stop trials on the reward of intermediate reports
+    asha_grace_period: int = 1  # reports before ASHA may stop a trial
+    asha_reduction_factor: float = 3.0
+    storage: Optional[str] = None  # Optuna storage URL; default SQLite file study.db in the run dir
+    study_name: Optional[str] = None  # default: effnas-search-<run dir name>
     resume: Optional[str] = None

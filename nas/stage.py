@@ -1,0 +1,290 @@
+"""`effnas search`: find the baseline B0 by MnasNet-style search (EfficientNet §4, MnasNet §3-4).
+
+    effnas search --target-flops 400M [--trials 20] [--time-budget 30m] [--sampler tpe]
+    effnas search --resume results/search/<run>
+
+Samples the factorized space (`search_spaces.mnasnet`), prices each sample with the analytic
+cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy as Ray
+Tune trials, and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
+trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study
+(study.db, for tpe/nsga2), reward_over_trials.png, accuracy_vs_macs.png, and the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from effnas.errors import UserError
+
+SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
+
+
+def validate(cfg: Any) -> None:
+    """Cheap checks before the run directory exists; each failure is one UserError line."""
+    from effnas.units import parse_duration, parse_flops
+    from nas.reward import KINDS
+    from nas.samplers import SAMPLERS
+
+    parse_flops(cfg.target_flops)
+    if int(cfg.trials) < 1:
+        raise UserError(f"--trials must be >= 1, got {cfg.trials}")
+    if cfg.time_budget is not None:
+        parse_duration(cfg.time_budget)
+    if cfg.sampler.name not in SAMPLERS:
+        raise UserError(f"unknown sampler {cfg.sampler.name!r}; expected one of {', '.join(SAMPLERS)}")
+    s = cfg.sampler
+    if s.name in ("evolution", "nsga2") and int(s.population) < 2:
+        raise UserError(f"sampler.population must be >= 2, got {s.population}")
+    if s.name == "evolution" and not 1 <= int(s.sample_size) <= int(s.population):
+        raise UserError(
+            f"sampler.sample_size must be within 1..population ({s.population}), got {s.sample_size}"
+        )
+    if s.name == "controller" and (not s.lr > 0 or not 0 <= s.baseline_decay < 1 or s.entropy < 0):
+        raise UserError(
+            f"controller needs lr > 0, 0 <= baseline_decay < 1, entropy >= 0; got lr={s.lr} "
+            f"baseline_decay={s.baseline_decay} entropy={s.entropy}"
+        )
+    space_of(cfg)
+    if cfg.reward.kind not in KINDS:
+        raise UserError(f"unknown reward.kind {cfg.reward.kind!r}; expected soft or hard")
+    if cfg.reject_above is not None and not cfg.reject_above > 0:
+        raise UserError(
+            f"reject_above must be > 0 (a multiple of the target) or null, got {cfg.reject_above}"
+        )
+    if cfg.ray.cpus_per_trial <= 0 or cfg.ray.gpus_per_trial < 0:
+        raise UserError(
+            f"ray.cpus_per_trial must be > 0 and ray.gpus_per_trial >= 0, "
+            f"got {cfg.ray.cpus_per_trial}, {cfg.ray.gpus_per_trial}"
+        )
+    if cfg.asha and (int(cfg.asha_grace_period) < 1 or not cfg.asha_reduction_factor > 1):
+        raise UserError(
+            f"ASHA needs asha_grace_period >= 1 and asha_reduction_factor > 1, "
+            f"got {cfg.asha_grace_period}, {cfg.asha_reduction_factor}"
+        )
+    if cfg.proxy.resolution < 8:
+        raise UserError(f"proxy.resolution must be >= 8, got {cfg.proxy.resolution}")
+
+
+def space_of(cfg: Any) -> Any:
+    from search_spaces.mnasnet import MnasNetSpace, SpaceError
+
+    try:
+        return MnasNetSpace.from_config(cfg.space)
+    except SpaceError as exc:
+        raise UserError(str(exc)) from None
+
+
+def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+    from effnas.data import load_dataset
+    from effnas.units import format_flops, parse_duration, parse_flops
+    from nas.driver import Search
+    from nas.ray_search import run_on_ray
+    from nas.records import history_of, read_trials
+    from nas.reward import RewardFn
+    from nas.samplers import make_sampler
+
+    t0 = time.time()
+    space = space_of(cfg)
+    target = parse_flops(cfg.target_flops)
+    reward_fn = RewardFn.from_config(cfg.reward, target)
+    print(f"search: {space.describe()}", file=sys.stderr)
+    print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
+    data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
+    rundir.record(
+        dataset={
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "train": len(data.train),
+            "val": len(data.val),
+            "num_classes": data.num_classes,
+        },
+        space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
+        target_macs=target,
+    )
+
+    rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
+    storage = cfg.storage or f"sqlite:///{rundir.file('study.db').resolve()}"
+    study_name = cfg.study_name or f"effnas-search-{rundir.path.name}"
+    if cfg.sampler.name in ("tpe", "nsga2"):
+        rundir.record(study={"storage": _redact(storage), "name": study_name})
+    options = {k: cfg.sampler[k] for k in cfg.sampler if k != "name"}
+    sampler = make_sampler(
+        cfg.sampler.name,
+        space,
+        int(cfg.run.seed),
+        storage=storage,
+        study_name=study_name,
+        history=history_of(rows),
+        **options,
+    )
+    elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
+
+    def save(all_rows: list[dict[str, Any]]) -> None:
+        write_trials(rundir, all_rows)
+        rundir.record(search_seconds=round(search.elapsed(), 2))
+
+    search = Search(
+        space,
+        sampler,
+        reward_fn,
+        rows,
+        trials=int(cfg.trials),
+        time_budget=parse_duration(cfg.time_budget) if cfg.time_budget else None,
+        elapsed_before=elapsed_before,
+        reject_above=cfg.reject_above,
+        save=save,
+        threads=int(cfg.run.threads),
+    )
+    if rows:
+        print(
+            f"search: resuming with {search.trained} trained trial(s) of {search.trials} "
+            f"({len(rows)} recorded, {elapsed_before:.0f}s spent)",
+            file=sys.stderr,
+        )
+    write_trials(rundir, search.rows)
+    interrupted = False
+    try:
+        if search.remaining > 0:
+            ray_dir = rundir.path / "ray"
+            attempt = len(list(ray_dir.glob("search*"))) if ray_dir.is_dir() else 0
+            run_on_ray(search, cfg, str(ray_dir.resolve()), f"search{attempt}", _reports_per_trial(cfg, data))
+            # Tune ends quietly on Ctrl-C: the budget is then neither spent nor given up on
+            interrupted = search.stop_reason is None and search.remaining > 0
+        if search.stop_reason is None and search.remaining == 0:
+            search.stop_reason = "trials"
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        search.abandon_pending()
+        sampler.close()
+        rundir.record(search_seconds=round(search.elapsed(), 2))
+    summary = write_outputs(cfg, rundir, space, search.rows, target, reward_fn)
+    if interrupted:
+        raise KeyboardInterrupt
+    best = summary.get("best_macs")
+    print(
+        f"search: {summary['trials_done']} trained, best reward {summary['best_reward']} "
+        f"(acc {summary['best_accuracy']}, {format_flops(best) if best else '-'} MACs) -> "
+        f"{rundir.file('best_arch.yaml')}",
+        file=sys.stderr,
+    )
+    summary.update(
+        stop_reason=search.stop_reason,
+        search_seconds=round(search.elapsed(), 2),
+        wall_seconds=round(time.time() - t0, 2),
+    )
+    return summary
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password (manifests get shared)."""
+    import re
+
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _reports_per_trial(cfg: Any, data: Any) -> int:
+    """How many reports a full trial sends to Tune (ASHA's max_t): the intermediate ones plus
+    the final result (ASHA must not stop a trial at its last intermediate report)."""
+    n = len(data.train)
+    batch = min(int(cfg.proxy.batch_size), n)
+    steps_per_epoch = max(1, n // batch)
+    if cfg.proxy.get("images") is not None:
+        steps = max(1, math.ceil(int(cfg.proxy.images) / batch))
+    else:
+        steps = max(1, round(float(cfg.proxy.epochs) * steps_per_epoch))
+    every = float(cfg.proxy.get("report_every", 1.0) or 0)
+    per_report = max(1, round(every * steps_per_epoch)) if every > 0 else steps
+    return max(1, math.ceil(steps / per_report)) + 1
+
+
+def write_trials(rundir: Any, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from nas.records import COLUMNS
+
+    rundir.write_csv(
+        "trials.csv", pd.DataFrame([{k: r.get(k) for k in COLUMNS} for r in rows], columns=COLUMNS)
+    )
+
+
+def write_outputs(
+    cfg: Any, rundir: Any, space: Any, rows: list[dict[str, Any]], target: int, reward_fn: Any
+) -> dict[str, Any]:
+    """pareto.csv, best_arch.yaml, the plots; returns the summary fields."""
+    import pandas as pd
+
+    from nas.records import COLUMNS, best_of, counts, pareto_front, plot_pareto, plot_rewards
+
+    write_trials(rundir, rows)
+    front = pareto_front(rows)
+    rundir.write_csv(
+        "pareto.csv", pd.DataFrame([{k: r.get(k) for k in COLUMNS} for r in front], columns=COLUMNS)
+    )
+    best = best_of(rows)
+    n = counts(rows)
+    title = f"{cfg.sampler.name} on {cfg.data.name}, T = {target / 1e6:g}M"
+    if any(r["status"] in ("ok", "stopped") for r in rows):
+        rundir.save_figure("reward_over_trials.png", plot_rewards(rows, title))
+        rundir.save_figure("accuracy_vs_macs.png", plot_pareto(rows, target, title))
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    summary: dict[str, Any] = {
+        "best_reward": None,
+        "best_accuracy": None,
+        "best_macs": None,
+        "best_params": None,
+        "best_trial": None,
+        "best_arch": None,
+        "trials_done": n["ok"],
+        "trials_stopped": n["stopped"],
+        "trials_failed": n["failed"],
+        "trials_rejected": n["rejected"],
+        "trials_trained": n["trained"],
+        "trials_budget": int(cfg.trials),
+        "pareto_size": len(front),
+        "sampler": str(cfg.sampler.name),
+        "target_macs": target,
+        "reward": repr(reward_fn),
+        "space_size": space.size,
+        "dataset": str(cfg.data.name),
+    }
+    if best is None:
+        print("search: no trial finished successfully; no best_arch.yaml written", file=sys.stderr)
+        return summary
+    choices = tuple(int(c) for c in str(best["choices"]).split())
+    arch = space.decode(choices)
+    if " ".join(arch.blocks) != best["arch"]:
+        raise UserError(
+            f"trials.csv row #{best['id']}: its choices decode to another architecture than it records; "
+            "was the space changed for this run?"
+        )
+    arch = arch.scaled(
+        meta={
+            "source": "effnas search",
+            "run": str(rundir.path.resolve()),
+            "trial": int(best["id"]),
+            "reward": float(best["reward"]),
+            "accuracy": float(best["accuracy"]),
+            "macs": int(best["macs"]),
+            "params": int(best["params"]),
+            "target_macs": int(target),
+            "sampler": str(cfg.sampler.name),
+            "dataset": str(cfg.data.name),
+        }
+    )
+    rundir.write_text("best_arch.yaml", arch.to_yaml())
+    summary.update(
+        best_reward=round(float(best["reward"]), 6),
+        best_accuracy=round(float(best["accuracy"]), 6),
+        best_macs=int(best["macs"]),
+        best_params=int(best["params"]),
+        best_trial=int(best["id"]),
+        best_arch=arch.name,
+        best_blocks=list(arch.blocks),
+    )
+    return summary
