@@ -365,9 +365,29 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     return 0
 
 
+def _flags_first(argv: list[str]) -> list[str]:
+    """Move positional tokens (overrides, an arch file) after the flags, so flags and overrides
+    may be interleaved: argparse cannot take one `nargs="*"` positional in several pieces."""
+    if not argv or argv[0] not in STAGES:
+        return argv
+    flags: list[str] = []
+    positionals: list[str] = []
+    rest = iter(argv[1:])
+    for token in rest:
+        if token.startswith("-"):
+            flags.append(token)
+            if "=" not in token and token not in ("-h", "--help"):
+                value = next(rest, None)
+                if value is not None:
+                    flags.append(value)
+        else:
+            positionals.append(token)
+    return [argv[0], *flags, *positionals]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_flags_first(argv))
     if not args.stage:
         build_parser().print_help(sys.stderr)
         return 2

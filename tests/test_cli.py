@@ -102,3 +102,13 @@ def test_describe_reads_an_arch_yaml(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0 and "params 9,109,994" in out and "resolution=260" in out
     code, out, _ = run_cli(["describe", "--arch", str(path), "num_classes=10"], capsys)
     assert code == 0 and "classes=10" in out
+
+
+def test_flags_and_overrides_interleave(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["describe", "num_classes=10", "--format", "csv", "resolution=64"], capsys)
+    assert code == 0 and out.startswith("stage,op")
+    code, out, _ = run_cli(
+        ["describe", "--format", "json", "num_classes=10", "--arch", "efficientnet_b1"], capsys
+    )
+    doc = json.loads(out)
+    assert doc["totals"]["num_classes"] == 10 and doc["arch"]["name"] == "efficientnet_b1"
