@@ -6,7 +6,9 @@ machine slows them alike; the table gives the median and the best step of each. 
   (no augmentation, no data pipeline: it is favoured);
 - plain eager channels-last: the same loop, channels-last (isolates that one change);
 - effnas trainer: `effnas.proxy.ProxyTrainer.step` - the real path, data pipeline included
-  (uint8 gather, batched crop+flip, normalise), exactly what search/grid trials run;
+  (uint8 gather, batched crop+flip, normalise), exactly what search/grid trials run, with its
+  default proxy.micro_batch=64 (two cache-sized passes per 128-image step);
+- effnas trainer, whole batch: the same without micro-batches (proxy.micro_batch=0);
 - effnas trainer, compiled (with --compile): the same with torch.compile; its first step is
   the compile time, from which the compile-vs-budget table follows.
 
@@ -136,6 +138,8 @@ def main() -> None:
     }
     for f in variants.values():
         f()  # warm-up, like the trainer's first step
+    whole = OmegaConf.merge(proxy, {"micro_batch": 0})
+    variants["effnas trainer, whole batch"], _ = trainer_loop(arch, data, whole, first)
     variants["effnas trainer"], trainer = trainer_loop(arch, data, proxy, first)
     compile_seconds = None
     if args.compile:
@@ -154,13 +158,13 @@ def main() -> None:
 
     base = statistics.median(times["plain eager NCHW"])
     print(
-        f"\n{'variant':28s} {'median ms':>10s} {'best ms':>9s} {'img/s':>8s} {'x NCHW':>7s} {'of matmul':>10s}"
+        f"\n{'variant':30s} {'median ms':>10s} {'best ms':>9s} {'img/s':>8s} {'x NCHW':>7s} {'of matmul':>10s}"
     )
     for name, ts in times.items():
         med, best = statistics.median(ts), min(ts)
         ips = batch / med
         eff = train_macs * 2 * ips / flops
-        print(f"{name:28s} {med * 1e3:10.1f} {best * 1e3:9.1f} {ips:8.1f} {base / med:7.2f} {eff:10.1%}")
+        print(f"{name:30s} {med * 1e3:10.1f} {best * 1e3:9.1f} {ips:8.1f} {base / med:7.2f} {eff:10.1%}")
 
     # data time: the trainer's batching + augmentation + normalisation alone
     order = torch.randperm(len(trainer.train_y))

@@ -66,6 +66,7 @@ class ProxyConfig:
     epochs: float = 5.0
     images: Optional[int] = None  # budget in training images instead of epochs (wins when set)
     batch_size: int = 128
+    micro_batch: int = 64  # CPU only: forward/backward in chunks of this size (0 = whole batch)
     optimizer: str = "sgd"  # sgd (nesterov) | rmsprop (paper §5.2: decay 0.9, momentum 0.9)
     lr: float = 0.1  # per 256 images (scaled linearly with batch_size)
     momentum: float = 0.9

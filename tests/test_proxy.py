@@ -163,6 +163,21 @@ def test_rmsprop_is_tensorflows_form() -> None:
     assert torch.allclose(model.weight.detach().double().view(2), w, atol=1e-6)
 
 
+@pytest.mark.parametrize("init", ["zero_head", "zero_residual", "default"])
+def test_proxy_init(init: str) -> None:
+    from effnas.proxy import proxy_init
+    from search_spaces.builder import build_model
+
+    model = build_model(tiny_arch(), num_classes=10, stem_stride=1)
+    proxy_init(model, init)
+    head_zero = bool((model.classifier.weight == 0).all())
+    residual = [b for b in model.blocks if b.use_residual]
+    assert residual  # the tiny arch has one residual block (stage 1: 16 -> 16, stride 1)
+    last_bn = [[m for m in b.body.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1] for b in residual]
+    assert head_zero == (init != "default")
+    assert all(bool((bn.weight == 0).all()) for bn in last_bn) == (init == "zero_residual")
+
+
 def test_weight_decay_skips_norm_and_bias() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     opt = make_optimizer(model, {"optimizer": "sgd", "weight_decay": 1e-4}, lr=0.1)
