@@ -11,6 +11,13 @@ random search and evolution under one seed) is trained once and its result reuse
 start-up budgets that fit a small trial budget (tpe n_startup, evolution population) -- see
 `SAMPLER_OPTIONS`. Prints one table: mean (and min..max over seeds) of the best reward found
 after k trials, per sampler, plus the command line that produced it.
+
+Measured (2026-11, 2 shared x86 cores, 1 torch thread, 82 proxy runs + 18 reused, 10 min):
+`--seeds 2 --trials 10 --images 3000` (2000-image CIFAR-10 subset, 16 px) gave mean final best
+reward random 0.177, tpe 0.183, nsga2 0.154, evolution 0.180, controller 0.179 with per-seed
+spreads of about +-0.04: at this budget the proxy reaches only 14-23% accuracy and no sampler is
+distinguishable from random search. A ranking needs a proxy that separates architectures
+(more images, 32 px) and more seeds, i.e. a GPU or hours of CPU.
 """
 
 from __future__ import annotations

@@ -206,3 +206,36 @@ def test_resume_after_kill_9_loses_no_finished_trial(tmp_path: Path) -> None:
     assert manifest["status"] == "done" and len(manifest["resumed"]) == 1
     summary = _summary(run)
     assert summary["trials_done"] + summary["trials_failed"] == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_as_interrupted_and_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = ["search", "--trials", "5", "--sampler", "controller", f"run.dir={run}", *TINY, "ray.num_cpus=2"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "effnas", *argv],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None:
+            if (run / "trials.csv").is_file() and len(read_trials(run / "trials.csv")) >= 1:
+                break
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+        _, err = driver.communicate(timeout=120)
+    finally:
+        _stop_group(driver)
+    assert driver.returncode == 130, err[-2000:]
+    assert "interrupted; finished work is kept" in err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+    before = read_trials(run / "trials.csv")
+    assert main(["search", "--resume", str(run)]) == 0
+    after = read_trials(run / "trials.csv")
+    assert after[: len(before)] == before
+    assert sum(r["status"] in ("ok", "failed") for r in after) == 5

@@ -42,6 +42,7 @@ class OptunaSampler(Sampler):
             for d in space.dims
         }
         self.names = [d.name for d in space.dims]
+        self._pending: dict[int, Any] = {}  # trial number -> optuna.Trial, asked and not told
         self.study = optuna.create_study(
             storage=storage,
             study_name=study_name,
@@ -61,20 +62,20 @@ class OptunaSampler(Sampler):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning etc. from multivariate options
             trial = self.study.ask(self.distributions)
+        self._pending[trial.number] = trial
         return Ask(trial.number, tuple(int(trial.params[n]) for n in self.names))
 
     def tell(self, ask: Ask, outcome: Outcome) -> None:
         from optuna.trial import TrialState
 
-        self.study._storage.set_trial_user_attr(self._trial_id(ask.key), "status", outcome.status)
-        self.study._storage.set_trial_user_attr(self._trial_id(ask.key), "macs", int(outcome.macs))
+        trial = self._pending.pop(ask.key, None)
+        if trial is not None:  # (a trial repaired by `restore` has no live handle)
+            trial.set_user_attr("status", outcome.status)
+            trial.set_user_attr("macs", int(outcome.macs))
         if outcome.status == "failed":
             self.study.tell(ask.key, state=TrialState.FAIL, skip_if_finished=True)
         else:
             self.study.tell(ask.key, self._values(outcome), skip_if_finished=True)
-
-    def _trial_id(self, number: int) -> int:
-        return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
 
     def restore(self, history: History) -> None:
         """Make the study agree with the finished history: tell what finished but was not told
@@ -106,13 +107,6 @@ class OptunaSampler(Sampler):
                 )
             )
         self.study.sampler = self._make_sampler(self.seed + len(history))
-
-    def close(self) -> None:
-        storage = getattr(self.study, "_storage", None)
-        backend = getattr(storage, "_backend", storage)  # cached storage wraps the RDB one
-        engine = getattr(backend, "engine", None)
-        if engine is not None:
-            engine.dispose()
 
 
 class TPESampler(OptunaSampler):
