@@ -88,7 +88,10 @@ class ProxyConfig:
     augment: bool = True  # random crop (zero padding) + horizontal flip
     crop_pad: int = 4  # pixels at 32 px, scaled with the resolution
     flip: bool = True
-    eval_batch_size: int = 512
+    eval_batch_size: int = 256
+    bn_calibration: int = (
+        1024  # training images that re-estimate BN statistics before each evaluation (0 = off)
+    )
     report_every: float = 1.0  # epochs between intermediate accuracy reports
 
 

@@ -198,6 +198,7 @@ class ProxyTrainer:
         self.pad = round(int(_opt(proxy, "crop_pad", 4)) * res / 32)
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
         self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
+        self._steps_done, self._calibrated_at = 0, -1
 
         # -- budget -------------------------------------------------------------------------
         n = len(self.train_y)
@@ -373,6 +374,7 @@ class ProxyTrainer:
             part.backward()
             loss = part.detach() if loss is None else loss + part.detach()
         self.optimizer.step()
+        self._steps_done = step + 1
         return lr, loss
 
     def _check_finite(self, losses: torch.Tensor, start: int, end: int) -> int:
@@ -385,16 +387,56 @@ class ProxyTrainer:
             raise Diverged(f"training loss became {float(losses[first])} at step {first + 1}")
         return end
 
+    def calibrate_bn(self) -> None:
+        """Re-estimate every BN layer's statistics for the current weights ("precise BN").
+
+        In a short run the weights move faster than BN's running averages follow: B0 on digits
+        after one epoch scored 10% (chance) with its running statistics and 90% with
+        recalibrated ones. So before an evaluation, `proxy.bn_calibration` training images
+        (a fixed, evenly spaced subset: no random draw, so evaluating never changes training)
+        pass forward with BN in training mode and a cumulative average; dropout and stochastic
+        depth stay off. Costs about a third of a training step per batch of images.
+        """
+        import torch
+
+        wanted = int(_opt(self.proxy, "bn_calibration", 1024))
+        if wanted <= 0 or self._calibrated_at == self._steps_done:
+            return
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        n = len(self.train_y)
+        chunk = min(self.micro_batch, n)
+        count = max(chunk, (min(wanted, n) // chunk) * chunk)  # whole chunks: no 1-image batch
+        index = torch.linspace(0, n - 1, count, device=self.dev).long()
+        momenta = [m.momentum for m in norms]
+        self.model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+            m.train()
+        with torch.no_grad():
+            for part in index.split(chunk):
+                x = self.normalize(self.train_x[part])
+                if self.amp is not None:
+                    with self.amp:
+                        self.model(x)
+                else:
+                    self.model(x)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.model.train()
+        self._calibrated_at = self._steps_done
+
     def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of the current weights; BN in eval mode."""
+        """(accuracy, mean cross-entropy) of the current weights; BN recalibrated, eval mode."""
         import torch
         import torch.nn.functional as F
 
+        self.calibrate_bn()
         model = self.model
         model.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
-        size = int(_opt(self.proxy, "eval_batch_size", 512))
+        size = int(_opt(self.proxy, "eval_batch_size", 256))
         with torch.inference_mode():
             for start in range(0, len(y_all), size):
                 x = self.normalize(x_all[start : start + size])

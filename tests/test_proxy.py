@@ -214,3 +214,20 @@ def test_compiled_training_runs(digits) -> None:
     r = evaluate(tiny_arch(), proxy_cfg(images=128, compile="on"), digits)
     assert r.status == "ok" and r.compiled and r.compile_seconds > 0
     assert r.images_per_second > 0
+
+
+def test_evaluating_more_often_does_not_change_training(digits) -> None:
+    # BN recalibration draws no random numbers and only touches BN statistics, which training
+    # mode does not read: the final weights, hence the final metrics, are the same.
+    often = evaluate(tiny_arch(), proxy_cfg(images=384, report_every=0.25), digits, seed=1)
+    once = evaluate(tiny_arch(), proxy_cfg(images=384, report_every=0), digits, seed=1)
+    assert len(often.history) > len(once.history) == 1
+    assert (often.accuracy, often.loss) == (once.accuracy, once.loss)
+
+
+def test_bn_calibration_fixes_stale_statistics(digits) -> None:
+    # Early in a run BN's running averages lag the weights; recalibrated statistics do not.
+    cfg = {"images": 1600, "bn_momentum": 0.01, "report_every": 0}
+    stale = evaluate(tiny_arch(), proxy_cfg(bn_calibration=0, **cfg), digits, seed=2)
+    fresh = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=2)
+    assert fresh.accuracy > stale.accuracy + 0.1, (stale.accuracy, fresh.accuracy)
