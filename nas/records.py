@@ -115,9 +115,13 @@ def plot_rewards(rows: Sequence[dict[str, Any]], title: str) -> Any:
     trained = [r for r in rows if r["status"] in ("ok", "stopped")]
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = list(range(1, len(trained) + 1))
-    ys = [r["reward"] for r in trained]
-    colors = ["tab:blue" if r["status"] == "ok" else "tab:gray" for r in trained]
-    ax.scatter(xs, ys, s=18, c=colors, label="trial reward (grey: stopped early)")
+    for status, color, label in (
+        ("ok", "tab:blue", "trial reward"),
+        ("stopped", "tab:gray", "stopped early"),
+    ):
+        points = [(x, r["reward"]) for x, r in zip(xs, trained) if r["status"] == status]
+        if points:
+            ax.scatter(*zip(*points), s=18, color=color, label=label)
     best, running = -math.inf, []
     for r in trained:
         if r["status"] == "ok":
