@@ -202,11 +202,10 @@ def test_bad_names_are_refused(digits) -> None:
 
 def test_compile_auto_depends_on_the_budget_only() -> None:
     b0_proxy_macs = 32_000_000  # B0 at 32 px, stem stride 1: 16 layers
-    assert not compile_pays_off(b0_proxy_macs, 1_000, "cpu")
-    assert compile_pays_off(b0_proxy_macs, 10_000_000, "cpu")
-    budgets = [10**k for k in range(2, 9)]
-    decisions = [compile_pays_off(b0_proxy_macs, n, "cpu") for n in budgets]
-    assert decisions == sorted(decisions)  # once it pays, a bigger budget pays too
+    # measured on CPU: compiling never repays its minute (benchmarks/bench_trainer.py --compile)
+    assert not any(compile_pays_off(b0_proxy_macs, 10**k, "cpu") for k in range(2, 10))
+    decisions = [compile_pays_off(b0_proxy_macs, 10**k, "cuda") for k in range(2, 10)]
+    assert decisions == sorted(decisions) and decisions[0] is False and decisions[-1] is True
 
 
 @pytest.mark.slow
