@@ -220,6 +220,8 @@ def _override_value(value: object) -> str:
 def _hydra_message(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     msg = lines[0] if lines else type(exc).__name__
+    if msg.endswith(":") and len(lines) > 1:  # "In 'proxy/default': ... while composing config:"
+        msg = f"{msg} {lines[1]}"
     if "Available options" in str(exc):
         opts = str(exc).split("Available options", 1)[1].split("Config search path")[0]
         choices = [o.strip() for o in opts.splitlines()[1:] if o.strip()]

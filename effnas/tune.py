@@ -51,18 +51,51 @@ def ray_session(ray_cfg: Any) -> Iterator[dict[str, float]]:
         }
         address = getattr(ray_cfg, "address", None)
         if address:
+            _check_reachable(str(address))
             kwargs["address"] = address
+            # Ray >= 2.59 secures a `ray start` head with the user's token, but a driver sends
+            # it only in token mode.
+            if (Path.home() / ".ray" / "auth_token").is_file():
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
         else:
+            # "local": never attach to a cluster found through RAY_ADDRESS or a running head.
+            kwargs["address"] = "local"
             cpus = getattr(ray_cfg, "num_cpus", None) or os.cpu_count() or 1
             kwargs["num_cpus"] = int(cpus)
             kwargs["num_gpus"] = _local_gpus()
             kwargs["object_store_memory"] = int(getattr(ray_cfg, "object_store_mb", 256)) * 1024**2
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            from effnas.errors import UserError
+
+            where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"could not start or join {where}: {first}") from None
     try:
         yield dict(ray.cluster_resources())
     finally:
         if not already:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes: Ray retries an unreachable GCS for a long time."""
+    import socket
+
+    from effnas.errors import UserError
+
+    if address == "auto" or address.startswith("ray://") or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"no Ray cluster answers at {address} ({exc.__class__.__name__}); "
+            "start one with `ray start --head` or drop ray.address"
+        ) from None
 
 
 def _local_gpus() -> int:

@@ -80,3 +80,13 @@ def test_trainable_runs_as_a_ray_tune_trial(tmp_path: Path) -> None:
     assert len(results) == 1 and results.errors == []
     final = results[0].metrics
     assert final["status"] == "ok" and final["done"] is True and 0.0 <= final["accuracy"] <= 1.0
+
+
+def test_unreachable_cluster_is_one_clear_error() -> None:
+    from effnas.errors import UserError
+    from effnas.tune import ray_session
+
+    ray_cfg = OmegaConf.create({"address": "127.0.0.1:1", "num_cpus": 1, "object_store_mb": 100})
+    with pytest.raises(UserError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"):
+        with ray_session(ray_cfg):
+            pass
