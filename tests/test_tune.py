@@ -87,6 +87,5 @@ def test_unreachable_cluster_is_one_clear_error() -> None:
     from effnas.tune import ray_session
 
     ray_cfg = OmegaConf.create({"address": "127.0.0.1:1", "num_cpus": 1, "object_store_mb": 100})
-    with pytest.raises(UserError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"):
-        with ray_session(ray_cfg):
-            pass
+    with pytest.raises(UserError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"), ray_session(ray_cfg):
+        pass
