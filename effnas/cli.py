@@ -387,8 +387,17 @@ def _flags_first(argv: list[str]) -> list[str]:
     return [argv[0], *flags, *positionals]
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # `kill PID` ends a run like Ctrl-C: status recorded, work kept
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(_flags_first(argv))
     if not args.stage:
         build_parser().print_help(sys.stderr)

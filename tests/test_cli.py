@@ -112,3 +112,29 @@ def test_flags_and_overrides_interleave(capsys: pytest.CaptureFixture[str]) -> N
     )
     doc = json.loads(out)
     assert doc["totals"]["num_classes"] == 10 and doc["arch"]["name"] == "efficientnet_b1"
+
+
+def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "effnas",
+        "train",
+        f"run.root={tmp_path}",
+        "proxy.epochs=50",
+        "proxy.resolution=16",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("train/*/manifest.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("effnas: error: interrupted")
+    manifest = json.loads(next(tmp_path.glob("train/*/manifest.json")).read_text())
+    assert manifest["status"] == "interrupted"
