@@ -211,7 +211,8 @@ class ProxyTrainer:
             raise ValueError(f"dataset {data.name} has {n} training images; need at least 2")
         self.batch = min(int(_opt(proxy, "batch_size", 128)), n)
         # On CPU a 128-image batch of B0's 32x32 expansion (50 MB) overflows the cache; two
-        # passes of 64 ran ~1.07x faster per image (docs/proxy.md). On CUDA: the whole batch.
+        # passes of 64 ran up to 1.3x faster per image when two trials shared the CPU (docs/proxy.md).
+        # On CUDA: the whole batch.
         micro = int(_opt(proxy, "micro_batch", 0) or 0)
         self.micro_batch = self.batch if (micro <= 0 or self.cuda) else min(micro, self.batch)
         self.steps_per_epoch = n // self.batch  # drop_last: static shapes for compile and BN
