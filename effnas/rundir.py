@@ -193,6 +193,21 @@ class RunDir:
         self.manifest.update(fields)
         self.write_json("manifest.json", self.manifest)
 
+    def record_dataset(self, data: Any) -> None:
+        """The dataset a stage trained on (an `effnas.data.Dataset`): name, fingerprint, splits."""
+        self.record(
+            dataset={
+                "name": data.name,
+                "fingerprint": data.fingerprint,
+                "num_classes": data.num_classes,
+                "classes": list(data.classes),
+                "image_size": data.image_size,
+                "train": len(data.train),
+                "val": len(data.val),
+                "test": len(data.test) if data.test is not None else 0,
+            }
+        )
+
     def record_upstream(self, path: str | os.PathLike[str] | None, stage: str, what: str) -> None:
         """Note an upstream input: a run directory, or (path None) a published default."""
         entry = {"stage": stage, "path": str(Path(path).resolve()) if path else None, "what": what}

@@ -54,16 +54,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     data = load_dataset(cfg.data)
     load_seconds = time.perf_counter() - t0
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
-    rundir.record(
-        dataset={
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "num_classes": data.num_classes,
-            "classes": list(data.classes),
-            "image_size": data.image_size,
-            **sizes,
-        }
-    )
+    rundir.record_dataset(data)
     try:
         device = resolve_device(str(cfg.run.device))
     except ValueError as exc:

@@ -93,17 +93,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     print(f"search: {space.describe()}", file=sys.stderr)
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
-    rundir.record(
-        dataset={
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "train": len(data.train),
-            "val": len(data.val),
-            "num_classes": data.num_classes,
-        },
-        space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
-        target_macs=target,
-    )
+    rundir.record_dataset(data)
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
     storage = cfg.storage or f"sqlite:///{rundir.file('study.db').resolve()}"

@@ -385,15 +385,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
             rundir.record_upstream(None, "official", f"baseline {source['source']}")
         rundir.record(baseline=source)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
-    rundir.record(
-        dataset={
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "train": len(data.train),
-            "val": len(data.val),
-            "num_classes": data.num_classes,
-        }
-    )
+    rundir.record_dataset(data)
 
     candidates, n_every = candidates_of(cfg)
     phi = float(cfg.phi)
