@@ -32,4 +32,17 @@ def cifar10_root() -> Path:
     return CIFAR10
 
 
+def expect_usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run `effnas ARGS` in-process; assert exit code 2 and one `effnas: error:` line; return it."""
+    from effnas.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("effnas: error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import expect_usage_error as _error
 
 from effnas.cli import main
 from effnas.rundir import RunDir
@@ -17,15 +18,6 @@ from scaling.grid import COLUMNS, _Recorder, pick_winner, plan
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.official import efficientnet_b0
-
-
-def _error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_plan_scales_the_baseline_by_eq3() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import expect_usage_error as _error
 
 from effnas.cli import main
 from effnas.errors import UserError
@@ -22,15 +23,6 @@ def _run(args: list[str], tmp_path: Path) -> Path:
     run_dir = tmp_path / f"scale{len(list(tmp_path.glob('scale*')))}"
     assert main(["scale", *args, f"run.dir={run_dir}"]) == 0
     return run_dir
-
-
-def _error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import expect_usage_error as _fails
 
-from effnas.cli import main
 from effnas.rundir import RunDir
 from nas.driver import Search
 from nas.records import best_of, history_of, pareto_front, read_trials
@@ -162,15 +162,6 @@ def test_records_round_trip_and_resume_keeps_every_finished_trial(
 
 
 # -- bad input through the CLI: one line on stderr, exit code 2 -------------------------------------
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("effnas")
-    return err
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
