@@ -94,6 +94,10 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
     rundir.record_dataset(data)
+    rundir.record(
+        space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
+        target_macs=target,
+    )
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
     storage = cfg.storage or f"sqlite:///{rundir.file('study.db').resolve()}"

@@ -134,7 +134,10 @@ def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    # 130 from effnas; once, on a loaded machine, the process instead ended by SIGINT (-2) after
+    # printing the same line: Python re-raises an interrupt that surfaces during interpreter
+    # shutdown. Either way the run is recorded as interrupted, which is what matters here.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert err.strip().splitlines()[-1].startswith("effnas: error: interrupted")
     manifest = json.loads(next(tmp_path.glob("train/*/manifest.json")).read_text())
     assert manifest["status"] == "interrupted"
