@@ -269,7 +269,7 @@ def run_stage(
     stage: str, cfg: Any, argv: list[str], resume: Path | None = None, overrides: Sequence[str] = ()
 ) -> tuple[Path, dict[str, Any]]:
     """Validate, make (or reopen) the run directory, run the stage, write summary + manifest."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from effnas.rundir import RunDir
 
@@ -279,7 +279,7 @@ def run_stage(
         validate(cfg)
     hydra_cfg = cfg.get("hydra") if OmegaConf.is_dict(cfg) else None
     if hydra_cfg is not None:
-        with _open_struct(cfg):
+        with open_dict(cfg):
             del cfg["hydra"]
     if resume is not None:
         run = RunDir.open(resume, stage)
@@ -323,22 +323,9 @@ def _record_arch_file_upstream(run: Any, cfg: Any) -> None:
             run.record_upstream(parent, found, f"arch file {Path(source).name}")
 
 
-class _open_struct:
-    def __init__(self, cfg: Any) -> None:
-        from omegaconf import open_dict
-
-        self._ctx = open_dict(cfg)
-
-    def __enter__(self) -> None:
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-
-
 def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     """Re-execute RUN_DIR's recorded config into a new run and compare summaries."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from effnas.rerun import compare_summaries
     from effnas.rundir import read_json, stage_of
@@ -350,7 +337,7 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     if not recorded.is_file():
         raise UserError(f"{run_dir} has no .hydra/config.yaml to re-run")
     cfg = compose_config(stage, [])
-    with _open_struct(cfg):
+    with open_dict(cfg):
         cfg.merge_with(OmegaConf.load(recorded))
         cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
         cfg.run.dir = None
@@ -425,13 +412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def resumed_config(stage: str, run_dir: Path) -> Any:
     """The recorded config of an interrupted run, marked to resume in place."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     from effnas.rundir import RunDir
 
     RunDir.open(run_dir, stage)  # validates: exists, is a run of this stage
     cfg = compose_config(stage, [])
-    with _open_struct(cfg):
+    with open_dict(cfg):
         del cfg["hydra"]
         cfg.merge_with(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
         if "resume" in cfg:
