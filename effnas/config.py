@@ -85,6 +85,7 @@ class ProxyConfig:
     num_classes: Optional[int] = None  # default: the dataset's
     channels_last: bool = True
     compile: str = "auto"  # auto | on | off
+    cpu_kernels: bool = True  # CPU: effnas/kernels (C depthwise weight gradient, allocator setting)
     augment: bool = True  # random crop (zero padding) + horizontal flip
     crop_pad: int = 4  # pixels at 32 px, scaled with the resolution
     flip: bool = True

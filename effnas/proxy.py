@@ -55,6 +55,7 @@ class TrialResult:
     steps: int = 0
     resolution: int = 0
     compiled: bool = False
+    cpu_kernels: int = 0  # layers running effnas's C kernels (effnas/kernels)
     compile_seconds: float = 0.0
     device: str = "cpu"
     model: Any = field(default=None, repr=False, compare=False)  # only with keep_model=True
@@ -237,6 +238,11 @@ class ProxyTrainer:
                     m.momentum = float(bn_momentum)
         proxy_init(self.model, str(_opt(proxy, "init", "zero_residual")))
         self.model.to(self.dev, memory_format=self.memory_format)
+        if not self.cuda and _opt(proxy, "cpu_kernels", True):
+            from effnas import kernels
+
+            kernels.tune_allocator()
+            result.cpu_kernels = kernels.accelerate(self.model)
         self.base_lr = float(_opt(proxy, "lr", 0.1)) * self.batch / 256  # lr is per 256 images
         self.optimizer = make_optimizer(self.model, proxy, self.base_lr)
         self.schedule = str(_opt(proxy, "schedule", "cosine"))

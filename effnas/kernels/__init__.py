@@ -1,0 +1,283 @@
+"""CPU speed-ups for the proxy trainer: a hand-written kernel where PyTorch's is slow, a fused
+backward, and the allocator setting that stops every step from page-faulting. All three keep
+the model's parameters, state_dict and results (to float rounding); the trainer applies them
+on CPU unless `proxy.cpu_kernels=false`.
+
+- `DepthwiseConv2d`: an `nn.Conv2d` whose training backward computes the weight gradient with
+  `dw_weight_grad` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps of 4x4
+  and smaller: there oneDNN's depthwise weight gradient costs 5-30x its own forward, the C loop
+  about 1-2x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
+- `SqueezeExcite`: the SE block with a backward that writes the input gradient in one pass
+  instead of autograd's three.
+`accelerate(model)` swaps the class of eligible layers in place (parameters, state_dict and
+`isinstance` unchanged); outside training (eval, no_grad, BN calibration) they run PyTorch's ops.
+- `tune_allocator()`: glibc returns freed heap memory to the kernel above a 128 KB-64 MB trim
+  threshold, so every training step faulted 60-190 MB of fresh pages back in (measured with
+  getrusage). A 1 GiB trim threshold keeps them; with micro-batches every activation stays
+  under the 32 MB mmap threshold.
+
+The C source is compiled on first use with the system's C compiler into the effnas cache
+(`$EFFNAS_CACHE/kernels/`, keyed by source, compiler and CPU flags; atomic rename, so parallel
+trials race harmlessly). No compiler, or a failed build: one warning, and PyTorch's ops are
+used - results stay correct, only slower. `EFFNAS_CPU_KERNELS=0` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces import blocks
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu.c")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11", "-pthread")
+
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+_tried = False
+unavailable_reason: Optional[str] = None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(cache: Path) -> Path:
+    cc = os.environ.get("CC", "cc")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + "\0".join((*FLAGS, version, _cpu_flags())).encode()
+    ).hexdigest()[:16]
+    target = cache / f"cpu-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".cpu-", suffix=".so")
+    os.close(fd)
+    try:
+        out = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def library() -> Optional[ctypes.CDLL]:
+    """The compiled kernels, building them on first use; None when they cannot be had."""
+    global _lib, _tried, unavailable_reason
+    with _lock:
+        if _tried:
+            return _lib
+        _tried = True
+        if os.environ.get("EFFNAS_CPU_KERNELS", "1") == "0":
+            unavailable_reason = "EFFNAS_CPU_KERNELS=0"
+            return None
+        from effnas.data.cache import cache_root
+
+        try:
+            lib = ctypes.CDLL(str(_build(cache_root(None) / "kernels")))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            unavailable_reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("effnas: CPU kernels unavailable (%s); using PyTorch's ops", unavailable_reason)
+            return None
+        lib.dw_weight_grad_threads.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10
+        lib.dw_weight_grad_threads.restype = ctypes.c_int
+        _lib = lib
+        return _lib
+
+
+def depthwise_weight_grad(
+    x: torch.Tensor, gy: torch.Tensor, kernel: int, stride: int, padding: int
+) -> torch.Tensor:
+    """Weight gradient (C, 1, K, K) of a depthwise convolution from its input x (N,C,H,W) and
+    output gradient gy; float32 CPU tensors. Per-thread partial sums are added in a fixed order,
+    so the result is the same for the same thread count."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"CPU kernels unavailable: {unavailable_reason}")
+    n, c, h, w = x.shape
+    ho, wo = gy.shape[2:]
+    x = x.contiguous(memory_format=torch.channels_last)
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    threads = max(1, min(torch.get_num_threads(), n))
+    parts = torch.zeros(threads, kernel * kernel, c)
+    lib.dw_weight_grad_threads(
+        x.data_ptr(), gy.data_ptr(), parts.data_ptr(), n, h, w, c, ho, wo, kernel, stride, padding, threads
+    )
+    return parts.sum(0).t().reshape(c, 1, kernel, kernel)
+
+
+def c_weight_grad_wins(kernel: int, height: int, width: int) -> bool:
+    """Where the C weight gradient beats oneDNN's (docs/proxy.md's per-layer table): 5x5 and
+    larger kernels at every size, any kernel on maps of 4x4 and smaller. A fixed rule, not a
+    timing, so a rerun takes the same path and gets the same bits."""
+    return kernel >= 5 or height * width <= 16
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        x, weight = ctx.saved_tensors
+        s, p = ctx.stride, ctx.padding
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(
+                gy,
+                x,
+                weight,
+                None,
+                [s, s],
+                [p, p],
+                [1, 1],
+                False,
+                [0, 0],
+                weight.shape[0],
+                [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[1]:
+            gw = depthwise_weight_grad(x, gy, weight.shape[-1], s, p)
+        return gx, gw, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise `nn.Conv2d` that trains with the C weight gradient where that wins."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and c_weight_grad_wins(k, x.shape[2], x.shape[3])
+            and library() is not None
+        ):
+            return _DepthwiseConv.apply(x, self.weight, self.stride[0], self.padding[0])
+        return super().forward(x)
+
+
+class _SqueezeExcite(torch.autograd.Function):
+    """x * sigmoid(expand(silu(reduce(mean_hw(x))))) with a backward that writes the input
+    gradient in one pass: dx = dy * gate + d(pool) / HW (one addcmul). Autograd's version makes
+    three full-size passes for it (dy * gate, the mean's broadcast division, the sum of the two
+    gradient branches). The small MLP is recomputed in backward; its tensors are N x C."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+        b2: torch.Tensor,
+    ) -> torch.Tensor:
+        pooled = x.mean((2, 3))
+        gate = torch.sigmoid(F.linear(F.silu(F.linear(pooled, w1.flatten(1), b1)), w2.flatten(1), b2))
+        ctx.save_for_backward(x, pooled, gate, w1, b1, w2, b2)
+        return x * gate[:, :, None, None]
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        x, pooled, gate, w1, b1, w2, b2 = ctx.saved_tensors
+        with torch.enable_grad():
+            p = pooled.detach().requires_grad_(True)
+            ws = [t.detach().requires_grad_(True) for t in (w1, b1, w2, b2)]
+            g = torch.sigmoid(F.linear(F.silu(F.linear(p, ws[0].flatten(1), ws[1])), ws[2].flatten(1), ws[3]))
+            dgate = (gy * x).sum((2, 3))
+            dp, *dws = torch.autograd.grad(g, [p, *ws], dgate)
+        hw = x.shape[2] * x.shape[3]
+        gx = torch.addcmul((dp / hw)[:, :, None, None], gy, gate[:, :, None, None])
+        return (gx, *dws)
+
+
+class SqueezeExcite(blocks.SqueezeExcite):
+    """`search_spaces.blocks.SqueezeExcite` that trains with `_SqueezeExcite`'s backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled() and type(self.act) is nn.SiLU:
+            return _SqueezeExcite.apply(
+                x, self.reduce.weight, self.reduce.bias, self.expand.weight, self.expand.bias
+            )
+        return super().forward(x)
+
+
+def _depthwise_eligible(m: nn.Module) -> bool:
+    if type(m) is not nn.Conv2d:
+        return False
+    k = m.kernel_size[0]
+    return (
+        m.groups > 1
+        and m.groups == m.in_channels == m.out_channels
+        and m.bias is None
+        and m.kernel_size == (k, k)
+        and m.stride[0] == m.stride[1]
+        and m.padding == (k // 2, k // 2)
+        and m.dilation == (1, 1)
+        and m.padding_mode == "zeros"
+    )
+
+
+def accelerate(model: nn.Module) -> int:
+    """Swap eligible layers of `model` for their faster training versions, in place: depthwise
+    convolutions (when the C kernels could be built) and squeeze-excite blocks. Returns how many
+    layers were swapped."""
+    have_c = library() is not None
+    swapped = 0
+    for m in model.modules():
+        if have_c and _depthwise_eligible(m):
+            m.__class__ = DepthwiseConv2d
+            swapped += 1
+        elif type(m) is blocks.SqueezeExcite:
+            m.__class__ = SqueezeExcite
+            swapped += 1
+    return swapped
+
+
+_allocator_tuned = False
+
+
+def tune_allocator() -> bool:
+    """Keep freed heap memory in the process (glibc only; once per process). True if set."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if platform.system() != "Linux" or os.environ.get("EFFNAS_CPU_KERNELS", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = ok
+    return ok

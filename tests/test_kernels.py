@@ -1,0 +1,145 @@
+"""effnas/kernels: the C depthwise weight gradient, the fused SE backward, the class swap, the
+build cache and the fallback when no compiler is at hand."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from effnas import kernels
+from search_spaces.arch import Arch
+from search_spaces.builder import build_model
+from search_spaces.official import official
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch: pytest.MonkeyPatch):
+    """Forget the loaded library, so a test sees the build (or its failure) happen."""
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "unavailable_reason", None)
+    return kernels
+
+
+def _require_c() -> None:
+    if kernels.library() is None:
+        pytest.skip(f"no C compiler here: {kernels.unavailable_reason}")
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "h", "w", "k", "stride"),
+    [
+        (3, 5, 7, 7, 3, 1),  # odd sizes, channels not a multiple of the vector width
+        (4, 16, 8, 6, 5, 2),  # non-square map, stride 2
+        (2, 33, 2, 2, 5, 1),  # map smaller than the kernel: most taps see only padding
+        (5, 8, 9, 9, 7, 2),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_depthwise_weight_grad_matches_autograd(n, c, h, w, k, stride, threads) -> None:
+    _require_c()
+    g = torch.Generator().manual_seed(n * 100 + c)
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, k, k, generator=g, requires_grad=True)
+    y = F.conv2d(x, weight, None, stride, k // 2, 1, c)
+    gy = torch.randn(y.shape, generator=g)
+    (expected,) = torch.autograd.grad(y, weight, gy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = kernels.depthwise_weight_grad(x, gy, k, stride, k // 2)
+        again = kernels.depthwise_weight_grad(x, gy, k, stride, k // 2)
+    finally:
+        torch.set_num_threads(before)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got, again)  # fixed split and summation order: same bits
+
+
+def test_squeeze_excite_backward_passes_gradcheck() -> None:
+    se = kernels.SqueezeExcite(6, 2).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    params = (se.reduce.weight, se.reduce.bias, se.expand.weight, se.expand.bias)
+    assert torch.autograd.gradcheck(kernels._SqueezeExcite.apply, (x, *params))
+
+
+def _small_arch() -> Arch:
+    # every op kind the swap touches: k3 and k5 depthwise convs, SE, residual blocks
+    blocks = ["r1_k3_s11_e1_i32_o16_se0.25", "r2_k5_s22_e6_i16_o24_se0.25", "r1_k3_s11_e6_i24_o24_se0.25"]
+    return Arch.from_dict({"name": "tiny", "blocks": blocks, "head": 64, "resolution": 32})
+
+
+@pytest.mark.parametrize("arch", [_small_arch(), official("efficientnet_b0")], ids=["tiny", "b0"])
+def test_accelerated_model_trains_like_the_stock_one(arch: Arch) -> None:
+    torch.manual_seed(0)
+    stock = build_model(arch, num_classes=10, stem_stride=1).to(memory_format=torch.channels_last)
+    for m in stock.modules():  # no random masks: the two passes must see the same network
+        if hasattr(m, "rate"):
+            m.rate = 0.0
+    fast = copy.deepcopy(stock)
+    swapped = kernels.accelerate(fast)
+    assert swapped > 0
+    assert list(fast.state_dict()) == list(stock.state_dict())
+    x = torch.randn(6, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (6,))
+    losses = []
+    for model in (stock, fast):
+        model.train()
+        torch.manual_seed(1)  # the classifier's dropout
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    scale = max(p.grad.abs().max().item() for p in stock.parameters())
+    for (name, a), (_, b) in zip(stock.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
+    with torch.no_grad():  # outside training the swapped layers run the stock code
+        stock.eval(), fast.eval()
+        torch.testing.assert_close(fast(x), stock(x))
+        fast.load_state_dict(stock.state_dict())
+        assert torch.equal(stock(x), fast(x))
+
+
+def test_swap_counts_what_it_swaps() -> None:
+    _require_c()
+    model = build_model(_small_arch(), num_classes=10)
+    assert kernels.accelerate(model) == 4 + 4  # four blocks: a depthwise conv and an SE each
+    assert sum(isinstance(m, kernels.DepthwiseConv2d) for m in model.modules()) == 4
+    assert kernels.accelerate(model) == 0  # already swapped
+
+
+def test_build_is_cached_and_atomic(fresh_kernels, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path))
+    lib = fresh_kernels.library()
+    if lib is None:
+        pytest.skip(f"no C compiler here: {fresh_kernels.unavailable_reason}")
+    built = list((tmp_path / "kernels").iterdir())
+    assert [p.name.startswith("cpu-") and p.suffix == ".so" for p in built] == [True]  # no temp left
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(fresh_kernels, "_tried", False)
+    assert fresh_kernels.library() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_no_compiler_falls_back_with_one_warning(fresh_kernels, tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with caplog.at_level(logging.WARNING, logger="effnas.kernels"):
+        assert fresh_kernels.library() is None
+        assert fresh_kernels.library() is None
+    warnings = [r for r in caplog.records if "CPU kernels unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "no-such-cc" in fresh_kernels.unavailable_reason
+    model = build_model(_small_arch(), num_classes=10)
+    assert kernels.accelerate(model) == 4  # SE blocks only: the depthwise convs stay stock
+    assert not any(isinstance(m, kernels.DepthwiseConv2d) for m in model.modules())
+
+
+def test_environment_switch_turns_the_kernels_off(fresh_kernels, monkeypatch) -> None:
+    monkeypatch.setenv("EFFNAS_CPU_KERNELS", "0")
+    assert fresh_kernels.library() is None
+    assert fresh_kernels.unavailable_reason == "EFFNAS_CPU_KERNELS=0"
