@@ -1,13 +1,17 @@
 """Proxy-trainer throughput against a plain eager NCHW training loop of the same model.
 
-All variants run in one process, interleaved step by step (round-robin), so a noisy, shared
-machine slows them alike; the table gives the median and the best step of each. Rows:
+Each variant runs in its own process (its own allocator state, thread pool and oneDNN caches;
+effnas's allocator setting must not speed up the plain loops), and the processes take turns,
+a few steps each, round-robin, so a noisy, shared machine slows them alike; the table gives the
+median and the best step of each. Rows:
 - plain eager NCHW: the model, SGD-nesterov, cross-entropy, float batches already in memory
   (no augmentation, no data pipeline: it is favoured);
 - plain eager channels-last: the same loop, channels-last (isolates that one change);
 - effnas trainer: `effnas.proxy.ProxyTrainer.step` - the real path, data pipeline included
   (uint8 gather, batched crop+flip, normalise), exactly what search/grid trials run, with its
   default proxy.micro_batch=64 (two cache-sized passes per 128-image step);
+- effnas trainer, no C kernels: the same with proxy.cpu_kernels=false (PyTorch's ops only, the
+  default allocator);
 - effnas trainer, whole batch: the same without micro-batches (proxy.micro_batch=0);
 - effnas trainer, compiled (with --compile): the same with torch.compile; its first step is
   the compile time, from which the compile-vs-budget table follows.
@@ -26,6 +30,7 @@ and the data-time share: batching + augmentation + normalisation / trainer step.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -85,17 +90,56 @@ def plain_loop(arch, batch: int, res: int, stem_stride: int, channels_last: bool
         loss.backward()
         opt.step()
 
+    step()  # warm-up: oneDNN primitive creation
     return step
 
 
-def trainer_loop(arch, data: Dataset, proxy, first: list[float]) -> tuple[Callable[[], None], ProxyTrainer]:
-    torch.manual_seed(0)
-    trainer = ProxyTrainer(arch, proxy, data, seed=0, device="cpu")
-    counter = iter(range(10**9))
-    t = time.perf_counter()
-    trainer.step(next(counter))  # first step: oneDNN primitive creation, or the whole compile
-    first.append(time.perf_counter() - t)
-    return (lambda: trainer.step(next(counter))), trainer
+def worker(conn, args: argparse.Namespace, variant: str, overrides: dict) -> None:
+    """One variant in its own process (its own allocator state and thread pool): builds it, then
+    runs `steps` commands from the parent until told to stop."""
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    arch = official(args.arch)
+    first = 0.0
+    if variant.startswith("plain"):
+        f = plain_loop(arch, args.batch, args.resolution, args.stem_stride, "channels-last" in variant)
+        trainer = None
+    else:
+        data = synthetic_cifar(max(4 * args.batch, 1024), 256, args.resolution)
+        proxy = OmegaConf.structured(ProxyConfig)
+        proxy.merge_with(
+            {"batch_size": args.batch, "resolution": args.resolution, "stem_stride": args.stem_stride}
+        )
+        proxy.merge_with({"compile": "off", **overrides})
+        torch.manual_seed(0)
+        trainer = ProxyTrainer(arch, proxy, data, seed=0, device="cpu")
+        counter = iter(range(10**9))
+        t = time.perf_counter()
+        trainer.step(next(counter))  # first step: oneDNN primitives, or the whole compile
+        first = time.perf_counter() - t
+
+        def f() -> None:
+            trainer.step(next(counter))
+
+    conn.send(("ready", first, trainer.result.cpu_kernels if trainer else 0))
+    while True:
+        cmd, n = conn.recv()
+        if cmd == "steps":
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t)
+            conn.send(ts)
+        elif cmd == "data":  # batching + augmentation + normalisation alone
+            order = torch.randperm(len(trainer.train_y))
+            t = time.perf_counter()
+            for i in range(n):
+                trainer.batch_at(order, i % trainer.steps_per_epoch)
+            conn.send((time.perf_counter() - t) / n)
+        else:
+            conn.send(None)
+            return
 
 
 def main() -> None:
@@ -119,10 +163,6 @@ def main() -> None:
         f"host: {platform.node()} {os.cpu_count()} cpus, torch {torch.__version__}, threads "
         f"{args.threads}, load average at start {os.getloadavg()[0]:.2f} (shared machine: noisy)"
     )
-    data = synthetic_cifar(max(4 * batch, 1024), 256, res)
-    proxy = OmegaConf.structured(ProxyConfig)
-    proxy.merge_with({"batch_size": batch, "resolution": res, "stem_stride": ss, "compile": "off"})
-
     flops = matmul_flops()
     fwd_macs = count(arch, resolution=res, num_classes=10, stem_stride=ss).macs
     train_macs = 3 * fwd_macs
@@ -131,30 +171,31 @@ def main() -> None:
         f"training {train_macs / 1e6:.1f}M; fp32 matmul {flops / 1e9:.1f} GFLOP/s"
     )
 
-    first: list[float] = []
-    variants: dict[str, Callable[[], None]] = {
-        "plain eager NCHW": plain_loop(arch, batch, res, ss, False),
-        "plain eager channels-last": plain_loop(arch, batch, res, ss, True),
+    names = {
+        "plain eager NCHW": {},
+        "plain eager channels-last": {},
+        "effnas trainer, no C kernels": {"cpu_kernels": False},
+        "effnas trainer, whole batch": {"micro_batch": 0},
+        "effnas trainer": {},
     }
-    for f in variants.values():
-        f()  # warm-up, like the trainer's first step
-    whole = OmegaConf.merge(proxy, {"micro_batch": 0})
-    variants["effnas trainer, whole batch"], _ = trainer_loop(arch, data, whole, first)
-    variants["effnas trainer"], trainer = trainer_loop(arch, data, proxy, first)
-    compile_seconds = None
     if args.compile:
-        compiled = OmegaConf.merge(proxy, {"compile": "on"})
-        t = time.perf_counter()
-        variants["effnas trainer, compiled"], _ = trainer_loop(arch, data, compiled, first)
-        compile_seconds = time.perf_counter() - t
+        names["effnas trainer, compiled"] = {"compile": "on"}
+    ctx = mp.get_context("spawn")
+    workers, first, swapped = {}, {}, 0
+    for name, overrides in names.items():
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker, args=(child, args, name, overrides), daemon=True)
+        proc.start()
+        _, first[name], k = parent.recv()  # built one at a time: builds do not overlap the timing
+        swapped = max(swapped, k)
+        workers[name] = (proc, parent)
 
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    # round-robin, one variant running at a time: a noisy machine slows them alike
+    times: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(args.rounds):
-        for name, f in variants.items():
-            for _ in range(args.steps):
-                t = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t)
+        for name, (_, conn) in workers.items():
+            conn.send(("steps", args.steps))
+            times[name] += conn.recv()
 
     base = statistics.median(times["plain eager NCHW"])
     print(
@@ -166,16 +207,18 @@ def main() -> None:
         eff = train_macs * 2 * ips / flops
         print(f"{name:30s} {med * 1e3:10.1f} {best * 1e3:9.1f} {ips:8.1f} {base / med:7.2f} {eff:10.1%}")
 
-    # data time: the trainer's batching + augmentation + normalisation alone
-    order = torch.randperm(len(trainer.train_y))
-    reps = 50
-    t = time.perf_counter()
-    for i in range(reps):
-        trainer.batch_at(order, i % trainer.steps_per_epoch)
-    data_s = (time.perf_counter() - t) / reps
+    conn = workers["effnas trainer"][1]
+    conn.send(("data", 50))
+    data_s = conn.recv()
+    for proc, c in workers.values():
+        c.send(("quit", 0))
+        c.recv()
+        proc.join()
     step_s = statistics.median(times["effnas trainer"])
     print(f"\ndata time per batch {data_s * 1e3:.2f} ms = {data_s / step_s:.1%} of the trainer's step")
+    print(f"layers on effnas's C kernels: {swapped}")
 
+    compile_seconds = first.get("effnas trainer, compiled")
     if compile_seconds is not None:
         eager, comp = step_s, statistics.median(times["effnas trainer, compiled"])
         gain = eager - comp
@@ -187,7 +230,7 @@ def main() -> None:
         for images in (10_000, 50_000, 225_000, 1_000_000, 5_000_000):
             steps = images / batch
             e, c = steps * eager, compile_seconds + steps * comp
-            auto = compile_pays_off(fwd_macs, images, "cpu", len(trainer.model.blocks))
+            auto = compile_pays_off(fwd_macs, images, "cpu", len(build_model(arch).blocks))
             print(
                 f"{images:16,d} {e:9.0f} {c:11.0f} {'compiled' if c < e else 'eager':>9s} "
                 f"{'compile' if auto else 'eager':>9s}"
