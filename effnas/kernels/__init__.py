@@ -4,9 +4,9 @@ the model's parameters, state_dict and results (to float rounding); the trainer 
 on CPU unless `proxy.cpu_kernels=false`.
 
 - `DepthwiseConv2d`: an `nn.Conv2d` whose training backward computes the weight gradient with
-  `dw_weight_grad` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps of 4x4
-  and smaller: there oneDNN's depthwise weight gradient costs 5-30x its own forward, the C loop
-  about 1-2x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
+  `dw_weight_grad` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps of 2x2
+  and smaller: there oneDNN's depthwise weight gradient costs 9-40x its own forward, the C loop
+  1-3.5x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
 - `SqueezeExcite`: the SE block with a backward that writes the input gradient in one pass
   instead of autograd's three.
 `accelerate(model)` swaps the class of eligible layers in place (parameters, state_dict and
@@ -132,9 +132,9 @@ def depthwise_weight_grad(
 
 def c_weight_grad_wins(kernel: int, height: int, width: int) -> bool:
     """Where the C weight gradient beats oneDNN's (docs/proxy.md's per-layer table): 5x5 and
-    larger kernels at every size, any kernel on maps of 4x4 and smaller. A fixed rule, not a
-    timing, so a rerun takes the same path and gets the same bits."""
-    return kernel >= 5 or height * width <= 16
+    larger kernels at every size, any kernel on maps of 2x2 and smaller (3x3 kernels at 4x4 are
+    a tie). A fixed rule, not a timing, so a rerun takes the same path and gets the same bits."""
+    return kernel >= 5 or height * width <= 4
 
 
 class _DepthwiseConv(torch.autograd.Function):
