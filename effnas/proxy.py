@@ -238,11 +238,6 @@ class ProxyTrainer:
                     m.momentum = float(bn_momentum)
         proxy_init(self.model, str(_opt(proxy, "init", "zero_residual")))
         self.model.to(self.dev, memory_format=self.memory_format)
-        if not self.cuda and _opt(proxy, "cpu_kernels", True):
-            from effnas import kernels
-
-            kernels.tune_allocator()
-            result.cpu_kernels = kernels.accelerate(self.model)
         self.base_lr = float(_opt(proxy, "lr", 0.1)) * self.batch / 256  # lr is per 256 images
         self.optimizer = make_optimizer(self.model, proxy, self.base_lr)
         self.schedule = str(_opt(proxy, "schedule", "cosine"))
@@ -251,6 +246,12 @@ class ProxyTrainer:
         self.smoothing = float(_opt(proxy, "label_smoothing", 0.0))
         self.step_fn = self.model
         result.compiled = self._want_compile()
+        if not self.cuda and _opt(proxy, "cpu_kernels", True):
+            from effnas import kernels
+
+            kernels.tune_allocator()
+            if not result.compiled:  # the C kernels would only break torch.compile's graph
+                result.cpu_kernels = kernels.accelerate(self.model)
         if result.compiled:
             self.step_fn = torch.compile(self.model, dynamic=False)
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else None

@@ -230,3 +230,24 @@ def test_bn_calibration_fixes_stale_statistics(digits) -> None:
     stale = evaluate(tiny_arch(), proxy_cfg(bn_calibration=0, **cfg), digits, seed=2)
     fresh = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=2)
     assert fresh.accuracy > stale.accuracy + 0.1, (stale.accuracy, fresh.accuracy)
+
+
+def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
+    from effnas import kernels
+
+    cfg = {"images": 256, "report_every": 0}
+    on = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=5)
+    off = evaluate(tiny_arch(), proxy_cfg(cpu_kernels=False, **cfg), digits, seed=5)
+    # every block has an SE and a depthwise conv (swapped when the C kernels could be built; at
+    # run time only the 5x5 one takes the C path: no map here is 2x2)
+    blocks = len(TINY_BLOCKS)
+    assert on.cpu_kernels == blocks + (blocks if kernels.library() is not None else 0)
+    assert off.cpu_kernels == 0
+    # the same training to float rounding: the kernels change no arithmetic but its order
+    assert on.status == off.status == "ok"
+    assert on.loss == pytest.approx(off.loss, rel=1e-3)
+    assert abs(on.accuracy - off.accuracy) <= 0.02
+    # torch.compile gets the plain model: the C kernels would only break its graph
+    from effnas.proxy import ProxyTrainer
+
+    assert ProxyTrainer(tiny_arch(), proxy_cfg(compile="on"), digits).result.cpu_kernels == 0

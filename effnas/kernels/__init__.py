@@ -64,7 +64,7 @@ def _cpu_flags() -> str:
 
 def _build(cache: Path) -> Path:
     cc = os.environ.get("CC", "cc")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
     key = hashlib.sha256(
         SOURCE.read_bytes() + "\0".join((*FLAGS, version, _cpu_flags())).encode()
     ).hexdigest()[:16]
@@ -75,7 +75,9 @@ def _build(cache: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=".cpu-", suffix=".so")
     os.close(fd)
     try:
-        out = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+        out = subprocess.run(
+            [cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
         if out.returncode != 0:
             raise RuntimeError(f"{cc} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(tmp, target)
