@@ -33,10 +33,11 @@ def _require_c() -> None:
 @pytest.mark.parametrize(
     ("n", "c", "h", "w", "k", "stride"),
     [
-        (3, 5, 7, 7, 3, 1),  # odd sizes, channels not a multiple of the vector width
-        (4, 16, 8, 6, 5, 2),  # non-square map, stride 2
-        (2, 33, 2, 2, 5, 1),  # map smaller than the kernel: most taps see only padding
-        (5, 8, 9, 9, 7, 2),
+        (3, 5, 7, 7, 3, 1),  # fewer channels than a 16-channel block: the plain loop only
+        (4, 16, 8, 6, 5, 2),  # one block, non-square map, stride 2
+        (2, 33, 2, 2, 5, 1),  # two blocks + 1 channel; map smaller than the kernel
+        (3, 48, 6, 5, 3, 2),  # 3x3 blocks, odd width, stride 2
+        (5, 24, 9, 9, 7, 2),  # 7x7: no register tile, the plain loop per block
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
