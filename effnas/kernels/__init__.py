@@ -4,18 +4,18 @@ the model's parameters, state_dict and results (to float rounding); the trainer 
 on CPU unless `proxy.cpu_kernels=false`.
 
 - `DepthwiseConv2d`: an `nn.Conv2d` whose training backward computes the weight gradient with
-  `dw_weight_grad` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps of 2x2
-  and smaller: there oneDNN's depthwise weight gradient costs 9-40x its own forward, the C loop
-  1-3.5x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
+  `dw_weight_grad_threads` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps
+  of 2x2 and smaller: there oneDNN's depthwise weight gradient costs 8-50x its own forward, the
+  C loop 2-5x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
 - `SqueezeExcite`: the SE block with a backward that writes the input gradient in one pass
   instead of autograd's three.
-`accelerate(model)` swaps the class of eligible layers in place (parameters, state_dict and
-`isinstance` unchanged); outside training (eval, no_grad, BN calibration) they run PyTorch's ops.
 - `tune_allocator()`: glibc returns freed heap memory to the kernel above a 128 KB-64 MB trim
   threshold, so every training step faulted 60-190 MB of fresh pages back in (measured with
   getrusage). A 1 GiB trim threshold keeps them; with micro-batches every activation stays
   under the 32 MB mmap threshold.
 
+`accelerate(model)` swaps the class of eligible layers in place (parameters, state_dict and
+`isinstance` unchanged); outside training (eval, no_grad, BN calibration) they run PyTorch's ops.
 The C source is compiled on first use with the system's C compiler into the effnas cache
 (`$EFFNAS_CACHE/kernels/`, keyed by source, compiler and CPU flags; atomic rename, so parallel
 trials race harmlessly). No compiler, or a failed build: one warning, and PyTorch's ops are
