@@ -52,6 +52,10 @@ _tried = False
 unavailable_reason: Optional[str] = None
 
 
+def _disabled() -> bool:
+    return os.environ.get("EFFNAS_CPU_KERNELS", "1") == "0"
+
+
 def _cpu_flags() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -94,7 +98,7 @@ def library() -> Optional[ctypes.CDLL]:
         if _tried:
             return _lib
         _tried = True
-        if os.environ.get("EFFNAS_CPU_KERNELS", "1") == "0":
+        if _disabled():
             unavailable_reason = "EFFNAS_CPU_KERNELS=0"
             return None
         from effnas.data.cache import cache_root
@@ -182,7 +186,7 @@ class DepthwiseConv2d(nn.Conv2d):
             and x.dtype == torch.float32
             and x.dim() == 4
             and c_weight_grad_wins(k, x.shape[2], x.shape[3])
-            and library() is not None
+            and _lib is not None  # loaded: accelerate() swaps only then; no lock per forward
         ):
             return _DepthwiseConv.apply(x, self.weight, self.stride[0], self.padding[0])
         return super().forward(x)
@@ -273,7 +277,7 @@ def tune_allocator() -> bool:
     global _allocator_tuned
     if _allocator_tuned:
         return True
-    if platform.system() != "Linux" or os.environ.get("EFFNAS_CPU_KERNELS", "1") == "0":
+    if platform.system() != "Linux" or _disabled():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

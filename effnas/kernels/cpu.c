@@ -10,7 +10,8 @@
 
 /* Depthwise convolution's weight gradient, the plain loop: gw (K*K, C) += sum over images
    [n0, n1) and output positions of gy * the input under each tap, channels [c0, c1).
-   x (N,H,W,C), gy (N,Ho,Wo,C). Used for the channels left over by the blocked version below. */
+   x (N,H,W,C), gy (N,Ho,Wo,C). Used for the channels left over by the blocked version below,
+   and for kernel sizes other than 3 and 5. */
 static void dw_weight_grad_plain(const float *restrict x, const float *restrict gy, float *restrict gw,
                                  int H, int W, int C, int Ho, int Wo, int K, int s, int p, int n0, int n1,
                                  int c0, int c1) {
@@ -58,6 +59,7 @@ static inline __attribute__((always_inline)) void dw_tile(const float *restrict 
   for (int t = 0; t < K * K; t++) *(v16u *)(out + (size_t)t * C) += acc[t];
 }
 
+/* K is 3 or 5 (dw_job_run sends every other kernel size to the plain loop). */
 static void dw_weight_grad_blocked(const float *restrict x, const float *restrict gy, float *restrict gw,
                                    float *restrict pad, int H, int W, int C, int Ho, int Wo, int K, int s,
                                    int p, int n0, int n1, int blocks) {
@@ -70,12 +72,10 @@ static void dw_weight_grad_blocked(const float *restrict x, const float *restric
           memcpy(pad + ((size_t)(ih + p) * Wp + iw + p) * CB, x + (((size_t)n * H + ih) * W + iw) * C + cb,
                  CB * sizeof(float));
       const float *g = gy + (size_t)n * Ho * Wo * C + cb;
-      float *out = gw + cb;
-      switch (K) { /* constant K: the taps unroll and the accumulators live in registers */
-      case 3: dw_tile(pad, Wp, g, Ho, Wo, C, s, out, 3); break;
-      case 5: dw_tile(pad, Wp, g, Ho, Wo, C, s, out, 5); break;
-      default: dw_weight_grad_plain(x, gy, gw, H, W, C, Ho, Wo, K, s, p, n, n + 1, cb, cb + CB);
-      }
+      if (K == 3) /* constant K: the taps unroll and the accumulators live in registers */
+        dw_tile(pad, Wp, g, Ho, Wo, C, s, gw + cb, 3);
+      else
+        dw_tile(pad, Wp, g, Ho, Wo, C, s, gw + cb, 5);
     }
 }
 
@@ -87,7 +87,8 @@ typedef struct {
 
 static void *dw_job_run(void *arg) {
   dw_job *j = (dw_job *)arg;
-  int blocks = j->C / CB, Hp = j->H + 2 * j->p, Wp = j->W + 2 * j->p;
+  int blocks = (j->K == 3 || j->K == 5) ? j->C / CB : 0; /* register tiles for 3x3 and 5x5 */
+  int Hp = j->H + 2 * j->p, Wp = j->W + 2 * j->p;
   float *pad = NULL;
   if (blocks > 0) {
     size_t bytes = ((size_t)Hp * Wp * CB * sizeof(float) + 63) / 64 * 64;
