@@ -13,6 +13,8 @@ median and the best step of each. Rows:
 - effnas trainer, no C kernels: the same with proxy.cpu_kernels=false (PyTorch's ops only, the
   default allocator);
 - effnas trainer, whole batch: the same without micro-batches (proxy.micro_batch=0);
+- effnas trainer, micro-batches in turn: the two micro-batches one after the other with all
+  threads each, instead of side by side with one thread each (proxy.parallel_micro_batches=false);
 - effnas trainer, compiled (with --compile): the same with torch.compile; its first step is
   the compile time, from which the compile-vs-budget table follows.
 
@@ -121,7 +123,7 @@ def worker(conn, args: argparse.Namespace, variant: str, overrides: dict) -> Non
         def f() -> None:
             trainer.step(next(counter))
 
-    conn.send(("ready", first, trainer.result.cpu_kernels if trainer else 0))
+    conn.send(("ready", first, (trainer.result.cpu_kernels, trainer.result.lanes) if trainer else (0, 1)))
     while True:
         cmd, n = conn.recv()
         if cmd == "steps":
@@ -150,6 +152,7 @@ def main() -> None:
     ap.add_argument("--stem-stride", type=int, default=1)
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     ap.add_argument("--arch", default="efficientnet_b0")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     args = ap.parse_args()
@@ -176,18 +179,24 @@ def main() -> None:
         "plain eager channels-last": {},
         "effnas trainer, no C kernels": {"cpu_kernels": False},
         "effnas trainer, whole batch": {"micro_batch": 0},
+        "effnas trainer, micro-batches in turn": {"parallel_micro_batches": False},
         "effnas trainer": {},
     }
     if args.compile:
         names["effnas trainer, compiled"] = {"compile": "on"}
+    if args.only:
+        keep = {"plain eager NCHW", "effnas trainer", *(n.strip() for n in args.only.split(","))}
+        names = {k: v for k, v in names.items() if k in keep}
     ctx = mp.get_context("spawn")
-    workers, first, swapped = {}, {}, 0
+    workers, first, swapped, lanes = {}, {}, 0, 1
     for name, overrides in names.items():
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker, args=(child, args, name, overrides), daemon=True)
         proc.start()
-        _, first[name], k = parent.recv()  # built one at a time: builds do not overlap the timing
+        _, first[name], (k, n) = parent.recv()  # built one at a time: builds do not overlap the timing
         swapped = max(swapped, k)
+        if name == "effnas trainer":
+            lanes = n
         workers[name] = (proc, parent)
 
     # round-robin, one variant running at a time: a noisy machine slows them alike
@@ -199,13 +208,13 @@ def main() -> None:
 
     base = statistics.median(times["plain eager NCHW"])
     print(
-        f"\n{'variant':30s} {'median ms':>10s} {'best ms':>9s} {'img/s':>8s} {'x NCHW':>7s} {'of matmul':>10s}"
+        f"\n{'variant':38s} {'median ms':>10s} {'best ms':>9s} {'img/s':>8s} {'x NCHW':>7s} {'of matmul':>10s}"
     )
     for name, ts in times.items():
         med, best = statistics.median(ts), min(ts)
         ips = batch / med
         eff = train_macs * 2 * ips / flops
-        print(f"{name:30s} {med * 1e3:10.1f} {best * 1e3:9.1f} {ips:8.1f} {base / med:7.2f} {eff:10.1%}")
+        print(f"{name:38s} {med * 1e3:10.1f} {best * 1e3:9.1f} {ips:8.1f} {base / med:7.2f} {eff:10.1%}")
 
     conn = workers["effnas trainer"][1]
     conn.send(("data", 50))
@@ -216,7 +225,7 @@ def main() -> None:
         proc.join()
     step_s = statistics.median(times["effnas trainer"])
     print(f"\ndata time per batch {data_s * 1e3:.2f} ms = {data_s / step_s:.1%} of the trainer's step")
-    print(f"layers on effnas's C kernels: {swapped}")
+    print(f"layers on effnas's C kernels: {swapped}; the trainer's micro-batches side by side: {lanes}")
 
     compile_seconds = first.get("effnas trainer, compiled")
     if compile_seconds is not None:

@@ -86,6 +86,7 @@ class ProxyConfig:
     channels_last: bool = True
     compile: str = "auto"  # auto | on | off
     cpu_kernels: bool = True  # CPU: effnas/kernels (C depthwise weight gradient, allocator setting)
+    parallel_micro_batches: bool = True  # CPU, >= 2 threads: micro-batches side by side (effnas/lanes.py)
     augment: bool = True  # random crop (zero padding) + horizontal flip
     crop_pad: int = 4  # pixels at 32 px, scaled with the resolution
     flip: bool = True

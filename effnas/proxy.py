@@ -56,6 +56,7 @@ class TrialResult:
     resolution: int = 0
     compiled: bool = False
     cpu_kernels: int = 0  # layers running effnas's C kernels (effnas/kernels)
+    lanes: int = 1  # CPU: micro-batches trained side by side, one thread each (effnas/lanes.py)
     compile_seconds: float = 0.0
     device: str = "cpu"
     model: Any = field(default=None, repr=False, compare=False)  # only with keep_model=True
@@ -139,6 +140,8 @@ def evaluate(
             result.accuracy = result.loss = result.test_accuracy = None
         except torch.OutOfMemoryError as exc:
             result.status, result.error = "failed", f"out of memory: {str(exc).splitlines()[0]}"
+        finally:
+            trainer.close()
         if keep_model:
             result.model = trainer.model
     result.seconds = time.perf_counter() - t0
@@ -254,6 +257,15 @@ class ProxyTrainer:
                 result.cpu_kernels = kernels.accelerate(self.model)
         if result.compiled:
             self.step_fn = torch.compile(self.model, dynamic=False)
+        self.lanes = None
+        if not self.cuda and not result.compiled and _opt(proxy, "parallel_micro_batches", True):
+            from effnas import lanes
+
+            threads = torch.get_num_threads()
+            count_ = lanes.plan(threads, self.batch, self.micro_batch)
+            if count_ > 1:
+                self.lanes = lanes.Lanes(self.model, count_, threads, seed)
+                result.lanes = count_
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else None
 
     def _tensors(self, split: Any, res: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,6 +386,11 @@ class ProxyTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        if self.lanes is not None:  # the micro-batches side by side, one thread each
+            loss = self.lanes.step(step, x, y, self.micro_batch, self.smoothing)
+            self.optimizer.step()
+            self._steps_done = step + 1
+            return lr, loss
         loss = None
         # micro-batches: gradients accumulate to exactly the full batch's mean-loss gradient;
         # only BN sees micro-batch statistics ("ghost" batch norm)
@@ -389,6 +406,11 @@ class ProxyTrainer:
         self.optimizer.step()
         self._steps_done = step + 1
         return lr, loss
+
+    def close(self) -> None:
+        """Stop the lanes' threads (a later step starts them again)."""
+        if self.lanes is not None:
+            self.lanes.close()
 
     def _check_finite(self, losses: torch.Tensor, start: int, end: int) -> int:
         import torch
@@ -509,7 +531,10 @@ def make_optimizer(model: torch.nn.Module, proxy: Any, lr: float) -> torch.optim
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
     momentum = float(_opt(proxy, "momentum", 0.9))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, foreach=True)
+        try:  # one fused kernel for all parameters: 1.1 ms per B0 step on 2 CPU threads, foreach 5.4
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a torch without fused SGD on this device
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, foreach=True)
     return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum, eps=float(_opt(proxy, "rmsprop_eps", 1e-3)))
 
 

@@ -57,6 +57,7 @@ def test_depthwise_weight_grad_matches_autograd(n, c, h, w, k, stride, threads) 
     finally:
         torch.set_num_threads(before)
     assert got.shape == expected.shape
+    assert got.is_contiguous()  # the weight's layout: torch.autograd.grad hands it on as is
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert torch.equal(got, again)  # fixed split and summation order: same bits
 

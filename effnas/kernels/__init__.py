@@ -133,7 +133,9 @@ def depthwise_weight_grad(
     lib.dw_weight_grad_threads(
         x.data_ptr(), gy.data_ptr(), parts.data_ptr(), n, h, w, c, ho, wo, kernel, stride, padding, threads
     )
-    return parts.sum(0).t().reshape(c, 1, kernel, kernel)
+    # the weight's own (contiguous) layout: a transposed view would reach the optimizer as is
+    # wherever no AccumulateGrad copies it (torch.autograd.grad), and fused optimizers assume it
+    return parts.sum(0).t().contiguous().view(c, 1, kernel, kernel)
 
 
 def c_weight_grad_wins(kernel: int, height: int, width: int) -> bool:
@@ -193,10 +195,13 @@ class DepthwiseConv2d(nn.Conv2d):
 
 
 class _SqueezeExcite(torch.autograd.Function):
-    """x * sigmoid(expand(silu(reduce(mean_hw(x))))) with a backward that writes the input
-    gradient in one pass: dx = dy * gate + d(pool) / HW (one addcmul). Autograd's version makes
-    three full-size passes for it (dy * gate, the mean's broadcast division, the sum of the two
-    gradient branches). The small MLP is recomputed in backward; its tensors are N x C."""
+    """x * sigmoid(expand(silu(reduce(mean_hw(x))))) with a hand-written backward.
+
+    Autograd's version writes the input gradient in three full-size passes (dy * gate, the
+    mean's broadcast division, the sum of the two branches); this one writes it with one
+    addcmul: dx = dy * gate + d(pool) / HW. The N x C MLP's gradients are written out too (a
+    few small matmuls) rather than re-entering autograd for them, which cost more than the
+    full-size work on B0's small late layers."""
 
     @staticmethod
     def forward(
@@ -208,22 +213,26 @@ class _SqueezeExcite(torch.autograd.Function):
         b2: torch.Tensor,
     ) -> torch.Tensor:
         pooled = x.mean((2, 3))
-        gate = torch.sigmoid(F.linear(F.silu(F.linear(pooled, w1.flatten(1), b1)), w2.flatten(1), b2))
-        ctx.save_for_backward(x, pooled, gate, w1, b1, w2, b2)
+        h = F.linear(pooled, w1.flatten(1), b1)
+        a = F.silu(h)
+        gate = torch.sigmoid(F.linear(a, w2.flatten(1), b2))
+        ctx.save_for_backward(x, pooled, h, a, gate, w1, w2)
         return x * gate[:, :, None, None]
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        x, pooled, gate, w1, b1, w2, b2 = ctx.saved_tensors
-        with torch.enable_grad():
-            p = pooled.detach().requires_grad_(True)
-            ws = [t.detach().requires_grad_(True) for t in (w1, b1, w2, b2)]
-            g = torch.sigmoid(F.linear(F.silu(F.linear(p, ws[0].flatten(1), ws[1])), ws[2].flatten(1), ws[3]))
-            dgate = (gy * x).sum((2, 3))
-            dp, *dws = torch.autograd.grad(g, [p, *ws], dgate)
+        x, pooled, h, a, gate, w1, w2 = ctx.saved_tensors
+        dgate = (gy * x).sum((2, 3))
+        ds = dgate * gate * (1.0 - gate)  # through the sigmoid
+        dw2 = ds.t() @ a
+        da = ds @ w2.flatten(1)
+        sh = torch.sigmoid(h)
+        dh = da * sh * (1.0 + h * (1.0 - sh))  # through the SiLU
+        dw1 = dh.t() @ pooled
+        dp = dh @ w1.flatten(1)
         hw = x.shape[2] * x.shape[3]
         gx = torch.addcmul((dp / hw)[:, :, None, None], gy, gate[:, :, None, None])
-        return (gx, *dws)
+        return gx, dw1.view(w1.shape), dh.sum(0), dw2.view(w2.shape), ds.sum(0)
 
 
 class SqueezeExcite(blocks.SqueezeExcite):
