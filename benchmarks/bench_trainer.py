@@ -224,7 +224,18 @@ def main() -> None:
         c.recv()
         proc.join()
     step_s = statistics.median(times["effnas trainer"])
-    print(f"\ndata time per batch {data_s * 1e3:.2f} ms = {data_s / step_s:.1%} of the trainer's step")
+    # paired: each round's NCHW and trainer steps ran minutes apart at most, under the same noise
+    k = args.steps
+    per_round = [
+        statistics.median(times["plain eager NCHW"][r * k : (r + 1) * k])
+        / statistics.median(times["effnas trainer"][r * k : (r + 1) * k])
+        for r in range(args.rounds)
+    ]
+    print(
+        f"\ntrainer vs plain eager NCHW round by round: median {statistics.median(per_round):.2f}x, "
+        f"range {min(per_round):.2f}-{max(per_round):.2f}x over {args.rounds} rounds"
+    )
+    print(f"data time per batch {data_s * 1e3:.2f} ms = {data_s / step_s:.1%} of the trainer's step")
     print(f"layers on effnas's C kernels: {swapped}; the trainer's micro-batches side by side: {lanes}")
 
     compile_seconds = first.get("effnas trainer, compiled")

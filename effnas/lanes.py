@@ -161,7 +161,13 @@ class Lanes:
         if not all(per_lane):
             raise ValueError(f"{len(chunks)} micro-batches cannot fill {len(self.models)} lanes")
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.models), thread_name_prefix="effnas-lane")
+            # denormal flushing is a per-thread CPU flag: the lanes get what `evaluate` sets
+            self._pool = ThreadPoolExecutor(
+                len(self.models),
+                thread_name_prefix="effnas-lane",
+                initializer=torch.set_flush_denormal,
+                initargs=(True,),
+            )
         start = self._share_buffers()
         try:
             futures = [

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from effnas import kernels
+from search_spaces import blocks
 from search_spaces.arch import Arch
 from search_spaces.builder import build_model
 from search_spaces.official import official
@@ -96,6 +97,8 @@ def test_accelerated_model_trains_like_the_stock_one(arch: Arch) -> None:
         loss.backward()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), (_, b) in zip(stock.named_buffers(), fast.named_buffers()):  # BN statistics
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     scale = max(p.grad.abs().max().item() for p in stock.parameters())
     for (name, a), (_, b) in zip(stock.named_parameters(), fast.named_parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
@@ -106,11 +109,67 @@ def test_accelerated_model_trains_like_the_stock_one(arch: Arch) -> None:
         assert torch.equal(stock(x), fast(x))
 
 
+@pytest.mark.parametrize("shape", [(8, 32, 6, 6), (4, 24, 5, 3), (3, 40, 1, 1), (2, 8, 2, 2)])
+def test_conv_bn_silu_matches_the_stock_modules(shape: tuple[int, int, int, int]) -> None:
+    # channel counts that are not a multiple of the 16-wide blocks, and 1x1 / 2x2 maps
+    _require_c()
+    n, c, h, w = shape
+    torch.manual_seed(c)
+    stock = blocks.ConvNormAct(5, c, 3).to(memory_format=torch.channels_last)
+    stock[1].momentum = 0.3
+    with torch.no_grad():
+        stock[1].weight.uniform_(0.5, 1.5), stock[1].bias.uniform_(-0.5, 0.5)
+        stock[1].running_mean.uniform_(-1, 1)
+    fast = copy.deepcopy(stock)
+    assert kernels.accelerate(fast) == 1 and type(fast) is kernels.ConvNormSiLU
+    x = (torch.randn(n, 5, h, w) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(n, c, h, w)
+    outs, grads = [], []
+    for model in (stock, fast):
+        xr = x.clone().requires_grad_(True)
+        y = model(xr)
+        (y * gy).sum().backward()
+        outs.append(y.detach())
+        grads.append([xr.grad] + [p.grad for p in model.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    assert outs[1].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(grads[0], grads[1]):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    for a, b in zip(stock.buffers(), fast.buffers()):  # running mean, variance, batch counter
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert fast[1].num_batches_tracked.item() == 1
+
+
+def test_conv_bn_silu_runs_the_stock_code_off_its_path() -> None:
+    _require_c()
+    stock = blocks.ConvNormAct(3, 16, 3).to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(stock)
+    kernels.accelerate(fast)
+    x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # more than one thread: PyTorch's own multi-threaded kernels
+    try:
+        assert torch.equal(fast(x), stock(x))
+    finally:
+        torch.set_num_threads(before)
+    nchw = blocks.ConvNormAct(3, 16, 3)  # an NCHW model: its conv outputs are not channels-last
+    nchw_fast = copy.deepcopy(nchw)
+    kernels.accelerate(nchw_fast)
+    assert torch.equal(nchw_fast(x.contiguous()), nchw(x.contiguous()))
+    with torch.no_grad():  # BN calibration and evaluation
+        assert torch.equal(fast(x), stock(x))
+    fast.eval(), stock.eval()
+    assert torch.equal(fast(x), stock(x))
+
+
 def test_swap_counts_what_it_swaps() -> None:
     _require_c()
     model = build_model(_small_arch(), num_classes=10)
-    assert kernels.accelerate(model) == 4 + 4  # four blocks: a depthwise conv and an SE each
+    # four blocks: a depthwise conv and an SE each; conv-BN-SiLU: the stem, the head, the four
+    # depthwise convs' and the three expansions' (the first block has none)
+    assert kernels.accelerate(model) == 4 + 4 + 9
     assert sum(isinstance(m, kernels.DepthwiseConv2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, kernels.ConvNormSiLU) for m in model.modules()) == 9
     assert kernels.accelerate(model) == 0  # already swapped
 
 

@@ -239,9 +239,10 @@ def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
     on = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=5)
     off = evaluate(tiny_arch(), proxy_cfg(cpu_kernels=False, **cfg), digits, seed=5)
     # every block has an SE and a depthwise conv (swapped when the C kernels could be built; at
-    # run time only the 5x5 one takes the C path: no map here is 2x2)
+    # run time only the 5x5 one takes the C path: no map here is 2x2), and conv-BN-SiLU layers:
+    # stem, head, every depthwise conv's and the two expansions'
     blocks = len(TINY_BLOCKS)
-    assert on.cpu_kernels == blocks + (blocks if kernels.library() is not None else 0)
+    assert on.cpu_kernels == blocks + (blocks + 2 + blocks + 2 if kernels.library() is not None else 0)
     assert off.cpu_kernels == 0
     # the same training to float rounding: the kernels change no arithmetic but its order
     assert on.status == off.status == "ok"

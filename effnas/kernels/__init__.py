@@ -1,14 +1,19 @@
-"""CPU speed-ups for the proxy trainer: a hand-written kernel where PyTorch's is slow, a fused
-backward, and the allocator setting that stops every step from page-faulting. All three keep
-the model's parameters, state_dict and results (to float rounding); the trainer applies them
-on CPU unless `proxy.cpu_kernels=false`.
+"""CPU speed-ups for the proxy trainer: hand-written kernels where PyTorch's are slow or do
+more passes than needed, a hand-written SE backward, and the allocator setting that stops every
+step from page-faulting. All keep the model's parameters, state_dict and results (to float
+rounding); the trainer applies them on CPU unless `proxy.cpu_kernels=false`.
 
 - `DepthwiseConv2d`: an `nn.Conv2d` whose training backward computes the weight gradient with
   `dw_weight_grad_threads` (cpu.c) where oneDNN's is slow - 5x5 kernels, and any kernel on maps
   of 2x2 and smaller: there oneDNN's depthwise weight gradient costs 8-50x its own forward, the
   C loop 2-5x (per-layer table in docs/proxy.md). Forward and input gradient stay oneDNN's.
+- `ConvNormSiLU`: conv -> BN -> SiLU whose BN (batch statistics) and SiLU run as one kernel
+  (`bn_silu_forward` / `bn_silu_backward`, cpu.c): three passes over the activation forward and
+  six backward instead of PyTorch's five and eight, and only the BN input kept for backward.
+  Single-threaded, so used where a micro-batch has one thread (effnas/lanes.py, one-thread
+  trials); 7-13% of a 2-thread B0 step on this machine.
 - `SqueezeExcite`: the SE block with a backward that writes the input gradient in one pass
-  instead of autograd's three.
+  instead of autograd's three, and the small MLP's gradients by hand.
 - `tune_allocator()`: glibc returns freed heap memory to the kernel above a 128 KB-64 MB trim
   threshold, so every training step faulted 60-190 MB of fresh pages back in (measured with
   getrusage). A 1 GiB trim threshold keeps them; with micro-batches every activation stays
@@ -111,6 +116,11 @@ def library() -> Optional[ctypes.CDLL]:
             return None
         lib.dw_weight_grad_threads.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10
         lib.dw_weight_grad_threads.restype = ctypes.c_int
+        ptr, long_, int_ = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        lib.bn_silu_forward.argtypes = [ptr] * 7 + [long_, int_, ctypes.c_float]
+        lib.bn_silu_forward.restype = int_
+        lib.bn_silu_backward.argtypes = [ptr] * 9 + [long_, int_]
+        lib.bn_silu_backward.restype = int_
         _lib = lib
         return _lib
 
@@ -246,6 +256,85 @@ class SqueezeExcite(blocks.SqueezeExcite):
         return super().forward(x)
 
 
+class _BatchNormSiLU(torch.autograd.Function):
+    """silu(batch_norm(x)) with training statistics, forward and backward in cpu.c (one thread).
+    Returns (y, stats): stats rows are the batch mean, biased variance and 1/std."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> Any:
+        n, c, h, w = x.shape
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        stats = torch.empty(3, c)
+        rc = _lib.bn_silu_forward(
+            x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(), *(r.data_ptr() for r in stats),
+            n * h * w, c, eps,
+        )  # fmt: skip
+        if rc != 0:
+            raise torch.OutOfMemoryError("bn_silu_forward: out of memory")
+        ctx.save_for_backward(x, weight, bias, stats)
+        ctx.mark_non_differentiable(stats)
+        return y, stats
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor, _: Any) -> tuple[Optional[torch.Tensor], ...]:
+        x, weight, bias, stats = ctx.saved_tensors
+        n, c, h, w = x.shape
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        dx = torch.empty_like(x, memory_format=torch.channels_last)
+        dw, db = torch.empty(c), torch.empty(c)
+        rc = _lib.bn_silu_backward(
+            dy.data_ptr(), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), stats[0].data_ptr(),
+            stats[2].data_ptr(), dx.data_ptr(), dw.data_ptr(), db.data_ptr(), n * h * w, c,
+        )  # fmt: skip
+        if rc != 0:
+            raise torch.OutOfMemoryError("bn_silu_backward: out of memory")
+        return dx, dw, db, None
+
+
+class ConvNormSiLU(blocks.ConvNormAct):
+    """`blocks.ConvNormAct` (conv -> BN -> SiLU) whose BN + SiLU train as one C kernel where it
+    pays: one intra-op thread (micro-batches side by side, or a one-thread trial), float32
+    channels-last CPU input, BN with batch statistics and a momentum. Elsewhere: the stock
+    modules. Running statistics and the batch counter are updated as `nn.BatchNorm2d` does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, act = self[0], self[1], self[2]
+        x = conv(x)
+        if (
+            bn.training
+            and torch.is_grad_enabled()
+            and bn.momentum is not None
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and x.numel() > 0
+            and x.shape[0] * x.shape[2] * x.shape[3] > 1
+            and torch.get_num_threads() == 1
+            and _lib is not None
+        ):
+            y, stats = _BatchNormSiLU.apply(x, bn.weight, bn.bias, float(bn.eps))
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            with torch.no_grad():
+                m = float(bn.momentum)
+                bn.running_mean.mul_(1.0 - m).add_(stats[0], alpha=m)
+                bn.running_var.mul_(1.0 - m).add_(stats[1], alpha=m * count / (count - 1))
+                bn.num_batches_tracked.add_(1)
+            return y
+        return act(bn(x))
+
+
+def _conv_bn_silu_eligible(m: nn.Module) -> bool:
+    return (
+        type(m) is blocks.ConvNormAct
+        and len(m) == 3
+        and type(m[1]) is nn.BatchNorm2d
+        and m[1].affine
+        and m[1].track_running_stats
+        and type(m[2]) is nn.SiLU
+    )
+
+
 def _depthwise_eligible(m: nn.Module) -> bool:
     if type(m) is not nn.Conv2d:
         return False
@@ -271,6 +360,9 @@ def accelerate(model: nn.Module) -> int:
     for m in model.modules():
         if have_c and _depthwise_eligible(m):
             m.__class__ = DepthwiseConv2d
+            swapped += 1
+        elif have_c and _conv_bn_silu_eligible(m):
+            m.__class__ = ConvNormSiLU
             swapped += 1
         elif type(m) is blocks.SqueezeExcite:
             m.__class__ = SqueezeExcite

@@ -137,3 +137,172 @@ int dw_weight_grad_threads(const float *x, const float *gy, float *gw, int N, in
   }
   return threads;
 }
+
+/* ---- Batch norm (training statistics) fused with SiLU, one thread ---------------------------
+
+   x is (M, C): M = N*H*W positions of a channels-last tensor. PyTorch runs BN and SiLU as five
+   full passes forward (statistics, normalise, SiLU's read and write) and eight backward; these
+   run three and six: forward a statistics pass and one output pass y = silu(x * a + b'),
+   backward a pass that recomputes the SiLU's derivative, writes dz = dy * silu'(z) into dx's
+   memory and sums dz and dz * (x - mean), then one pass that turns dz into dx in place. Only
+   x is kept for backward (PyTorch keeps x and BN's output). Sums are float over blocks of
+   ROWS positions, then double; single-threaded (the trainer uses it where each micro-batch has
+   one thread), so the result is the same every run. */
+typedef int v16i __attribute__((vector_size(CB * sizeof(int))));
+#define ROWS 128
+
+static inline v16 v_select(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+
+/* e^x to ~1e-7 relative: 2^round(x log2 e) from the exponent bits, times a degree-7
+   polynomial of e^(f ln 2) for the remainder |f| <= 0.5. x is clamped to [-87, 88]. */
+static inline v16 v_exp(v16 x) {
+  const v16 lo = (v16){0} - 87.0f, hi = (v16){0} + 88.0f;
+  x = v_select(x < lo, lo, x);
+  x = v_select(x > hi, hi, x);
+  const v16 magic = (v16){0} + 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  v16 t = x * 1.44269504088896341f;
+  v16 r = (t + magic) - magic;
+  v16 g = (t - r) * 0.693147180559945309f;
+  v16 p = 1.0f + g * (1.0f + g * (0.5f + g * (1.0f / 6 + g * (1.0f / 24 + g * (1.0f / 120 + g * (1.0f / 720 + g * (1.0f / 5040)))))));
+  v16i i = __builtin_convertvector(r, v16i);
+  v16 scale = (v16)((i + 127) << 23);
+  return p * scale;
+}
+
+static inline v16 v_sigmoid(v16 z) { return 1.0f / (1.0f + v_exp(-z)); }
+
+/* channels [c, c + n) of one row, n <= CB; lanes past n read as 0 and are not written */
+static inline v16 load_n(const float *p, int n) {
+  if (n == CB) return *(const v16u *)p;
+  v16 v = {0};
+  memcpy(&v, p, (size_t)n * sizeof(float));
+  return v;
+}
+static inline void store_n(float *p, v16 v, int n) {
+  if (n == CB)
+    *(v16u *)p = v;
+  else
+    memcpy(p, &v, (size_t)n * sizeof(float));
+}
+
+/* Forward: y = silu((x - mean) * invstd * w + b); mean, biased var and invstd per channel.
+   Returns 0, or -1 when out of memory. */
+int bn_silu_forward(const float *restrict x, const float *restrict w, const float *restrict b,
+                    float *restrict y, float *restrict mean, float *restrict var, float *restrict invstd, long M,
+                    int C, float eps) {
+  int CP = (C + CB - 1) / CB * CB;
+  double *dsum = calloc((size_t)2 * CP, sizeof(double));
+  float *fs = aligned_alloc(64, (size_t)4 * CP * sizeof(float) + 64);
+  if (dsum == NULL || fs == NULL) {
+    free(dsum);
+    free(fs);
+    return -1;
+  }
+  double *dsq = dsum + CP;
+  float *shift = fs, *s = fs + CP, *a = fs + 2 * CP;
+  /* sums of (x - shift), shift = the first position's value: no cancellation in E[x^2] - E[x]^2 */
+  memset(shift, 0, (size_t)CP * sizeof(float));
+  if (M > 0) memcpy(shift, x, (size_t)C * sizeof(float));
+  for (long m0 = 0; m0 < M; m0 += ROWS) {
+    long m1 = m0 + ROWS < M ? m0 + ROWS : M;
+    for (int c = 0; c < C; c += CB) {
+      int n = C - c < CB ? C - c : CB;
+      v16 k = *(const v16 *)(shift + c), vs = {0}, vq = {0};
+      for (long m = m0; m < m1; m++) {
+        v16 v = load_n(x + m * C + c, n) - k;
+        vs += v;
+        vq += v * v;
+      }
+      for (int l = 0; l < n; l++) {
+        dsum[c + l] += vs[l];
+        dsq[c + l] += vq[l];
+      }
+    }
+  }
+  for (int c = 0; c < C; c++) {
+    double mu = dsum[c] / (double)M, v = dsq[c] / (double)M - mu * mu;
+    if (v < 0) v = 0;
+    mean[c] = (float)(shift[c] + mu);
+    var[c] = (float)v;
+    invstd[c] = (float)(1.0 / __builtin_sqrt(v + eps));
+  }
+  /* z = x * a + s: a = invstd * w, s = b - mean * a */
+  memset(a, 0, (size_t)CP * sizeof(float));
+  memset(s, 0, (size_t)CP * sizeof(float));
+  for (int c = 0; c < C; c++) {
+    a[c] = invstd[c] * w[c];
+    s[c] = b[c] - mean[c] * a[c];
+  }
+  for (long m = 0; m < M; m++)
+    for (int c = 0; c < C; c += CB) {
+      int n = C - c < CB ? C - c : CB;
+      v16 z = load_n(x + m * C + c, n) * *(const v16 *)(a + c) + *(const v16 *)(s + c);
+      store_n(y + m * C + c, z * v_sigmoid(z), n);
+    }
+  free(dsum);
+  free(fs);
+  return 0;
+}
+
+/* Backward: dx, dw (gamma), db (beta) from dy and the forward's x, mean, invstd, w, b. dx may
+   not alias x or dy. Returns 0, or -1 when out of memory. */
+int bn_silu_backward(const float *restrict dy, const float *restrict x, const float *restrict w,
+                     const float *restrict b, const float *restrict mean, const float *restrict invstd,
+                     float *restrict dx, float *restrict dw, float *restrict db, long M, int C) {
+  int CP = (C + CB - 1) / CB * CB;
+  double *dsum = calloc((size_t)2 * CP, sizeof(double));
+  float *fs = aligned_alloc(64, (size_t)4 * CP * sizeof(float) + 64);
+  if (dsum == NULL || fs == NULL) {
+    free(dsum);
+    free(fs);
+    return -1;
+  }
+  double *dxm = dsum + CP;
+  float *mu = fs, *a = fs + CP, *s = fs + 2 * CP, *k = fs + 3 * CP;
+  memset(fs, 0, (size_t)4 * CP * sizeof(float));
+  for (int c = 0; c < C; c++) {
+    mu[c] = mean[c];
+    a[c] = invstd[c] * w[c];
+    s[c] = b[c];
+  }
+  /* pass 1: z = (x - mean) * a + b; dz = dy * sig(z) * (1 + z (1 - sig(z))) -> dx; the sums */
+  for (long m0 = 0; m0 < M; m0 += ROWS) {
+    long m1 = m0 + ROWS < M ? m0 + ROWS : M;
+    for (int c = 0; c < C; c += CB) {
+      int n = C - c < CB ? C - c : CB;
+      v16 vmu = *(const v16 *)(mu + c), va = *(const v16 *)(a + c), vb = *(const v16 *)(s + c);
+      v16 vs = {0}, vx = {0};
+      for (long m = m0; m < m1; m++) {
+        v16 xm = load_n(x + m * C + c, n) - vmu;
+        v16 z = xm * va + vb;
+        v16 sg = v_sigmoid(z);
+        v16 dz = load_n(dy + m * C + c, n) * sg * (1.0f + z * (1.0f - sg));
+        store_n(dx + m * C + c, dz, n);
+        vs += dz;
+        vx += dz * xm;
+      }
+      for (int l = 0; l < n; l++) {
+        dsum[c + l] += vs[l];
+        dxm[c + l] += vx[l];
+      }
+    }
+  }
+  /* dx = w invstd (dz - sum(dz)/M - (x - mean) invstd^2 sum(dz (x - mean))/M) */
+  float *c1 = s, *c2 = k; /* reused: per-channel constants of pass 2 */
+  for (int c = 0; c < C; c++) {
+    db[c] = (float)dsum[c];
+    dw[c] = (float)(dxm[c] * invstd[c]);
+    c1[c] = (float)(dsum[c] / (double)M);
+    c2[c] = (float)(dxm[c] / (double)M * invstd[c] * invstd[c]);
+  }
+  for (long m = 0; m < M; m++)
+    for (int c = 0; c < C; c += CB) {
+      int n = C - c < CB ? C - c : CB;
+      v16 xm = load_n(x + m * C + c, n) - *(const v16 *)(mu + c);
+      v16 dz = load_n(dx + m * C + c, n);
+      store_n(dx + m * C + c, (dz - *(const v16 *)(c1 + c) - xm * *(const v16 *)(c2 + c)) * *(const v16 *)(a + c), n);
+    }
+  free(dsum);
+  free(fs);
+  return 0;
+}
