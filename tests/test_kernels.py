@@ -70,6 +70,16 @@ def test_squeeze_excite_backward_passes_gradcheck() -> None:
     assert torch.autograd.gradcheck(kernels._SqueezeExcite.apply, (x, *params))
 
 
+@pytest.mark.parametrize("shape", [(4, 96, 6, 6), (3, 40, 5, 3), (2, 8, 1, 1)])
+def test_channel_dot_matches_torch(shape: tuple[int, ...]) -> None:
+    _require_c()
+    g = torch.Generator().manual_seed(shape[1])
+    a, b = (torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    got = kernels._channel_dot(a, b)  # one thread (the suite's setting): the C pass
+    torch.testing.assert_close(got, (a * b).sum((2, 3)), rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, kernels._channel_dot(a, b))
+
+
 def _small_arch() -> Arch:
     # every op kind the swap touches: k3 and k5 depthwise convs, SE, residual blocks
     blocks = ["r1_k3_s11_e1_i32_o16_se0.25", "r2_k5_s22_e6_i16_o24_se0.25", "r1_k3_s11_e6_i24_o24_se0.25"]

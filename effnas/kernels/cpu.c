@@ -330,3 +330,23 @@ int bn_silu_backward(const float *restrict dy, const float *restrict x, const fl
   free(fs);
   return 0;
 }
+
+/* Squeeze-excite backward's reduction: out[n, c] = sum over positions of a * b, for a and b
+   (N, P, C) channels-last, in one pass (PyTorch writes the product a * b out, then sums it).
+   One thread; float sums over blocks of ROWS positions, added in double. */
+void channel_dot(const float *restrict a, const float *restrict b, float *restrict out, int N, long P, int C) {
+  for (int n = 0; n < N; n++) {
+    const float *pa = a + (size_t)n * P * C, *pb = b + (size_t)n * P * C;
+    for (int c = 0; c < C; c += CB) {
+      int k = C - c < CB ? C - c : CB;
+      double total[CB] = {0};
+      for (long p0 = 0; p0 < P; p0 += ROWS) {
+        long p1 = p0 + ROWS < P ? p0 + ROWS : P;
+        v16 acc = {0};
+        for (long p = p0; p < p1; p++) acc += load_n(pa + p * C + c, k) * load_n(pb + p * C + c, k);
+        for (int l = 0; l < k; l++) total[l] += acc[l];
+      }
+      for (int l = 0; l < k; l++) out[(size_t)n * C + c + l] = (float)total[l];
+    }
+  }
+}
