@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--stem-stride", type=int, default=1)
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
+    ap.add_argument("--only", default="", help="variant names to run besides the NCHW loop and the trainer, separated by ; (default: all)")
     ap.add_argument("--arch", default="efficientnet_b0")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     args = ap.parse_args()
@@ -185,7 +185,7 @@ def main() -> None:
     if args.compile:
         names["effnas trainer, compiled"] = {"compile": "on"}
     if args.only:
-        keep = {"plain eager NCHW", "effnas trainer", *(n.strip() for n in args.only.split(","))}
+        keep = {"plain eager NCHW", "effnas trainer", *(n.strip() for n in args.only.split(";"))}
         names = {k: v for k, v in names.items() if k in keep}
     ctx = mp.get_context("spawn")
     workers, first, swapped, lanes = {}, {}, 0, 1

@@ -16,8 +16,10 @@ rounding); the trainer applies them on CPU unless `proxy.cpu_kernels=false`.
   instead of autograd's three, and the small MLP's gradients by hand.
 - `tune_allocator()`: glibc returns freed heap memory to the kernel above a 128 KB-64 MB trim
   threshold, so every training step faulted 60-190 MB of fresh pages back in (measured with
-  getrusage). A 1 GiB trim threshold keeps them; with micro-batches every activation stays
-  under the 32 MB mmap threshold.
+  getrusage). Trimming is turned off, every activation of a 64-image micro-batch stays under
+  the 32 MB mmap threshold, and all threads share one arena: the lanes' threads would otherwise
+  get arenas of their own, whose heaps glibc unmaps when they empty whatever the threshold
+  (15-36k page faults per step).
 
 `accelerate(model)` swaps the class of eligible layers in place (parameters, state_dict and
 `isinstance` unchanged); outside training (eval, no_grad, BN calibration) they run PyTorch's ops.
@@ -396,7 +398,8 @@ _allocator_tuned = False
 
 
 def tune_allocator() -> bool:
-    """Keep freed heap memory in the process (glibc only; once per process). True if set."""
+    """Keep freed heap memory in the process, for every thread (glibc only; once per process,
+    before the threads that should share the arena allocate). True if set."""
     global _allocator_tuned
     if _allocator_tuned:
         return True
@@ -404,8 +407,12 @@ def tune_allocator() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and libc.mallopt(m_trim_threshold, -1) == 1
+        # one arena for every thread: the lanes' threads (effnas/lanes.py) would otherwise get
+        # arenas of their own, whose heaps glibc unmaps when they empty - 15-36k page faults
+        # per step - whatever the trim threshold
+        ok = ok and libc.mallopt(m_arena_max, 1) == 1
     except (OSError, AttributeError):
         return False
     _allocator_tuned = ok
