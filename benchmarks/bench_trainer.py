@@ -152,7 +152,11 @@ def main() -> None:
     ap.add_argument("--stem-stride", type=int, default=1)
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="", help="variant names to run besides the NCHW loop and the trainer, separated by ; (default: all)")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="variant names to run besides the NCHW loop and the trainer, separated by ; (default: all)",
+    )
     ap.add_argument("--arch", default="efficientnet_b0")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     args = ap.parse_args()
