@@ -1,7 +1,9 @@
 /* effnas's CPU kernels: plain C, compiled on first use by effnas/kernels/__init__.py.
 
    Layout everywhere: activations NHWC float32 (the memory of a channels-last NCHW tensor),
-   depthwise weights as (K*K, C). Batches are split across POSIX threads by image.
+   depthwise weights as (K*K, C). The depthwise weight gradient splits its batch across POSIX
+   threads by image; the BN + SiLU and squeeze-excite kernels are single-threaded (they run
+   where a micro-batch has one intra-op thread, effnas/lanes.py).
 */
 #include <pthread.h>
 #include <stddef.h>
@@ -209,19 +211,29 @@ static inline void store_n(float *p, v16 v, int n) {
     memcpy(p, &v, (size_t)n * sizeof(float));
 }
 
+/* Per-channel scratch of both passes, C rounded up to CP (a multiple of CB): 2 x CP doubles
+   (zeroed sums) and 4 x CP floats (64-byte aligned vectors of constants). 0, or -1 when out of
+   memory (nothing allocated then). */
+static int bn_scratch(int CP, double **dsum, float **fs) {
+  *dsum = calloc((size_t)2 * CP, sizeof(double));
+  *fs = aligned_alloc(64, (size_t)4 * CP * sizeof(float) + 64);
+  if (*dsum == NULL || *fs == NULL) {
+    free(*dsum);
+    free(*fs);
+    return -1;
+  }
+  return 0;
+}
+
 /* Forward: y = silu((x - mean) * invstd * w + b); mean, biased var and invstd per channel.
    Returns 0, or -1 when out of memory. */
 int bn_silu_forward(const float *restrict x, const float *restrict w, const float *restrict b,
                     float *restrict y, float *restrict mean, float *restrict var, float *restrict invstd, long M,
                     int C, float eps) {
   int CP = (C + CB - 1) / CB * CB;
-  double *dsum = calloc((size_t)2 * CP, sizeof(double));
-  float *fs = aligned_alloc(64, (size_t)4 * CP * sizeof(float) + 64);
-  if (dsum == NULL || fs == NULL) {
-    free(dsum);
-    free(fs);
-    return -1;
-  }
+  double *dsum;
+  float *fs;
+  if (bn_scratch(CP, &dsum, &fs) != 0) return -1;
   double *dsq = dsum + CP;
   float *shift = fs, *s = fs + CP, *a = fs + 2 * CP;
   /* sums of (x - shift), shift = the first position's value: no cancellation in E[x^2] - E[x]^2 */
@@ -274,13 +286,9 @@ int bn_silu_backward(const float *restrict dy, const float *restrict x, const fl
                      const float *restrict b, const float *restrict mean, const float *restrict invstd,
                      float *restrict dx, float *restrict dw, float *restrict db, long M, int C) {
   int CP = (C + CB - 1) / CB * CB;
-  double *dsum = calloc((size_t)2 * CP, sizeof(double));
-  float *fs = aligned_alloc(64, (size_t)4 * CP * sizeof(float) + 64);
-  if (dsum == NULL || fs == NULL) {
-    free(dsum);
-    free(fs);
-    return -1;
-  }
+  double *dsum;
+  float *fs;
+  if (bn_scratch(CP, &dsum, &fs) != 0) return -1;
   double *dxm = dsum + CP;
   float *mu = fs, *a = fs + CP, *s = fs + 2 * CP, *k = fs + 3 * CP;
   memset(fs, 0, (size_t)4 * CP * sizeof(float));
