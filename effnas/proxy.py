@@ -4,6 +4,8 @@ Every search trial, every grid point and `effnas train` run through `evaluate`, 
 the speed of the whole product (docs/proxy.md has the measurements and the design choices):
 - data stay uint8 tensors (on the GPU under CUDA); a batch is one gather, the batched crop+flip
   of `effnas.data.augment_batch`, and one fused normalise: no DataLoader, no per-image Python;
+- on CPU, a step's micro-batches train side by side on one thread each (`effnas.lanes`) with
+  effnas's C kernels (`effnas.kernels`);
 - channels-last, AMP (bf16) on CUDA, `torch.compile` when the budget pays for it
   (`proxy.compile=auto`), evaluation under `inference_mode`, and no host sync per step
   (losses go to a device buffer read once per report);
@@ -262,10 +264,10 @@ class ProxyTrainer:
             from effnas import lanes
 
             threads = torch.get_num_threads()
-            count_ = lanes.plan(threads, self.batch, self.micro_batch)
-            if count_ > 1:
-                self.lanes = lanes.Lanes(self.model, count_, threads, seed)
-                result.lanes = count_
+            n_lanes = lanes.plan(threads, self.batch, self.micro_batch)
+            if n_lanes > 1:
+                self.lanes = lanes.Lanes(self.model, n_lanes, threads, seed)
+                result.lanes = n_lanes
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else None
 
     def _tensors(self, split: Any, res: int) -> tuple[torch.Tensor, torch.Tensor]:

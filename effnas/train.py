@@ -111,6 +111,8 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         "steps": result.steps,
         "compiled": result.compiled,
         "device": result.device,
+        "cpu_kernels": result.cpu_kernels,  # layers on effnas's C kernels
+        "lanes": result.lanes,  # micro-batches trained side by side (effnas/lanes.py)
         "seconds": round(result.seconds, 3),
         "compile_seconds": round(result.compile_seconds, 3),
         "images_per_second": round(result.images_per_second, 1),

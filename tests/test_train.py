@@ -48,6 +48,7 @@ def test_train_digits_end_to_end(tmp_path: Path, arch_file: Path, capsys: pytest
     assert 0.2 < summary["val_accuracy"] <= 1.0  # chance is 0.1
     assert summary["test_accuracy"] is not None
     assert summary["epochs"] == pytest.approx(2.0) and summary["params"] > 0 and summary["macs"] > 0
+    assert summary["lanes"] == 1  # run.threads=1: the micro-batches in turn
 
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [float(r["epoch"]) for r in rows] == [0.5, 1.0, 1.5, 2.0]
@@ -62,16 +63,26 @@ def test_train_digits_end_to_end(tmp_path: Path, arch_file: Path, capsys: pytest
     model.load_state_dict(torch.load(run / "model.pt", weights_only=True))  # a plain state_dict
 
 
-def test_rerun_of_a_train_run_matches(tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("threads", [1, 2], ids=["in-turn", "lanes"])
+def test_rerun_of_a_train_run_matches(
+    tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture, threads: int
+) -> None:
     root = tmp_path / "runs"
-    assert (
-        main(["train", str(arch_file), "proxy.images=256", "save_weights=false", *FAST, f"run.root={root}"])
-        == 0
-    )
-    run = only_run(root)
+    # 2 threads and two 16-image micro-batches: the micro-batches train side by side
+    fast = [*FAST[:-1], f"run.threads={threads}", "proxy.micro_batch=16"]
+    before = torch.get_num_threads()
+    try:
+        code = main(
+            ["train", str(arch_file), "proxy.images=256", "save_weights=false", *fast, f"run.root={root}"]
+        )
+        assert code == 0
+        run = only_run(root)
+        assert json.loads((run / "summary.json").read_text())["lanes"] == threads
+        capsys.readouterr()
+        assert main(["rerun", str(run), f"run.root={tmp_path / 'again'}"]) == 0
+    finally:
+        torch.set_num_threads(before)
     assert not (run / "model.pt").exists()
-    capsys.readouterr()
-    assert main(["rerun", str(run), f"run.root={tmp_path / 'again'}"]) == 0
     out = capsys.readouterr().out
     assert "MATCH" in out and "DIFFERENT" not in out, out
     rerun = only_run(tmp_path / "again")
