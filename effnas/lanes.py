@@ -118,10 +118,6 @@ class Lanes:
         self._buffers = [[b for b in m.buffers() if b.is_floating_point()] for m in self.models]
         self._counters = [[b for b in m.buffers() if not b.is_floating_point()] for m in self.models]
 
-    @property
-    def lanes(self) -> int:
-        return len(self.models)
-
     def _lane(
         self,
         lane: int,

@@ -390,21 +390,21 @@ class ProxyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.lanes is not None:  # the micro-batches side by side, one thread each
             loss = self.lanes.step(step, x, y, self.micro_batch, self.smoothing)
-            self.optimizer.step()
-            self._steps_done = step + 1
-            return lr, loss
-        loss = None
-        # micro-batches: gradients accumulate to exactly the full batch's mean-loss gradient;
-        # only BN sees micro-batch statistics ("ghost" batch norm)
-        for xs, ys in zip(x.split(self.micro_batch), y.split(self.micro_batch)):
-            if self.amp is not None:
-                with self.amp:
+        else:
+            loss = None
+            # micro-batches: gradients accumulate to exactly the full batch's mean-loss gradient;
+            # only BN sees micro-batch statistics ("ghost" batch norm)
+            for xs, ys in zip(x.split(self.micro_batch), y.split(self.micro_batch)):
+                if self.amp is not None:
+                    with self.amp:
+                        logits = self.step_fn(xs)
+                else:
                     logits = self.step_fn(xs)
-            else:
-                logits = self.step_fn(xs)
-            part = F.cross_entropy(logits.float(), ys, label_smoothing=self.smoothing) * (len(ys) / len(y))
-            part.backward()
-            loss = part.detach() if loss is None else loss + part.detach()
+                part = F.cross_entropy(logits.float(), ys, label_smoothing=self.smoothing) * (
+                    len(ys) / len(y)
+                )
+                part.backward()
+                loss = part.detach() if loss is None else loss + part.detach()
         self.optimizer.step()
         self._steps_done = step + 1
         return lr, loss

@@ -208,19 +208,27 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+def _one_thread_c(*tensors: torch.Tensor) -> bool:
+    """Whether the single-threaded C kernels (fused BN + SiLU, channel_dot) take these tensors:
+    the library loaded, one intra-op thread (a lane, or a one-thread trial), and float32 4-D
+    channels-last CPU tensors."""
+    return (
+        _lib is not None
+        and torch.get_num_threads() == 1
+        and all(
+            t.device.type == "cpu"
+            and t.dtype == torch.float32
+            and t.dim() == 4
+            and t.is_contiguous(memory_format=torch.channels_last)
+            for t in tensors
+        )
+    )
+
+
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(a * b).sum((2, 3)) for (N, C, H, W) tensors: one C pass without the product tensor where
     both are channels-last float32 on one intra-op thread, PyTorch's two ops elsewhere."""
-    cl = torch.channels_last
-    if (
-        _lib is not None
-        and torch.get_num_threads() == 1
-        and a.dtype == b.dtype == torch.float32
-        and a.device.type == b.device.type == "cpu"
-        and a.is_contiguous(memory_format=cl)
-        and b.is_contiguous(memory_format=cl)
-        and a.shape == b.shape
-    ):
+    if a.shape == b.shape and _one_thread_c(a, b):
         n, c, h, w = a.shape
         out = torch.empty(n, c)
         _lib.channel_dot(a.data_ptr(), b.data_ptr(), out.data_ptr(), n, h * w, c)
@@ -324,21 +332,16 @@ class ConvNormSiLU(blocks.ConvNormAct):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn, act = self[0], self[1], self[2]
         x = conv(x)
+        count = x.shape[0] * x.shape[2] * x.shape[3] if x.dim() == 4 else 0  # values per channel
         if (
             bn.training
             and torch.is_grad_enabled()
             and bn.momentum is not None
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and x.numel() > 0
-            and x.shape[0] * x.shape[2] * x.shape[3] > 1
-            and torch.get_num_threads() == 1
-            and _lib is not None
+            and x.shape[1] > 0
+            and count > 1
+            and _one_thread_c(x)
         ):
             y, stats = _BatchNormSiLU.apply(x, bn.weight, bn.bias, float(bn.eps))
-            count = x.shape[0] * x.shape[2] * x.shape[3]
             with torch.no_grad():
                 m = float(bn.momentum)
                 bn.running_mean.mul_(1.0 - m).add_(stats[0], alpha=m)

@@ -153,8 +153,6 @@ int dw_weight_grad_threads(const float *x, const float *gy, float *gw, int N, in
 typedef int v16i __attribute__((vector_size(CB * sizeof(int))));
 #define ROWS 128
 
-static inline v16 v_select(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
-
 #if defined(__AVX512F__)
 #include <immintrin.h>
 /* 1 / (1 + e^-z) with AVX-512: e^x = 2^round(x log2 e) (scalef) times a degree-6 polynomial of
@@ -178,6 +176,8 @@ static inline v16 v_sigmoid(v16 z) {
   return (v16)rc;
 }
 #else
+static inline v16 v_select(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
+
 /* e^x to ~1e-7 relative: 2^round(x log2 e) from the exponent bits, times a degree-6
    polynomial of e^(f ln 2) for the remainder |f| <= 0.5. x is clamped to [-87, 88]. */
 static inline v16 v_exp(v16 x) {
