@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from search_spaces.cost import count, fvcore_count
+from search_spaces.builder import fvcore_count
+from search_spaces.cost import count
 from search_spaces.official import OFFICIAL_PARAMS, OFFICIAL_TABLE, official
 from search_spaces.random_arch import random_arch
 

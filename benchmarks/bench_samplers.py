@@ -4,7 +4,7 @@
         [--samplers random,tpe,nsga2,evolution,controller] [--images 4000] [--resolution 16]
 
 Every sampler searches the same MnasNet space with the same proxy (the trainer every Ray trial
-runs, `effnas.tune.run_trial`, called in this process: the comparison is about the samplers, not
+runs, `effnas.trials.run_trial`, called in this process: the comparison is about the samplers, not
 the cluster) and the same reward (soft, T = 400M). Proxy runs are deterministic for a given
 architecture and seed on CPU, so an architecture proposed twice (e.g. the shared random start of
 random search and evolution under one seed) is trained once and its result reused. Learners get
@@ -61,11 +61,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from omegaconf import OmegaConf
 
     from effnas.config import compose
     from effnas.data import load_dataset
-    from effnas.tune import run_trial
+    from effnas.trials import TrialSetup, run_inline, run_trial
     from effnas.units import parse_flops
     from nas.driver import Search
     from nas.reward import RewardFn
@@ -87,9 +86,8 @@ def main() -> None:
             "proxy.compile=off",
         ],
     )
-    data_plain = OmegaConf.to_container(cfg.data, resolve=True)
-    proxy_plain = OmegaConf.to_container(cfg.proxy, resolve=True)
     data = load_dataset(cfg.data)
+    setup = TrialSetup.of(cfg)
     space = MnasNetSpace.from_config(cfg.space)
     target = parse_flops(args.target)
     reward_fn = RewardFn(target, -0.07, -0.07)
@@ -109,7 +107,7 @@ def main() -> None:
             if key in cache:
                 cached += 1
                 return cache[key]
-            result = run_trial(config, data_plain, proxy_plain, seed)
+            result = run_trial(config, TrialSetup(**{**setup.__dict__, "seed": seed}))
             trained += 1
             seconds.append(float(result.get("seconds") or 0.0))
             cache[key] = result
@@ -120,7 +118,7 @@ def main() -> None:
             search = Search(
                 space, sampler, reward_fn, trials=args.trials, reject_above=2.0, out=io.StringIO()
             )
-            search.run_inline(evaluate)
+            run_inline(search, evaluate)
             best, curve = 0.0, []
             for row in search.rows:
                 if row["status"] in ("ok", "failed", "stopped"):

@@ -43,11 +43,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from effnas.config import ProxyConfig
 from effnas.data import Dataset, Split
 from effnas.proxy import ProxyTrainer, compile_pays_off
+from effnas.proxy_config import load_proxy
 from search_spaces.builder import build_model
 from search_spaces.cost import count
 from search_spaces.official import official
@@ -108,11 +107,13 @@ def worker(conn, args: argparse.Namespace, variant: str, overrides: dict) -> Non
         trainer = None
     else:
         data = synthetic_cifar(max(4 * args.batch, 1024), 256, args.resolution)
-        proxy = OmegaConf.structured(ProxyConfig)
-        proxy.merge_with(
-            {"batch_size": args.batch, "resolution": args.resolution, "stem_stride": args.stem_stride}
+        proxy = load_proxy(
+            "default",
+            batch_size=args.batch,
+            resolution=args.resolution,
+            stem_stride=args.stem_stride,
+            **{"compile": "off", **overrides},
         )
-        proxy.merge_with({"compile": "off", **overrides})
         torch.manual_seed(0)
         trainer = ProxyTrainer(arch, proxy, data, seed=0, device="cpu")
         counter = iter(range(10**9))

@@ -38,7 +38,7 @@ QUICK = ["proxy.resolution=16", "proxy.batch_size=32", "proxy.augment=false"]  #
 
 def architectures(n_official: int, n_random: int, seed: int) -> list:
     archs = [official(name) for name in list(OFFICIAL_TABLE)[:n_official]]
-    space = MnasNetSpace.from_config(OmegaConf.load(CONF_DIR / "space" / "mnasnet.yaml"))
+    space = MnasNetSpace.from_config(OmegaConf.load(CONF_DIR / "space" / "mnasnet.yaml"))  # its defaults
     rng = random.Random(seed)
     for i in range(n_random):
         archs.append(space.decode(space.sample(rng)).scaled(name=f"mnasnet_random{i}"))

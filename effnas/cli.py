@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -19,31 +18,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from effnas.errors import UserError
-
-# stage -> (module with `run(cfg, rundir) -> dict` and optional `validate(cfg)`, help line)
-STAGES: dict[str, tuple[str, str]] = {
-    "search": ("nas.stage", "NAS for the baseline: sample, train on the proxy, score ACC*(MACs/T)^w"),
-    "grid": ("scaling.grid", "grid over (alpha, beta, gamma) with alpha*beta^2*gamma^2 ~ 2, on the proxy"),
-    "scale": ("scaling.scaler", "emit B1..B7 configs with their params and MACs"),
-    "train": ("effnas.train", "train one architecture with the proxy trainer"),
-    "describe": ("effnas.describe", "per-stage table of an architecture's shape, MACs and params"),
-}
-GROUPS = {
-    "search": ("data", "proxy", "sampler", "space"),
-    "grid": ("arch", "data", "proxy"),
-    "scale": ("arch",),
-    "train": ("arch", "data", "proxy"),
-    "describe": ("arch",),
-}
+from effnas.registry import STAGES, Flag, Stage
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line and exit code 2; a stage's help lists its config keys."""
 
-    config_stage: str | None = None
+    config_stage: Stage | None = None
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{self.prog}: {message}")
+        fail(message, prog=self.prog)
 
     def format_help(self) -> str:
         if self.config_stage:
@@ -51,8 +35,8 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"effnas: error: {message}", file=sys.stderr)
+def fail(message: str, code: int = 2, prog: str = "effnas") -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -86,32 +70,39 @@ def _duration(text: str) -> str:
     return text
 
 
-def _config_keys(stage: str) -> str:
+def _config_keys(stage: Stage) -> str:
     """The stage's main config keys, read from its schema and conf/ (no Hydra, no torch)."""
-    from effnas import config
-
-    schema_mod = {"search": "nas.config", "grid": "scaling.config", "scale": "scaling.config"}.get(
-        stage, "effnas.config"
-    )
-    schema = getattr(importlib.import_module(schema_mod), f"{stage.capitalize()}Config")
     import yaml
 
+    from effnas.config import CONF_DIR, full_schema, group_options
+
     # The primary YAML's values are the defaults a user gets; the schema's are only fallbacks.
-    primary = yaml.safe_load((config.CONF_DIR / f"{stage}.yaml").read_text()) or {}
+    primary = yaml.safe_load((CONF_DIR / f"{stage.name}.yaml").read_text()) or {}
     chosen = {k: v for d in primary.get("defaults", []) if isinstance(d, dict) for k, v in d.items()}
     lines = []
-    for f in dataclasses.fields(schema):
+    for f in dataclasses.fields(full_schema(stage)):
         group = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
         if group is not None:
             sub = [g.name for g in dataclasses.fields(group)]
             options = ""
-            if f.name in GROUPS[stage]:
-                found = sorted(p.stem for p in (config.CONF_DIR / f.name).glob("*.yaml"))
-                options = f"  (default {f.name}={chosen.get(f.name)}; choose: {'|'.join(found)})"
+            if f.name in stage.groups:
+                found = "|".join(group_options(f.name))
+                options = f"  (default {f.name}={chosen.get(f.name)}; choose: {found})"
             lines.append(f"  {f.name}.{{{', '.join(sub)}}}{options}")
         else:
             lines.append(f"  {f.name}={primary.get(f.name, f.default)}")
     return "config keys (override as key=value):\n" + "\n".join(lines)
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    kwargs: dict[str, Any] = {"help": flag.help, "dest": flag.key.replace(".", "_")}
+    if flag.metavar:
+        kwargs["metavar"] = flag.metavar
+    if flag.kind == "choice":
+        kwargs["choices"] = flag.choices
+    elif flag.kind != "text":
+        kwargs["type"] = {"positive_int": _positive_int, "flops": _flops, "duration": _duration}[flag.kind]
+    parser.add_argument(flag.name, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,81 +114,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
     fmt = argparse.RawDescriptionHelpFormatter
-
-    def stage_parser(name: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=STAGES[name][1], description=STAGES[name][1], formatter_class=fmt)
-        p.config_stage = name
-        return p
-
-    p = stage_parser("search")
-    p.add_argument("--target-flops", type=_flops, help="T: MACs at 224x224, 1000 classes (e.g. 400M)")
-    p.add_argument("--trials", type=_positive_int, help="number of architectures to try")
-    p.add_argument("--time-budget", type=_duration, help="stop starting trials after this (30m, 2h)")
-    p.add_argument("--sampler", help="random | tpe | nsga2 | evolution | controller")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search run")
-
-    p = stage_parser("grid")
-    p.add_argument("--phi", help="compound coefficient of the grid (default 1)")
-    p.add_argument("--from", dest="upstream", metavar="RUN_DIR", help="a search run: its best_arch.yaml")
-    p.add_argument("--arch", help="baseline: a registered arch name or an arch YAML file")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted grid run")
-
-    p = stage_parser("scale")
-    p.add_argument("--phi", help="3, 1..7 or 1,3,5")
-    p.add_argument("--from", dest="upstream", metavar="RUN_DIR", help="a grid run: its coefficients.yaml")
-    p.add_argument("--arch", help="baseline: a registered arch name or an arch YAML file")
-    p.add_argument("--mode", help="formula | official | flops-matched")
-
-    p = stage_parser("train")
-    p.add_argument("--arch", help="a registered arch name or an arch YAML file")
-
-    p = stage_parser("describe")
-    p.add_argument("--arch", help="a registered arch name or an arch YAML file")
-    p.add_argument("--format", choices=("table", "csv", "json"), help="output format")
+    for stage in STAGES.values():
+        p = sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=fmt)
+        p.config_stage = stage
+        for flag in stage.flags:
+            _add_flag(p, flag)
+        if "arch" in stage.groups:
+            p.add_argument("--arch", help="a registered arch name or an arch YAML file")
+        if stage.resume:
+            p.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {stage.name} run")
+        p.add_argument("--seed", dest="run_seed", type=int, help="run.seed")
+        p.add_argument(
+            "--config-dir",
+            dest="config_dirs",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="a folder of your own config groups (DIR/arch/x.yaml is arch=x); repeatable",
+        )
+        p.add_argument("overrides", nargs="*", metavar="override", help="Hydra overrides key=value")
 
     p = sub.add_parser("rerun", help="re-execute a run from its recorded config and compare results")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("overrides", nargs="*", help="e.g. run.root=elsewhere")
-
-    for name in STAGES:
-        sp = sub.choices[name]
-        sp.add_argument("--seed", type=int, help="run.seed")
-        sp.add_argument("overrides", nargs="*", metavar="override", help="Hydra overrides key=value")
     return parser
-
-
-FLAG_KEYS = {
-    "target_flops": "target_flops",
-    "trials": "trials",
-    "time_budget": "time_budget",
-    "phi": "phi",
-    "upstream": "upstream",
-    "mode": "mode",
-    "seed": "run.seed",
-    "format": "format",
-}
 
 
 def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path | None]:
     """(hydra overrides, arch file or None, resume dir or None) from parsed flags."""
+    stage = STAGES[args.stage]
     overrides: list[str] = []
     arch_file: Path | None = None
     for token in args.overrides:
         if "=" not in token:
-            if token.endswith((".yaml", ".yml")) and args.stage in GROUPS and "arch" in GROUPS[args.stage]:
+            if token.endswith((".yaml", ".yml")) and "arch" in stage.groups:
                 arch_file = Path(token)
                 continue
             fail(f"{token!r} is neither key=value nor an arch YAML file")
         if token.lstrip("~").startswith("+"):
             fail(f"unknown config key in {token!r}: adding keys is not allowed")
         overrides.append(token)
-    for attr, key in FLAG_KEYS.items():
-        value = getattr(args, attr, None)
+    for flag in (*stage.flags, Flag("--seed", "run.seed", "")):
+        value = getattr(args, flag.key.replace(".", "_"), None)
         if value is not None:
-            overrides.append(f"{key}={_override_value(value)}")
-    sampler = getattr(args, "sampler", None)
-    if sampler:
-        overrides.append(f"sampler={sampler}")
+            overrides.append(f"{flag.key}={_override_value(value)}")
     arch = getattr(args, "arch", None)
     if arch:
         if arch.endswith((".yaml", ".yml")) or Path(arch).is_file():
@@ -232,14 +192,19 @@ def _hydra_message(exc: BaseException) -> str:
     return msg
 
 
-def compose_config(stage: str, overrides: Sequence[str], arch_file: Path | None = None) -> Any:
+def compose_config(
+    stage: str,
+    overrides: Sequence[str],
+    arch_file: Path | None = None,
+    config_dirs: Sequence[str] = (),
+) -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from effnas.config import compose
 
     try:
-        cfg = compose(stage, overrides)
+        cfg = compose(stage, overrides, config_dirs)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(_hydra_message(exc)) from None
     if arch_file is not None:
@@ -265,36 +230,68 @@ def load_arch_file(cfg: Any, path: Path) -> None:
         cfg.arch.meta = {**arch.meta, "source": str(path.resolve())}
 
 
+def check_config(stage: Stage, cfg: Any) -> Any:
+    """Every check that can run before anything starts (no run directory, no Ray, no data): the
+    run settings, the proxy contract, the Ray settings, then the stage's own `validate`. Returns
+    the stage's module."""
+    from effnas.config import check_run
+    from effnas.proxy_config import checked
+
+    check_run(cfg.run)
+    if "proxy" in cfg:
+        checked(cfg.proxy)
+    if stage.trials:
+        from effnas import raytune
+
+        raytune.check(cfg.ray)
+    module = stage.load()
+    validate: Callable[[Any], None] | None = getattr(module, "validate", None)
+    if validate is not None:
+        validate(cfg)
+    return module
+
+
+def _executor(cfg: Any, run: Any) -> Any:
+    """The trial executor of a trial stage: Ray Tune (the one adapter) or in this process."""
+    if not cfg.ray.enabled:
+        from effnas.trials import inline_executor
+
+        return inline_executor
+    from effnas import raytune
+
+    return raytune.executor(cfg.ray, run.path / "ray")
+
+
 def run_stage(
-    stage: str, cfg: Any, argv: list[str], resume: Path | None = None, overrides: Sequence[str] = ()
-) -> tuple[Path, dict[str, Any]]:
-    """Validate, make (or reopen) the run directory, run the stage, write summary + manifest."""
+    name: str, cfg: Any, argv: list[str], resume: Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[Path | None, dict[str, Any]]:
+    """Check, make (or reopen) the run directory, run the stage, write summary + manifest."""
     from omegaconf import OmegaConf, open_dict
 
     from effnas.rundir import RunDir
 
-    module = importlib.import_module(STAGES[stage][0])
-    validate: Callable[[Any], None] | None = getattr(module, "validate", None)
-    if validate is not None:
-        validate(cfg)
+    stage = STAGES[name]
+    module = check_config(stage, cfg)
+    if not stage.writes_run:
+        return None, module.run(cfg, None)
     hydra_cfg = cfg.get("hydra") if OmegaConf.is_dict(cfg) else None
     if hydra_cfg is not None:
         with open_dict(cfg):
             del cfg["hydra"]
     if resume is not None:
-        run = RunDir.open(resume, stage)
+        run = RunDir.open(resume, name)
         run.record(status="running", resumed=[*run.manifest.get("resumed", []), argv])
     else:
-        run = RunDir.create(cfg.run.root, stage, cfg.run.dir)
+        run = RunDir.create(cfg.run.root, name, cfg.run.dir)
         run.write_text(".hydra/config.yaml", OmegaConf.to_yaml(cfg))
         run.write_text(".hydra/overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
         if hydra_cfg is not None:
             run.write_text(".hydra/hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
         run.start_manifest(cfg, argv)
         _record_arch_file_upstream(run, cfg)
-    print(f"effnas {stage}: run directory {run.path}", file=sys.stderr)
+    print(f"effnas {name}: run directory {run.path}", file=sys.stderr)
     try:
-        summary = module.run(cfg, run)
+        summary = module.run(cfg, run, _executor(cfg, run)) if stage.trials else module.run(cfg, run)
     except UserError:
         run.record(status="failed")
         raise
@@ -313,7 +310,7 @@ def _record_arch_file_upstream(run: Any, cfg: Any) -> None:
     best_arch.yaml) makes that run an upstream of this one, whichever stage reads it."""
     from omegaconf import OmegaConf
 
-    from effnas.rundir import stage_of
+    from effnas.runfiles import stage_of
 
     source = OmegaConf.select(cfg, "arch.meta.source", default=None)
     if source:
@@ -328,10 +325,10 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     from omegaconf import OmegaConf, open_dict
 
     from effnas.rerun import compare_summaries
-    from effnas.rundir import read_json, stage_of
+    from effnas.runfiles import read_json, stage_of
 
     stage = stage_of(run_dir)
-    if stage not in STAGES:
+    if stage not in STAGES or not STAGES[stage].writes_run:
         raise UserError(f"{run_dir} is not an effnas run directory (no manifest.json with a stage)")
     recorded = run_dir / ".hydra" / "config.yaml"
     if not recorded.is_file():
@@ -345,7 +342,7 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     path, _ = run_stage(stage, cfg, argv, overrides=list(overrides))
     new = read_json(path / "summary.json")  # as written, with the stage and status finish() adds
     report = compare_summaries(old, new)
-    from effnas.rundir import write_json
+    from effnas.runfiles import write_json
 
     write_json(path / "rerun.json", {"original": str(run_dir.resolve()), **report})
     for line in report["lines"]:
@@ -396,12 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume is not None:
             cfg = resumed_config(args.stage, resume)
         else:
-            cfg = compose_config(args.stage, overrides, arch_file)
-        if args.stage == "describe":
-            from effnas.describe import describe
-
-            describe(cfg)
-            return 0
+            cfg = compose_config(args.stage, overrides, arch_file, args.config_dirs)
         run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)
     except UserError as exc:
         fail(str(exc))

@@ -1,20 +1,30 @@
-"""Config schemas shared by every stage, and composition of a stage's primary config.
+"""Composition of a stage's config: the run settings every stage shares, the schemas Hydra checks
+against (derived from the stage registry), and the config search path.
 
-Each stage's primary config (`conf/<stage>.yaml`) starts from a dataclass schema registered
-here, so a mistyped key or a wrong-typed value fails at composition. Stage-specific schemas live
-beside their stage (`nas/config.py`, `scaling/config.py`); defaults live in `conf/`, not here.
-This module imports no torch.
+Each stage's primary config (`conf/<stage>.yaml`) starts from `<stage>_schema`, the stage's own
+schema (beside its code) plus `run` and, for trial stages, `ray` (`effnas.registry.full_schema`),
+so a mistyped key or a wrong-typed value fails at composition. Defaults live in `conf/`, not
+here. Users add config groups (an arch, a proxy, a data source) from folders of their own:
+`--config-dir DIR` or `EFFNAS_CONFIG_PATH=DIR[:DIR...]`, appended to Hydra's search path, so
+`DIR/arch/my_net.yaml` is `arch=my_net`. This module imports no torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from effnas.conf_dir import conf_dir
+from effnas.errors import UserError
+from effnas.registry import STAGES, Stage
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR: Path = conf_dir()
+CONFIG_PATH_ENV = "EFFNAS_CONFIG_PATH"
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -22,133 +32,67 @@ class RunConfig:
     root: str = "results"  # runs land in <root>/<stage>/<timestamp>/
     dir: Optional[str] = None  # an explicit run directory instead
     seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = all cores
-    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 = all cores (a Ray trial: its CPUs)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
-@dataclass
-class ArchConfig:
-    """An `Arch` in its YAML form (search_spaces.arch.Arch.to_dict)."""
-
-    name: str = MISSING
-    blocks: list[str] = MISSING
-    stem: int = 32
-    head: int = 1280
-    width: float = 1.0
-    depth: float = 1.0
-    resolution: int = 224
-    dropout: float = 0.2
-    drop_path: float = 0.2
-    meta: dict[str, Any] = field(default_factory=dict)
+def check_run(run: Any) -> None:
+    device = str(run.device)
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise UserError(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if int(run.threads) < 0:
+        raise UserError(f"run.threads must be >= 0 (0 = all cores), got {run.threads}")
 
 
-@dataclass
-class DataConfig:
-    name: str = MISSING  # digits | cifar10 | imagefolder
-    root: Optional[str] = None  # dataset directory (cifar10, imagefolder)
-    test_root: Optional[str] = None  # imagefolder: separate test tree
-    download: bool = False  # cifar10: fetch the official archive into root
-    url: Optional[str] = None
-    md5: Optional[str] = None
-    image_size: int = 32  # images are stored at this size
-    val_fraction: float = 0.1  # held out of the training data, stratified
-    test_fraction: float = 0.2  # for sources without a test split (digits, imagefolder)
-    split_seed: int = 0
-    max_train: Optional[int] = None  # keep a stratified subset of the training split
-    cache_dir: Optional[str] = None  # decoded-array cache; default ~/.cache/effnas
-    use_test: bool = False  # report test accuracy (final reports only)
+def full_schema(stage: Stage) -> type:
+    """The schema Hydra composes `stage` against: its own, plus `run` for every stage and `ray`
+    for trial stages (the application's and the adapter's settings, declared once)."""
+    added: list[Any] = [("run", RunConfig, dataclasses.field(default_factory=RunConfig))]
+    if stage.trials:
+        from effnas.raytune import RayConfig
 
-
-@dataclass
-class ProxyConfig:
-    """The proxy task (effnas/proxy.py): one short training run per trial. See docs/proxy.md."""
-
-    epochs: float = 5.0
-    images: Optional[int] = None  # budget in training images instead of epochs (wins when set)
-    batch_size: int = 128
-    micro_batch: int = 64  # CPU only: forward/backward in chunks of this size (0 = whole batch)
-    optimizer: str = "sgd"  # sgd (nesterov) | rmsprop (paper §5.2: decay 0.9, momentum 0.9)
-    lr: float = 0.1  # per 256 images (scaled linearly with batch_size)
-    momentum: float = 0.9
-    rmsprop_eps: float = 1e-3  # TensorFlow semantics (inside the sqrt); see docs/proxy.md
-    weight_decay: float = 5e-5  # on conv / linear weights, not BN or biases
-    label_smoothing: float = 0.1
-    schedule: str = "cosine"  # cosine | exponential (paper: x0.97 every 2.4 of 350 epochs) | constant
-    warmup_epochs: float = 0.3
-    decay_rate: float = 0.97  # exponential schedule: factor per decay step
-    decay_epochs: float = 2.4  # ... every decay_epochs of reference_epochs, scaled to the budget
-    reference_epochs: float = 350.0
-    bn_momentum: Optional[float] = 0.1  # PyTorch convention; None keeps TF's 0.01 from the arch
-    init: str = "zero_residual"  # zero_residual | zero_head | default (effnas.proxy.proxy_init)
-    resolution: int = 32  # the proxy's base resolution; grid gamma multiplies it
-    stem_stride: int = 1  # low-resolution adaptation; MACs are still reported at deployment
-    num_classes: Optional[int] = None  # default: the dataset's
-    channels_last: bool = True
-    compile: str = "auto"  # auto | on | off
-    cpu_kernels: bool = True  # CPU: effnas/kernels (C depthwise weight gradient, allocator setting)
-    parallel_micro_batches: bool = True  # CPU, >= 2 threads: micro-batches side by side (effnas/lanes.py)
-    augment: bool = True  # random crop (zero padding) + horizontal flip
-    crop_pad: int = 4  # pixels at 32 px, scaled with the resolution
-    flip: bool = True
-    eval_batch_size: int = 256
-    bn_calibration: int = (
-        1024  # training images that re-estimate BN statistics before each evaluation (0 = off)
-    )
-    report_every: float = 1.0  # epochs between intermediate accuracy reports
-
-
-@dataclass
-class RayConfig:
-    address: Optional[str] = None  # None: local in-process; "auto" or host:port joins a cluster
-    num_cpus: Optional[int] = None  # local runtime size; default: all cores
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int = 0  # 0 = as many as resources allow
-    object_store_mb: int = 256
-
-
-@dataclass
-class TrainConfig:
-    run: RunConfig = field(default_factory=RunConfig)
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    save_weights: bool = True
-
-
-@dataclass
-class DescribeConfig:
-    run: RunConfig = field(default_factory=RunConfig)
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    resolution: Optional[int] = None  # default: the arch's own
-    num_classes: int = 1000
-    format: str = "table"  # table | csv | json
+        added.append(("ray", RayConfig, dataclasses.field(default_factory=RayConfig)))
+    base = stage.schema_class()
+    return dataclasses.make_dataclass(base.__name__, added, bases=(base,))
 
 
 def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
-    from nas.config import SearchConfig
-    from scaling.config import GridConfig, ScaleConfig
-
     cs = ConfigStore.instance()
-    for name, node in (
-        ("train", TrainConfig),
-        ("describe", DescribeConfig),
-        ("search", SearchConfig),
-        ("grid", GridConfig),
-        ("scale", ScaleConfig),
-    ):
-        cs.store(name=f"{name}_schema", node=node)
+    for stage in STAGES.values():
+        cs.store(name=f"{stage.name}_schema", node=full_schema(stage))
 
 
-def compose(stage: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+def config_dirs(extra: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+    """The user's config folders, in search order: `--config-dir`s, then `EFFNAS_CONFIG_PATH`."""
+    dirs = [Path(d) for d in extra]
+    dirs += [Path(d) for d in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if d]
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"config directory {d} does not exist")
+    return [d.resolve() for d in dirs]
+
+
+def group_options(group: str, extra_dirs: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """The options of config group `group`: effnas's own and those in the user's folders."""
+    found = {p.stem for d in (CONF_DIR, *config_dirs(extra_dirs)) for p in (d / group).glob("*.yaml")}
+    return sorted(found)
+
+
+def compose(
+    stage: str, overrides: Sequence[str] = (), extra_dirs: Sequence[str | os.PathLike[str]] = ()
+) -> Any:
     """The composed, validated config of `stage` (a DictConfig), Hydra's own composition."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register_schemas()
+    overrides = list(overrides)
+    dirs = config_dirs(extra_dirs)
+    if dirs:
+        overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in dirs) + "]")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=stage):
-        return hydra_compose(config_name=stage, overrides=list(overrides), return_hydra_config=True)
+        return hydra_compose(config_name=stage, overrides=overrides, return_hydra_config=True)

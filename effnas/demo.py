@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from effnas.cli import main as effnas
-from effnas.rundir import read_json
+from effnas.runfiles import read_json
 
 
 def _latest(root: Path, stage: str) -> Path:

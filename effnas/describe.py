@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, Optional, TextIO
 
 from effnas.errors import UserError
 from effnas.units import format_flops
+from search_spaces.arch_config import ArchConfig, arch_from_cfg
 
 
-def arch_from_cfg(cfg_arch: Any) -> Any:
-    """The `Arch` of a composed config's `arch` node; bad values are a UserError."""
-    from omegaconf import OmegaConf
+@dataclass
+class DescribeConfig:
+    """Schema of `conf/describe.yaml` (`run` is added by the stage registry)."""
 
-    from search_spaces.arch import Arch, ArchError
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    resolution: Optional[int] = None  # default: the arch's own
+    num_classes: int = 1000
+    format: str = "table"  # table | csv | json
 
-    data = OmegaConf.to_container(cfg_arch, resolve=True) if OmegaConf.is_config(cfg_arch) else cfg_arch
-    try:
-        return Arch.from_dict(data)
-    except ArchError as exc:
-        raise UserError(f"arch: {exc}") from None
+
+def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
+    """The stage entry: prints the table; writes no run directory."""
+    describe(cfg)
+    return {}
 
 
 def describe_rows(
     arch: Any, resolution: int | None = None, num_classes: int = 1000
 ) -> tuple[list[dict], Any]:
-    from scaling.rounding import resolve_stages
     from search_spaces.cost import count
+    from search_spaces.rounding import resolve_stages
 
     cost = count(arch, resolution=resolution, num_classes=num_classes)
     stem, stages, head = resolve_stages(arch)

@@ -31,10 +31,7 @@ if TYPE_CHECKING:
     from effnas.data import Dataset
     from search_spaces.arch import Arch
 
-OPTIMIZERS = ("sgd", "rmsprop")
-SCHEDULES = ("cosine", "exponential", "constant")
-COMPILE_MODES = ("auto", "on", "off")
-INITS = ("zero_head", "zero_residual", "default")
+from effnas.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked
 
 
 @dataclass
@@ -74,12 +71,6 @@ class Diverged(Exception):
     """Raised inside the loop when the loss stops being finite; becomes a failed result."""
 
 
-def _opt(proxy: Any, name: str, default: Any) -> Any:
-    """`proxy.<name>`, or `default` when absent/None (plain dicts from Ray workers lack new keys)."""
-    value = proxy.get(name, default) if isinstance(proxy, dict) else getattr(proxy, name, default)
-    return default if value is None else value
-
-
 def resolve_device(device: str = "auto") -> str:
     import torch
 
@@ -94,7 +85,7 @@ def resolve_device(device: str = "auto") -> str:
 
 def evaluate(
     arch: Arch,
-    proxy: Any,
+    proxy: ProxyConfig | Any,
     data: Dataset,
     *,
     resolution: int | None = None,
@@ -157,7 +148,7 @@ class ProxyTrainer:
     def __init__(
         self,
         arch: Arch,
-        proxy: Any,
+        proxy: ProxyConfig | Any,
         data: Dataset,
         *,
         resolution: int | None = None,
@@ -169,9 +160,10 @@ class ProxyTrainer:
         from search_spaces.builder import build_model
         from search_spaces.cost import count
 
-        res = int(resolution or _opt(proxy, "resolution", 32))
-        num_classes = int(_opt(proxy, "num_classes", 0) or data.num_classes)
-        stem_stride = int(_opt(proxy, "stem_stride", 1))
+        proxy = checked(proxy)  # the typed proxy contract: every key present and within its rule
+        res = int(resolution or proxy.resolution)
+        num_classes = int(proxy.num_classes or data.num_classes)
+        stem_stride = int(proxy.stem_stride)
         dev = resolve_device(device)
         deploy = count(arch)
         trained = count(arch, resolution=res, num_classes=num_classes, stem_stride=stem_stride)
@@ -190,9 +182,7 @@ class ProxyTrainer:
         )
         self.proxy, self.dev, self.result = proxy, torch.device(dev), result
         self.cuda = self.dev.type == "cuda"
-        self.memory_format = (
-            torch.channels_last if _opt(proxy, "channels_last", True) else torch.contiguous_format
-        )
+        self.memory_format = torch.channels_last if proxy.channels_last else torch.contiguous_format
         # -- data: uint8 at the proxy resolution, resident on the training device --------------
         self.train_x, self.train_y = self._tensors(data.train, res)
         self.val_x, self.val_y = self._tensors(data.val, res)
@@ -206,52 +196,41 @@ class ProxyTrainer:
         self.scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32, device=self.dev)
         self.shift = torch.tensor(-mean / std, dtype=torch.float32, device=self.dev)
         self.scale, self.shift = self.scale.view(1, 3, 1, 1), self.shift.view(1, 3, 1, 1)
-        self.pad = round(int(_opt(proxy, "crop_pad", 4)) * res / 32)
+        self.pad = round(int(proxy.crop_pad) * res / 32)
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
         self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
         self._steps_done, self._calibrated_at = 0, -1
 
-        # -- budget -------------------------------------------------------------------------
+        # -- budget (effnas.proxy_config.budget: the one place steps are counted) -------------
         n = len(self.train_y)
         if n < 2:
             raise ValueError(f"dataset {data.name} has {n} training images; need at least 2")
-        self.batch = min(int(_opt(proxy, "batch_size", 128)), n)
+        plan = budget(proxy, n)
+        self.batch, self.steps_per_epoch = plan.batch, plan.steps_per_epoch
+        self.total_steps, self.total_epochs = plan.total_steps, plan.total_epochs
+        self.report_steps, self.warmup_steps = plan.report_steps, plan.warmup_steps
         # On CPU a 128-image batch of B0's 32x32 expansion (50 MB) overflows the cache; two
         # passes of 64 ran up to 1.3x faster per image when two trials shared the CPU (docs/proxy.md).
         # On CUDA: the whole batch.
-        micro = int(_opt(proxy, "micro_batch", 0) or 0)
+        micro = proxy.micro_batch
         self.micro_batch = self.batch if (micro <= 0 or self.cuda) else min(micro, self.batch)
-        self.steps_per_epoch = n // self.batch  # drop_last: static shapes for compile and BN
-        images = _opt(proxy, "images", None)
-        if images is not None:
-            self.total_steps = max(1, math.ceil(int(images) / self.batch))
-        else:
-            self.total_steps = max(1, round(float(_opt(proxy, "epochs", 5.0)) * self.steps_per_epoch))
-        self.total_epochs = self.total_steps / self.steps_per_epoch
-        every = float(_opt(proxy, "report_every", 1.0))
-        self.report_steps = max(1, round(every * self.steps_per_epoch)) if every > 0 else self.total_steps
-        self.warmup_steps = min(
-            self.total_steps - 1, round(float(_opt(proxy, "warmup_epochs", 0.0)) * self.steps_per_epoch)
-        )
 
         # -- model and optimizer ------------------------------------------------------------
         self.model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
-        bn_momentum = _opt(proxy, "bn_momentum", None)
+        bn_momentum = proxy.bn_momentum
         if bn_momentum is not None:
             for m in self.model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.momentum = float(bn_momentum)
-        proxy_init(self.model, str(_opt(proxy, "init", "zero_residual")))
+        proxy_init(self.model, str(proxy.init))
         self.model.to(self.dev, memory_format=self.memory_format)
-        self.base_lr = float(_opt(proxy, "lr", 0.1)) * self.batch / 256  # lr is per 256 images
+        self.base_lr = float(proxy.lr) * self.batch / 256  # lr is per 256 images
         self.optimizer = make_optimizer(self.model, proxy, self.base_lr)
-        self.schedule = str(_opt(proxy, "schedule", "cosine"))
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown proxy.schedule {self.schedule!r}; expected {', '.join(SCHEDULES)}")
-        self.smoothing = float(_opt(proxy, "label_smoothing", 0.0))
+        self.schedule = str(proxy.schedule)
+        self.smoothing = float(proxy.label_smoothing)
         self.step_fn = self.model
         result.compiled = self._want_compile()
-        if not self.cuda and _opt(proxy, "cpu_kernels", True):
+        if not self.cuda and proxy.cpu_kernels:
             from effnas import kernels
 
             kernels.tune_allocator()
@@ -260,7 +239,7 @@ class ProxyTrainer:
         if result.compiled:
             self.step_fn = torch.compile(self.model, dynamic=False)
         self.lanes = None
-        if not self.cuda and not result.compiled and _opt(proxy, "parallel_micro_batches", True):
+        if not self.cuda and not result.compiled and proxy.parallel_micro_batches:
             from effnas import lanes
 
             threads = torch.get_num_threads()
@@ -282,9 +261,7 @@ class ProxyTrainer:
         return x, torch.from_numpy(split.y).to(self.dev)
 
     def _want_compile(self) -> bool:
-        mode = str(_opt(self.proxy, "compile", "auto"))
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"unknown proxy.compile {mode!r}; expected {', '.join(COMPILE_MODES)}")
+        mode = str(self.proxy.compile)
         if mode != "auto":
             return mode == "on"
         return compile_pays_off(
@@ -297,8 +274,8 @@ class ProxyTrainer:
 
         idx = order[i * self.batch : (i + 1) * self.batch]
         x, y = self.train_x[idx], self.train_y[idx]
-        if _opt(self.proxy, "augment", True):
-            x = augment_batch(x, self.generator, pad=self.pad, flip=bool(_opt(self.proxy, "flip", True)))
+        if self.proxy.augment:
+            x = augment_batch(x, self.generator, pad=self.pad, flip=bool(self.proxy.flip))
         return self.normalize(x), y
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,11 +292,9 @@ class ProxyTrainer:
             return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t / span))
         if self.schedule == "exponential":
             # paper §5.2: x0.97 every 2.4 epochs of 350; the same number of decays over our budget
-            every = float(_opt(self.proxy, "decay_epochs", 2.4)) / float(
-                _opt(self.proxy, "reference_epochs", 350.0)
-            )
+            every = float(self.proxy.decay_epochs) / float(self.proxy.reference_epochs)
             decays = math.floor(t / max(1.0, every * span))
-            return self.base_lr * float(_opt(self.proxy, "decay_rate", 0.97)) ** decays
+            return self.base_lr * float(self.proxy.decay_rate) ** decays
         return self.base_lr
 
     def train(
@@ -436,7 +411,7 @@ class ProxyTrainer:
         """
         import torch
 
-        wanted = int(_opt(self.proxy, "bn_calibration", 1024))
+        wanted = int(self.proxy.bn_calibration)
         if wanted <= 0 or self._calibrated_at == self._steps_done:
             return
         norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -473,7 +448,7 @@ class ProxyTrainer:
         model.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
-        size = int(_opt(self.proxy, "eval_batch_size", 256))
+        size = int(self.proxy.eval_batch_size)
         with torch.inference_mode():
             for start in range(0, len(y_all), size):
                 x = self.normalize(x_all[start : start + size])
@@ -516,7 +491,7 @@ def proxy_init(model: torch.nn.Module, init: str) -> None:
                 torch.nn.init.zeros_(norms[-1].weight)
 
 
-def make_optimizer(model: torch.nn.Module, proxy: Any, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, proxy: ProxyConfig, lr: float) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum, or the paper's RMSProp in TensorFlow's form (`RMSpropTF`).
 
     Weight decay (L2, coupled, as TensorFlow's regulariser) applies to conv and linear weights
@@ -524,20 +499,20 @@ def make_optimizer(model: torch.nn.Module, proxy: Any, lr: float) -> torch.optim
     """
     import torch
 
-    name = str(_opt(proxy, "optimizer", "sgd"))
+    name = str(proxy.optimizer)
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown proxy.optimizer {name!r}; expected {', '.join(OPTIMIZERS)}")
-    wd = float(_opt(proxy, "weight_decay", 0.0))
+    wd = float(proxy.weight_decay)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-    momentum = float(_opt(proxy, "momentum", 0.9))
+    momentum = float(proxy.momentum)
     if name == "sgd":
         try:  # one fused kernel for all parameters: 1.1 ms per B0 step on 2 CPU threads, foreach 5.4
             return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=True)
         except (RuntimeError, TypeError, ValueError):  # a torch without fused SGD on this device
             return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, foreach=True)
-    return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum, eps=float(_opt(proxy, "rmsprop_eps", 1e-3)))
+    return RMSpropTF(groups, lr=lr, alpha=0.9, momentum=momentum, eps=float(proxy.rmsprop_eps))
 
 
 def _rmsprop_tf_class() -> type:

@@ -1,4 +1,5 @@
-"""Run directories: where every stage writes, atomically, with its manifest and summary.
+"""Run directories: where every stage writes, atomically, with its manifest and summary (the
+run lifecycle; the file helpers underneath are `effnas.runfiles`).
 
 A run directory holds `.hydra/` (Hydra's config.yaml, hydra.yaml, overrides.yaml),
 `manifest.json` (versions, git state, seed, threads, device, dataset fingerprint, upstream runs),
@@ -8,60 +9,20 @@ A run directory holds `.hydra/` (Hydra's config.yaml, hydra.yaml, overrides.yaml
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from effnas.errors import UserError
+from effnas.runfiles import atomic_write, read_json, require_run, write_json
 
 LIBRARIES = ("torch", "ray", "optuna", "fvcore", "pandas", "hydra-core", "numpy", "scikit-learn")
 REPO_DIR = Path(__file__).resolve().parent.parent
-
-
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"missing file {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupt JSON in {path}: {exc}") from None
 
 
 def git_state() -> dict[str, Any]:
@@ -125,13 +86,7 @@ class RunDir:
     @classmethod
     def open(cls, path: str | os.PathLike[str], stage: str) -> RunDir:
         """An existing run directory of `stage` (for --resume); refuses other stages' runs."""
-        path = Path(path)
-        if not path.is_dir():
-            raise UserError(f"run directory {path} does not exist")
-        found = stage_of(path)
-        if found != stage:
-            what = f"a {found} run" if found else "not an effnas run directory"
-            raise UserError(f"{path} is {what}; expected a {stage} run")
+        path = require_run(path, stage, "--resume")
         run = cls(path, stage)
         run.manifest = read_json(path / "manifest.json")
         return run
@@ -219,28 +174,3 @@ class RunDir:
         summary.setdefault("wall_seconds", round(time.time() - self._t0, 3))
         self.write_json("summary.json", summary)
         self.record(status=status, finished=_dt.datetime.now().isoformat(timespec="seconds"))
-
-
-def stage_of(path: str | os.PathLike[str]) -> str | None:
-    """The stage that wrote run directory `path`, or None if it is not a run directory."""
-    manifest = Path(path) / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        return json.loads(manifest.read_text()).get("stage")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
-
-
-def upstream_run(path: str | os.PathLike[str], stage: str, needs: str) -> Path:
-    """Validate `--from PATH`: a finished `stage` run directory holding file `needs`."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"--from {p}: no such directory")
-    found = stage_of(p)
-    if found != stage:
-        what = f"a {found} run" if found else "not an effnas run directory"
-        raise UserError(f"--from {p}: {what}, expected a {stage} run")
-    if not (p / needs).is_file():
-        raise UserError(f"--from {p}: the {stage} run has no {needs} (unfinished?)")
-    return p

@@ -13,41 +13,37 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from effnas.data.config import DataConfig
 from effnas.errors import UserError
+from effnas.proxy_config import ProxyConfig
+from search_spaces.arch_config import ArchConfig
+
+
+@dataclass
+class TrainConfig:
+    """Schema of `conf/train.yaml` (`run` is added by the stage registry)."""
+
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    save_weights: bool = True
 
 
 def validate(cfg: Any) -> None:
-    """Cheap checks before a run directory exists: the arch builds, the proxy names are known."""
-    from effnas.describe import arch_from_cfg
-    from effnas.proxy import COMPILE_MODES, OPTIMIZERS, SCHEDULES
+    """Cheap checks before a run directory exists: the arch builds (the proxy and run settings
+    are checked by the application for every stage)."""
+    from search_spaces.arch_config import arch_from_cfg
 
     arch_from_cfg(cfg.arch)
-    p = cfg.proxy
-    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("compile", COMPILE_MODES)):
-        if str(p[key]) not in allowed:
-            raise UserError(f"proxy.{key} must be one of {', '.join(allowed)}, got {p[key]!r}")
-    if p.images is None and not float(p.epochs) > 0:
-        raise UserError(f"proxy.epochs must be > 0 (or set proxy.images), got {p.epochs}")
-    if p.images is not None and int(p.images) < 1:
-        raise UserError(f"proxy.images must be >= 1, got {p.images}")
-    if int(p.batch_size) < 1 or int(p.resolution) < 8:
-        raise UserError(
-            f"proxy.batch_size must be >= 1 and proxy.resolution >= 8, got {p.batch_size}, {p.resolution}"
-        )
-    if int(p.stem_stride) not in (1, 2):
-        raise UserError(f"proxy.stem_stride must be 1 or 2, got {p.stem_stride}")
-    if not float(p.lr) > 0:
-        raise UserError(f"proxy.lr must be > 0, got {p.lr}")
-    if str(cfg.run.device) not in ("auto", "cpu") and not str(cfg.run.device).startswith("cuda"):
-        raise UserError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
 
 
 def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     from effnas.data import load_dataset
-    from effnas.describe import arch_from_cfg
     from effnas.proxy import evaluate, resolve_device
+    from search_spaces.arch_config import arch_from_cfg
 
     arch = arch_from_cfg(cfg.arch)
     t0 = time.perf_counter()
@@ -131,7 +127,7 @@ def _save_state_dict(model: Any, path: Any) -> None:
 
     import torch
 
-    from effnas.rundir import atomic_write
+    from effnas.runfiles import atomic_write
 
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)

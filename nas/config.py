@@ -1,11 +1,16 @@
-"""Config schema of the search stage (`conf/search.yaml`); defaults live in conf/, not here."""
+"""Config schema of the search stage (`conf/search.yaml`); defaults live in conf/, not here.
+
+`run` and `ray` are added by the application (the stage registry), like every trial stage's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-from effnas.config import DataConfig, ProxyConfig, RayConfig, RunConfig
+from omegaconf import MISSING
+
+from effnas.data.config import DataConfig
+from effnas.proxy_config import ProxyConfig
 
 
 @dataclass
@@ -27,22 +32,22 @@ class SamplerConfig:
 
 @dataclass
 class SpaceConfig:
-    name: str = "mnasnet"
-    base: str = "efficientnet_b0"  # the skeleton: stage strides, baseline filters and repeats
-    ops: list[str] = field(default_factory=lambda: ["conv", "ds", "mbconv3", "mbconv6"])
-    kernels: list[int] = field(default_factory=lambda: [3, 5])
-    se: list[float] = field(default_factory=lambda: [0.0, 0.25])
-    skip: list[bool] = field(default_factory=lambda: [True, False])
-    filters: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
-    repeats: list[int] = field(default_factory=lambda: [-1, 0, 1])
+    """The MnasNet space's choice lists; their values: `conf/space/mnasnet.yaml`."""
+
+    name: str = MISSING
+    base: str = MISSING  # the skeleton: stage strides, baseline filters and repeats
+    ops: list[str] = MISSING
+    kernels: list[int] = MISSING
+    se: list[float] = MISSING
+    skip: list[bool] = MISSING
+    filters: list[float] = MISSING
+    repeats: list[int] = MISSING
 
 
 @dataclass
 class SearchConfig:
-    run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)

@@ -1,4 +1,5 @@
-"""The search driver: proposals from a sampler, trials on Ray Tune, one record of what finished.
+"""The search driver: proposals from a sampler, trials run by an executor, one record of what
+finished.
 
 `Search` is the driver's whole state and logic, free of Ray: `propose()` asks the sampler, decodes
 the choice vector to an `Arch`, prices it with the analytic cost model and either rejects it (over
@@ -8,8 +9,8 @@ cannot lose it), tells the sampler, and prints one progress line. Budgets: train
 (`--trials`, counting the ones an interrupted run finished) and wall time (`--time-budget`: no
 new trial starts after it).
 
-`nas.ray_search.run_on_ray` drives a `Search` with Ray Tune (trials are Tune trials);
-`Search.run_inline` drives it in this process (benchmarks, tests).
+`Search` is an `effnas.trials.TrialSource`: the application's executor drives it (Ray Tune through
+`effnas.raytune`, or `effnas.trials.run_inline` in this process: benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MAX_REJECTED_IN_A_ROW = 500
 class Search:
     """Proposals, completions, budget and the trial table of one search run."""
 
+    name = "search"
+
     def __init__(
         self,
         space: MnasNetSpace,
@@ -43,7 +46,6 @@ class Search:
         elapsed_before: float = 0.0,
         reject_above: float | None = None,
         save: Callable[[list[dict[str, Any]]], None] | None = None,
-        threads: int = 0,
         out: TextIO | None = None,
     ) -> None:
         self.space, self.sampler, self.reward_fn = space, sampler, reward_fn
@@ -54,7 +56,6 @@ class Search:
         self.deadline = None if time_budget is None else self.t0 + float(time_budget) - self.elapsed_before
         self.reject_macs = None if not reject_above else float(reject_above) * reward_fn.target
         self.save = save or (lambda rows: None)
-        self.threads = int(threads)
         self.out = out or sys.stderr
         self.pending: dict[str, tuple[Ask, dict[str, Any]]] = {}
         self.next_id = max((int(r["id"]) for r in self.rows), default=-1) + 1
@@ -124,10 +125,12 @@ class Search:
                 continue
             self.rejected_in_a_row = 0
             self.pending[trial_id] = (ask, row)
-            config: dict[str, Any] = {"trial": row["id"], "arch": arch.to_dict(), "macs": cost.macs}
-            if self.threads > 0:
-                config["threads"] = self.threads
-            return config
+            return {
+                "trial": row["id"],
+                "name": f"trial{row['id']}",
+                "arch": arch.to_dict(),
+                "macs": cost.macs,
+            }
         return None
 
     def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
@@ -199,19 +202,6 @@ class Search:
             else " | best -"
         )
         print(f"{bar} {body}{tail}  [{self.elapsed():.0f}s]", file=self.out, flush=True)
-
-    # -- in-process execution ---------------------------------------------------------------
-    def run_inline(self, evaluate: Callable[[dict[str, Any]], Mapping[str, Any]]) -> None:
-        """Train proposals one at a time in this process: `evaluate(config) -> final result`
-        (e.g. `effnas.tune.run_trial` bound to a data and proxy config)."""
-        n = 0
-        while True:
-            trial_id = f"inline-{n}"
-            config = self.propose(trial_id)
-            if config is None:
-                return
-            self.complete(trial_id, evaluate(config))
-            n += 1
 
 
 _BAR = 20

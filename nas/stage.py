@@ -4,20 +4,22 @@
     effnas search --resume results/search/<run>
 
 Samples the factorized space (`search_spaces.mnasnet`), prices each sample with the analytic
-cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy as Ray
-Tune trials, and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
+cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy (as Ray
+Tune trials, or in this process with `ray.enabled=false`), and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
 trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study
 (study.db, for tpe/nsga2), reward_over_trials.png, accuracy_vs_macs.png, and the summary.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effnas.errors import UserError
+
+if TYPE_CHECKING:
+    from effnas.trials import Executor
 
 SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
 
@@ -54,18 +56,11 @@ def validate(cfg: Any) -> None:
         raise UserError(
             f"reject_above must be > 0 (a multiple of the target) or null, got {cfg.reject_above}"
         )
-    if cfg.ray.cpus_per_trial <= 0 or cfg.ray.gpus_per_trial < 0:
-        raise UserError(
-            f"ray.cpus_per_trial must be > 0 and ray.gpus_per_trial >= 0, "
-            f"got {cfg.ray.cpus_per_trial}, {cfg.ray.gpus_per_trial}"
-        )
     if cfg.asha and (int(cfg.asha_grace_period) < 1 or not cfg.asha_reduction_factor > 1):
         raise UserError(
             f"ASHA needs asha_grace_period >= 1 and asha_reduction_factor > 1, "
             f"got {cfg.asha_grace_period}, {cfg.asha_reduction_factor}"
         )
-    if cfg.proxy.resolution < 8:
-        raise UserError(f"proxy.resolution must be >= 8, got {cfg.proxy.resolution}")
 
 
 def space_of(cfg: Any) -> Any:
@@ -77,11 +72,13 @@ def space_of(cfg: Any) -> Any:
         raise UserError(str(exc)) from None
 
 
-def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
+    """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from effnas.data import load_dataset
+    from effnas.proxy_config import budget, checked
+    from effnas.trials import EarlyStop, Scheduling, TrialSetup
     from effnas.units import format_flops, parse_duration, parse_flops
-    from nas.driver import Search
-    from nas.ray_search import run_on_ray
+    from nas.driver import RewardMetric, Search
     from nas.records import history_of, read_trials
     from nas.reward import RewardFn
     from nas.samplers import make_sampler
@@ -130,7 +127,6 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         elapsed_before=elapsed_before,
         reject_above=cfg.reject_above,
         save=save,
-        threads=int(cfg.run.threads),
     )
     if rows:
         print(
@@ -142,9 +138,12 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     interrupted = False
     try:
         if search.remaining > 0:
-            ray_dir = rundir.path / "ray"
-            attempt = len(list(ray_dir.glob("search*"))) if ray_dir.is_dir() else 0
-            run_on_ray(search, cfg, str(ray_dir.resolve()), f"search{attempt}", _reports_per_trial(cfg, data))
+            early_stop = None
+            if cfg.asha:
+                reports = budget(checked(cfg.proxy), len(data.train)).reports
+                early_stop = EarlyStop(reports, int(cfg.asha_grace_period), float(cfg.asha_reduction_factor))
+            setup = TrialSetup.of(cfg, metrics=RewardMetric(reward_fn))
+            execute(search, setup, Scheduling(metric="reward", early_stop=early_stop))
             # Tune ends quietly on Ctrl-C: the budget is then neither spent nor given up on
             interrupted = search.stop_reason is None and search.remaining > 0
         if search.stop_reason is None and search.remaining == 0:
@@ -178,21 +177,6 @@ def _redact(url: str) -> str:
     import re
 
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def _reports_per_trial(cfg: Any, data: Any) -> int:
-    """How many reports a full trial sends to Tune (ASHA's max_t): the intermediate ones plus
-    the final result (ASHA must not stop a trial at its last intermediate report)."""
-    n = len(data.train)
-    batch = min(int(cfg.proxy.batch_size), n)
-    steps_per_epoch = max(1, n // batch)
-    if cfg.proxy.get("images") is not None:
-        steps = max(1, math.ceil(int(cfg.proxy.images) / batch))
-    else:
-        steps = max(1, round(float(cfg.proxy.epochs) * steps_per_epoch))
-    every = float(cfg.proxy.get("report_every", 1.0) or 0)
-    per_report = max(1, round(every * steps_per_epoch)) if every > 0 else steps
-    return max(1, math.ceil(steps / per_report)) + 1
 
 
 def write_trials(rundir: Any, rows: list[dict[str, Any]]) -> None:

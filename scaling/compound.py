@@ -142,7 +142,7 @@ def scale_arch(
     `base_resolution` defaults to the baseline's own (its deployment resolution); the grid
     passes the proxy's. Multipliers compose with the baseline's own width and depth. They are
     stored to 6 decimals so YAML stays readable (1.331, not 1.3310000000000004); channel and
-    repeat rounding (`scaling.rounding`) happens where the arch is built or counted. Other
+    repeat rounding (`search_spaces.rounding`) happens where the arch is built or counted. Other
     fields (name, dropout, ...) may be replaced through `changes`.
     """
     base = baseline.resolution if base_resolution is None else base_resolution

@@ -1,20 +1,21 @@
-"""Config schemas of the grid and scale stages (`conf/grid.yaml`, `conf/scale.yaml`)."""
+"""Config schemas of the grid and scale stages (`conf/grid.yaml`, `conf/scale.yaml`); `run` (and
+the grid's `ray`) are added by the application's stage registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-from effnas.config import ArchConfig, DataConfig, ProxyConfig, RayConfig, RunConfig
+from effnas.data.config import DataConfig
+from effnas.proxy_config import ProxyConfig
+from search_spaces.arch_config import ArchConfig
 
 
 @dataclass
 class GridConfig:
-    run: RunConfig = field(default_factory=RunConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's or the official B0
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
     phi: float = 1.0
     step: float = 0.05
     max_alpha: float = 2.0
@@ -31,7 +32,6 @@ class GridConfig:
 
 @dataclass
 class ScaleConfig:
-    run: RunConfig = field(default_factory=RunConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's or the official B0
     phi: str = "1..7"  # 3 | 1..7 | 1,3,5
     mode: str = "formula"  # formula | official | flops-matched

@@ -5,8 +5,8 @@
 Every (alpha, beta, gamma) >= 1 on the grid with |alpha*beta^2*gamma^2 - target| <= tol
 (`scaling.compound.enumerate_candidates`) scales the baseline by depth alpha^phi, width beta^phi
 and proxy resolution round(gamma^phi x proxy.resolution) and is trained once with the shared proxy
-trainer (`effnas.tune.make_trainable`), the candidates spread over Ray Tune as a grid over their
-ids. The winner is the highest proxy validation accuracy. MACs are the paper's: conv + linear
+trainer (`effnas.trials.run_trial`), by the executor the application hands in (Ray Tune through
+`effnas.raytune`, or in this process). The winner is the highest proxy validation accuracy. MACs are the paper's: conv + linear
 multiply-adds of the scaled model at its deployment resolution round(gamma^phi x the baseline's,
 224 for B0) with 1000 classes, whatever the proxy trains at (DESIGN.md).
 
@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effnas.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, Candidate, enumerate_candidates, scale_arch, spread_subset
 from search_spaces.arch import Arch
+from search_spaces.arch_config import arch_from_cfg, arch_given
+
+if TYPE_CHECKING:
+    from effnas.trials import Executor
 
 BASELINE_ID = "baseline"
 COLUMNS = (
@@ -53,11 +57,6 @@ COLUMNS = (
 
 
 # -- inputs -----------------------------------------------------------------------------------
-def _arch_given(cfg: Any) -> bool:
-    from omegaconf import OmegaConf
-
-    arch = cfg.get("arch")
-    return arch is not None and not OmegaConf.is_missing(arch, "name")
 
 
 def candidates_of(cfg: Any) -> tuple[list[Candidate], int]:
@@ -74,29 +73,23 @@ def candidates_of(cfg: Any) -> tuple[list[Candidate], int]:
 
 
 def validate(cfg: Any) -> None:
-    """Cheap checks before a run directory exists: phi, the grid, the baseline, Ray resources."""
-    from effnas.describe import arch_from_cfg
-    from effnas.rundir import upstream_run
+    """Cheap checks before a run directory exists: phi, the grid, the baseline (the proxy and
+    Ray settings are checked by the application for every stage)."""
+    from effnas.runfiles import upstream_run
 
     if not cfg.phi > 0:
         raise UserError(f"--phi must be > 0 for a grid, got {cfg.phi}")
     candidates_of(cfg)
-    if cfg.upstream and _arch_given(cfg):
+    if cfg.upstream and arch_given(cfg):
         raise UserError("give the baseline either with --from (a search run) or --arch, not both")
     if cfg.upstream:
         _read_best_arch(upstream_run(cfg.upstream, "search", "best_arch.yaml"))
-    elif _arch_given(cfg):
+    elif arch_given(cfg):
         arch_from_cfg(cfg.arch)
     if cfg.resolution_divisor < 1 or cfg.max_candidates < 0:
         raise UserError(
             f"resolution_divisor must be >= 1 and max_candidates >= 0, got {cfg.resolution_divisor}, "
             f"{cfg.max_candidates}"
-        )
-    if cfg.proxy.resolution < 8:
-        raise UserError(f"proxy.resolution must be >= 8, got {cfg.proxy.resolution}")
-    if cfg.ray.cpus_per_trial <= 0 or cfg.ray.gpus_per_trial < 0:
-        raise UserError(
-            f"ray.cpus_per_trial must be > 0 and ray.gpus_per_trial >= 0, got {cfg.ray.cpus_per_trial}, {cfg.ray.gpus_per_trial}"
         )
 
 
@@ -112,15 +105,14 @@ def _read_best_arch(run_dir: Path) -> Arch:
 
 def resolve_baseline(cfg: Any) -> tuple[Arch, dict[str, Any]]:
     """(baseline, where it came from): --from's best_arch.yaml, --arch, or the official B0."""
-    from effnas.describe import arch_from_cfg
-    from effnas.rundir import upstream_run
+    from effnas.runfiles import upstream_run
     from search_spaces.official import efficientnet_b0
 
     if cfg.upstream:
         run_dir = upstream_run(cfg.upstream, "search", "best_arch.yaml")
         arch = _read_best_arch(run_dir)
         return arch, {"source": "search run", "path": str(run_dir.resolve()), "name": arch.name}
-    if _arch_given(cfg):
+    if arch_given(cfg):
         arch = arch_from_cfg(cfg.arch)
         return arch, {"source": "--arch", "path": arch.meta.get("source"), "name": arch.name}
     arch = efficientnet_b0()
@@ -195,27 +187,50 @@ def _read_trials(path: Path) -> dict[str, dict[str, Any]]:
     return {str(r["id"]): dict(r) for r in frame.to_dict("records")}
 
 
-# -- running trials on Ray Tune -----------------------------------------------------------------
-class _Recorder:
-    """Tune callback in the driver: fills a row as its trial ends, rewrites trials.csv, prints."""
+# -- the trials ---------------------------------------------------------------------------------
+class GridTrials:
+    """The grid's unfinished rows as an `effnas.trials.TrialSource`: proposed in plan order; each
+    end fills its row, rewrites trials.csv and prints one line."""
 
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any, total: int, out: Any = None) -> None:
-        self.rows = {r["id"]: r for r in rows}
+    name = "grid"
+
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None) -> None:
         self.order = rows
+        self.rows = {r["id"]: r for r in rows}
+        self.queue = [r for r in rows if r["status"] != "ok"]
+        self.total = len(self.queue)
         self.rundir = rundir
-        self.total = total
+        self.pending: dict[str, str] = {}  # executor's trial id -> row id
         self.finished = 0
-        self.out = out  # None: sys.stdout at print time (Tune pickles its callbacks)
+        self.out = out  # None: sys.stdout at print time
+
+    @property
+    def remaining(self) -> int:
+        return len(self.queue)
 
     def save(self) -> None:
         self.rundir.write_csv("trials.csv", [_public(r) for r in self.order])
 
-    def complete(self, pid: str, result: dict[str, Any] | None, error: str | None = None) -> None:
+    def propose(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.queue:
+            return None
+        row = self.queue.pop(0)
+        self.pending[trial_id] = row["id"]
+        return {
+            "name": row["id"],
+            "id": row["id"],
+            "arch": row["_arch"],
+            "resolution": int(row["resolution"]),
+        }
+
+    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
+        pid = self.pending.pop(trial_id, None)
+        if pid is None:
+            return
         row = self.rows[pid]
-        result = result or {}
-        status = result.get("status") or "failed"
-        if error is not None:
-            status = "failed"
+        result = dict(result or {})
+        status = "failed" if error else (result.get("status") or "failed")
+        reason = (error if isinstance(error, str) else "trial crashed") if error else result.get("error")
         row.update(
             status=status,
             accuracy=result.get("accuracy") if status == "ok" else None,
@@ -223,7 +238,7 @@ class _Recorder:
             seconds=round(float(result["seconds"]), 2) if result.get("seconds") is not None else None,
             epochs=result.get("epochs"),
             proxy_macs=result.get("proxy_macs"),
-            error=error or result.get("error"),
+            error=None if status == "ok" else (reason or "stopped before it finished"),
         )
         self.finished += 1
         self.save()
@@ -237,80 +252,10 @@ class _Recorder:
         )
 
 
-def _tune_callback(recorder: _Recorder) -> Any:
-    from ray import tune
-
-    class GridCallback(tune.Callback):
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.complete(trial.config["id"], dict(trial.last_result or {}))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            recorder.complete(trial.config["id"], dict(trial.last_result or {}), error=_error_of(trial))
-
-    return GridCallback()
-
-
-def _error_of(trial: Any) -> str:
-    """The last line of a crashed trial's traceback."""
-    path = getattr(trial, "error_file", None)
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()] if path else []
-    except OSError:
-        lines = []
-    return lines[-1][:300] if lines else "trial crashed"
-
-
-def run_trials(cfg: Any, rundir: Any, todo: Sequence[dict[str, Any]], recorder: _Recorder) -> None:
-    """Train `todo` on Ray Tune: a grid over the row ids; arch and resolution looked up per id."""
-    from ray import tune
-
-    from effnas.tune import make_trainable, max_concurrent, ray_session, trial_resources
-
-    by_id = {r["id"]: {"arch": r["_arch"], "resolution": int(r["resolution"])} for r in todo}
-    extra = {"threads": int(cfg.run.threads)} if int(cfg.run.threads) > 0 else {}
-    param_space = {
-        "id": tune.grid_search([r["id"] for r in todo]),
-        "arch": tune.sample_from(lambda spec: by_id[spec.config["id"]]["arch"]),
-        "resolution": tune.sample_from(lambda spec: by_id[spec.config["id"]]["resolution"]),
-        **extra,
-    }
-    trainable = make_trainable(cfg.data, cfg.proxy, int(cfg.run.seed), str(cfg.run.device))
-    attempt = len(list((rundir.path / "ray").glob("grid*"))) if (rundir.path / "ray").is_dir() else 0
-    with ray_session(cfg.ray) as resources:
-        concurrent = min(max_concurrent(cfg.ray, resources), len(todo))
-        print(
-            f"grid: training {len(todo)} trial(s), {concurrent} at a time "
-            f"({trial_resources(cfg.ray)} each; Ray resources {_short(resources)})",
-            flush=True,
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, trial_resources(cfg.ray)),
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,  # keep worker processes (torch import, dataset cache) across trials
-                trial_name_creator=lambda t: str(t.config["id"]),
-                trial_dirname_creator=lambda t: str(t.config["id"]),
-            ),
-            run_config=tune.RunConfig(
-                name=f"grid{attempt}",
-                storage_path=str((rundir.path / "ray").resolve()),
-                callbacks=[_tune_callback(recorder)],
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        tuner.fit()
-
-
 def _budget(proxy: Any) -> str:
     if proxy.get("images"):
         return f"{int(proxy.images)} images"
     return f"{proxy.epochs:g} epoch(s)"
-
-
-def _short(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in resources.items() if k in ("CPU", "GPU"))
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -368,10 +313,12 @@ def plot_grid(rundir: Any, rows: Sequence[dict[str, Any]], winner: dict[str, Any
     report.close(fig)
 
 
-def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
+    """The grid stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from omegaconf import OmegaConf
 
     from effnas.data import load_dataset
+    from effnas.trials import Scheduling, TrialSetup
     from scaling import report
 
     t0 = time.time()
@@ -408,7 +355,8 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
                     for k in ("accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
                 }
             )
-    todo = [r for r in rows if r["status"] != "ok"]
+    trials = GridTrials(rows, rundir)
+    todo = list(trials.queue)
     n_cand = len(candidates)
     print(
         f"grid: phi={phi:g}, {n_every} grid points with |alpha*beta^2*gamma^2 - {cfg.target:g}| <= {cfg.tol:g} "
@@ -420,11 +368,10 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         + (f"; resuming: {len(rows) - len(todo)} done" if previous else ""),
         flush=True,
     )
-    recorder = _Recorder(rows, rundir, total=len(todo))
-    recorder.save()
+    trials.save()
     if todo:
-        run_trials(cfg, rundir, todo, recorder)
-    recorder.save()
+        execute(trials, TrialSetup.of(cfg), Scheduling())
+    trials.save()
     unfinished = [r["id"] for r in rows if r["status"] == "pending"]
     if unfinished:  # Tune returns from fit() on Ctrl-C with trials still pending
         print(

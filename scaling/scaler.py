@@ -10,7 +10,7 @@ else the official B0. Modes:
 - formula: depth alpha^phi, width beta^phi, resolution gamma^phi x the baseline's resolution,
   rounded to the nearest multiple of `resolution_divisor` (default 8: the stride-2 stages then
   halve it evenly three times, so odd feature maps do not inflate MACs). Channels and repeats
-  follow the official rounding (`scaling.rounding`).
+  follow the official rounding (`search_spaces.rounding`).
 - official: the released B1..B7 table (width, depth, resolution, dropout), applied to the
   baseline; on the official B0 it reproduces B1..B7 exactly.
 - flops-matched: the same compound direction, but phi is nudged (+-1 in steps of 0.01) and the
@@ -32,6 +32,7 @@ from typing import Any
 from effnas.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, constraint_product, round_resolution, scale_arch
 from search_spaces.arch import Arch, ArchError
+from search_spaces.arch_config import arch_from_cfg, arch_given
 
 MODES = ("formula", "official", "flops-matched")
 OFFICIAL_MAX_PHI = 7
@@ -113,17 +114,9 @@ def read_coefficients(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _arch_given(cfg: Any) -> bool:
-    from omegaconf import OmegaConf
-
-    arch = cfg.get("arch")
-    return arch is not None and not OmegaConf.is_missing(arch, "name")
-
-
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: phi, mode, coefficients, --from, --arch."""
-    from effnas.describe import arch_from_cfg
-    from effnas.rundir import upstream_run
+    from effnas.runfiles import upstream_run
 
     phis = parse_phi(cfg.phi)
     if cfg.mode not in MODES:
@@ -137,14 +130,13 @@ def validate(cfg: Any) -> None:
         if given is not None:
             raise UserError("give coefficients either with --from or as alpha/beta/gamma, not both")
         read_coefficients(upstream_run(cfg.upstream, "grid", "coefficients.yaml"))
-    if _arch_given(cfg):
+    if arch_given(cfg):
         arch_from_cfg(cfg.arch)
 
 
 def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str, Any]]:
     """(baseline, (alpha, beta, gamma), provenance) from --from / --arch / config / defaults."""
-    from effnas.describe import arch_from_cfg
-    from effnas.rundir import upstream_run
+    from effnas.runfiles import upstream_run
     from search_spaces.official import efficientnet_b0
 
     provenance: dict[str, Any] = {}
@@ -160,7 +152,7 @@ def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str
     else:
         coeffs = PAPER_COEFFICIENTS
         provenance["coefficients"] = {"source": "paper, EfficientNet §3.3", "path": None}
-    if _arch_given(cfg):
+    if arch_given(cfg):
         baseline = arch_from_cfg(cfg.arch)
         provenance["baseline"] = {"source": "--arch", "name": baseline.name}
     elif record is not None and isinstance(record.get("baseline"), Arch):

@@ -154,7 +154,7 @@ class Arch:
     """A whole network: stem conv, stages, 1x1 head conv, pool, dropout, classifier.
 
     Channels and repeats in `stages` are the *unscaled* baseline's; `width` and `depth` are the
-    compound multipliers applied by the builder and the cost model (`scaling.rounding`), and
+    compound multipliers applied by the builder and the cost model (`search_spaces.rounding`), and
     `resolution` the input size the model is meant for. `scaled()` returns a new Arch, so the
     baseline is never lost.
     """

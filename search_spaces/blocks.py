@@ -13,6 +13,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from search_spaces.plan import Layer, se_channels
+
 # tensorflow/tpu uses BN momentum 0.99 and eps 1e-3; PyTorch's momentum is 1 - TF's.
 BatchNorm = partial(nn.BatchNorm2d, momentum=0.01, eps=1e-3)
 Activation = nn.SiLU
@@ -77,75 +79,48 @@ class DropPath(nn.Module):
         return f"rate={self.rate:.4f}"
 
 
-def se_channels(in_ch: int, se_ratio: float) -> int:
-    """SE width: relative to the block's *input* channels (tensorflow/tpu, torchvision)."""
-    return max(1, int(in_ch * se_ratio))
+class Residual(nn.Module):
+    """`body`, plus the identity with stochastic depth when the layer has one (stride 1,
+    in == out and not `noskip`): the wiring every block of the space shares."""
+
+    def __init__(self, layers: list[nn.Module], layer: Layer) -> None:
+        super().__init__()
+        self.use_residual = layer.skip and layer.stride == 1 and layer.in_ch == layer.out_ch
+        self.body = nn.Sequential(*layers)
+        self.drop_path = DropPath(layer.drop_path) if self.use_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.use_residual:
+            out = self.drop_path(out) + x
+        return out
 
 
-class MBConv(nn.Module):
+class MBConv(Residual):
     """Inverted bottleneck: [1x1 expand] -> depthwise kxk -> [SE] -> 1x1 project (no act).
 
     With expand 1 it is the depthwise-separable conv of the MnasNet space (op `ds`).
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel: int,
-        stride: int,
-        expand: int,
-        se_ratio: float,
-        skip: bool,
-        drop_path: float = 0.0,
-        norm: NormLayer = BatchNorm,
-        act: ActLayer = Activation,
-    ) -> None:
-        super().__init__()
-        mid = in_ch * expand
-        self.use_residual = skip and stride == 1 and in_ch == out_ch
+    def __init__(self, layer: Layer, norm: NormLayer = BatchNorm, act: ActLayer = Activation) -> None:
+        mid = layer.in_ch * layer.expand
         layers: list[nn.Module] = []
-        if expand != 1:
-            layers.append(ConvNormAct(in_ch, mid, 1, norm=norm, act=act))
-        layers.append(ConvNormAct(mid, mid, kernel, stride, groups=mid, norm=norm, act=act))
-        if se_ratio > 0:
-            layers.append(SqueezeExcite(mid, se_channels(in_ch, se_ratio), act))
-        layers.append(ConvNormAct(mid, out_ch, 1, norm=norm, act=None))
-        self.body = nn.Sequential(*layers)
-        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        if self.use_residual:
-            out = self.drop_path(out) + x
-        return out
+        if layer.expand != 1:
+            layers.append(ConvNormAct(layer.in_ch, mid, 1, norm=norm, act=act))
+        layers.append(ConvNormAct(mid, mid, layer.kernel, layer.stride, groups=mid, norm=norm, act=act))
+        if layer.se > 0:
+            layers.append(SqueezeExcite(mid, se_channels(layer.in_ch, layer.se), act))
+        layers.append(ConvNormAct(mid, layer.out_ch, 1, norm=norm, act=None))
+        super().__init__(layers, layer)
 
 
-class RegularConv(nn.Module):
+class RegularConv(Residual):
     """A regular kxk conv -> BN -> act, then optional SE (the MnasNet space's `conv` op)."""
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel: int,
-        stride: int,
-        se_ratio: float,
-        skip: bool,
-        drop_path: float = 0.0,
-        norm: NormLayer = BatchNorm,
-        act: ActLayer = Activation,
-    ) -> None:
-        super().__init__()
-        self.use_residual = skip and stride == 1 and in_ch == out_ch
-        layers: list[nn.Module] = [ConvNormAct(in_ch, out_ch, kernel, stride, norm=norm, act=act)]
-        if se_ratio > 0:
-            layers.append(SqueezeExcite(out_ch, se_channels(in_ch, se_ratio), act))
-        self.body = nn.Sequential(*layers)
-        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        if self.use_residual:
-            out = self.drop_path(out) + x
-        return out
+    def __init__(self, layer: Layer, norm: NormLayer = BatchNorm, act: ActLayer = Activation) -> None:
+        layers: list[nn.Module] = [
+            ConvNormAct(layer.in_ch, layer.out_ch, layer.kernel, layer.stride, norm=norm, act=act)
+        ]
+        if layer.se > 0:
+            layers.append(SqueezeExcite(layer.out_ch, se_channels(layer.in_ch, layer.se), act))
+        super().__init__(layers, layer)

@@ -1,80 +1,22 @@
 """Arch (+ width/depth multipliers) -> torch.nn.Module.
 
-`layer_plan` unrolls the resolved stages into one entry per layer; the builder and the analytic
-cost model (`search_spaces.cost`) both walk it, so they cannot disagree on structure.
+The builder walks the torch-free layer plan (`search_spaces.plan.layer_plan`), the same one the
+analytic cost model counts, so they cannot disagree on structure. `fvcore_count` counts the
+built model with fvcore: the cross-check of `search_spaces.cost.count`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from scaling.rounding import resolve_stages
 from search_spaces.arch import Arch
 from search_spaces.blocks import ConvNormAct, MBConv, RegularConv
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One concrete layer of the unrolled network."""
-
-    stage: int  # 0-based stage index
-    op: str
-    kernel: int
-    stride: int
-    expand: int
-    in_ch: int
-    out_ch: int
-    se: float
-    skip: bool
-    drop_path: float
-
-
-def layer_plan(arch: Arch) -> tuple[int, list[Layer], int]:
-    """(stem channels, layers, head channels) after rounding, with per-layer drop-path rates.
-
-    The drop-path rate grows linearly with the layer index, from 0 to `arch.drop_path`
-    (exclusive), as in torchvision's and timm's EfficientNet.
-    """
-    stem, stages, head = resolve_stages(arch)
-    total = sum(s.repeats for s in stages)
-    layers: list[Layer] = []
-    for si, s in enumerate(stages):
-        for r in range(s.repeats):
-            layers.append(
-                Layer(
-                    stage=si,
-                    op=s.op,
-                    kernel=s.kernel,
-                    stride=s.stride if r == 0 else 1,
-                    expand=s.expand,
-                    in_ch=s.in_ch if r == 0 else s.out_ch,
-                    out_ch=s.out_ch,
-                    se=s.se,
-                    skip=s.skip,
-                    drop_path=arch.drop_path * len(layers) / total,
-                )
-            )
-    return stem, layers, head
+from search_spaces.plan import Layer, layer_plan
 
 
 def make_layer(layer: Layer) -> nn.Module:
-    if layer.op == "conv":
-        return RegularConv(
-            layer.in_ch, layer.out_ch, layer.kernel, layer.stride, layer.se, layer.skip, layer.drop_path
-        )
-    return MBConv(
-        layer.in_ch,
-        layer.out_ch,
-        layer.kernel,
-        layer.stride,
-        layer.expand,
-        layer.se,
-        layer.skip,
-        layer.drop_path,
-    )
+    return RegularConv(layer) if layer.op == "conv" else MBConv(layer)
 
 
 class EfficientNet(nn.Module):
@@ -132,4 +74,20 @@ def build_model(
     return EfficientNet(arch.scaled(**changes) if changes else arch, num_classes, stem_stride)
 
 
-__all__ = ["EfficientNet", "Layer", "build_model", "layer_plan"]
+def fvcore_count(
+    arch: Arch, *, resolution: int | None = None, num_classes: int = 1000, stem_stride: int = 2
+) -> tuple[int, dict[str, int]]:
+    """(params, fvcore flops by operator) of the *built* model: the cross-check of `count`."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride).eval()
+    res = int(resolution or arch.resolution)
+    with torch.no_grad():
+        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, res, res))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = {k: int(v) for k, v in sorted(analysis.by_operator().items()) if v}
+    params = sum(p.numel() for p in model.parameters())
+    return params, by_op
+
+
+__all__ = ["EfficientNet", "build_model", "fvcore_count"]

@@ -4,7 +4,8 @@ Convention (REFERENCE.md, "FLOPs convention"): `macs` counts conv and linear mul
 papers' "FLOPS". `fvcore_total` adds what fvcore counts by default on top: batch norm in eval
 mode (2 per element: scale and shift) and adaptive average pooling (1 per input element);
 element-wise ops (SiLU, sigmoid, SE multiply, residual add) count nothing in either. `by_op` keys
-are fvcore's operator names, so `fvcore_count` can be compared kind by kind.
+are fvcore's operator names, so `search_spaces.builder.fvcore_count` can be compared kind by
+kind. This module imports no torch: `describe` and `scale` pay only for arithmetic.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from search_spaces.arch import Arch
-from search_spaces.blocks import se_channels
-from search_spaces.builder import Layer, layer_plan
+from search_spaces.plan import Layer, layer_plan, se_channels
 
 
 @dataclass(frozen=True)
@@ -142,22 +142,3 @@ def count(
         num_classes=num_classes,
         stages=stages,
     )
-
-
-def fvcore_count(
-    arch: Arch, *, resolution: int | None = None, num_classes: int = 1000, stem_stride: int = 2
-) -> tuple[int, dict[str, int]]:
-    """(params, fvcore flops by operator) of the *built* model: the cross-check of `count`."""
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-
-    from search_spaces.builder import build_model
-
-    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride).eval()
-    res = int(resolution or arch.resolution)
-    with torch.no_grad():
-        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, res, res))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        by_op = {k: int(v) for k, v in sorted(analysis.by_operator().items()) if v}
-    params = sum(p.numel() for p in model.parameters())
-    return params, by_op

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scaling.rounding import round_channels
 from search_spaces.arch import Arch, StageSpec
+from search_spaces.rounding import round_channels
 
 STAGE_FIELDS = ("op", "kernel", "se", "skip", "filters", "repeats")
 _CONFIG_KEYS = {
@@ -72,12 +72,13 @@ class MnasNetSpace:
     def __init__(
         self,
         base: Arch,
-        ops: Sequence[str] = ("conv", "ds", "mbconv3", "mbconv6"),
-        kernels: Sequence[int] = (3, 5),
-        se: Sequence[float] = (0.0, 0.25),
-        skip: Sequence[bool] = (True, False),
-        filters: Sequence[float] = (0.75, 1.0, 1.25),
-        repeats: Sequence[int] = (-1, 0, 1),
+        *,
+        ops: Sequence[str],
+        kernels: Sequence[int],
+        se: Sequence[float],
+        skip: Sequence[bool],
+        filters: Sequence[float],
+        repeats: Sequence[int],
     ) -> None:
         lists = {
             "ops": tuple(ops),
@@ -120,21 +121,27 @@ class MnasNetSpace:
 
     @classmethod
     def from_config(cls, cfg: Any) -> MnasNetSpace:
-        """From a `SpaceConfig` (or a mapping with the same keys)."""
+        """From a `SpaceConfig` (or a mapping with the same keys); the choice lists' defaults
+        are `conf/space/mnasnet.yaml`'s, never this module's."""
         from search_spaces.official import OFFICIAL_TABLE, official
 
         get = cfg.get if isinstance(cfg, Mapping) or hasattr(cfg, "get") else lambda k, d=None: d
         name = get("name", "mnasnet")
         if name != "mnasnet":
             raise SpaceError(f"unknown search space {name!r}; expected mnasnet")
-        base_name = get("base", "efficientnet_b0")
+        missing = [key for key in ("base", *_CONFIG_KEYS.values()) if get(key, None) is None]
+        if missing:
+            raise SpaceError(
+                f"space config lacks {', '.join(missing)}; a space file that changes some lists "
+                "starts with `defaults: [mnasnet, _self_]` to take the rest from conf/space/mnasnet.yaml"
+            )
+        base_name = get("base")
         if base_name not in OFFICIAL_TABLE:
             raise SpaceError(f"unknown space.base {base_name!r}; expected one of {', '.join(OFFICIAL_TABLE)}")
         base = official(base_name)
         # the skeleton is the *unscaled* block list; the deployment resolution is the base's own
         base = base.scaled(width=1.0, depth=1.0)
-        kwargs = {key: list(get(key, default)) for key, default in _defaults().items()}
-        return cls(base, **kwargs)
+        return cls(base, **{key: list(get(key)) for key in _CONFIG_KEYS.values()})
 
     # -- size ----------------------------------------------------------------------------------
     @property
@@ -255,14 +262,3 @@ def _product(*ranges: Iterable[int]) -> Iterable[tuple[int, ...]]:
     import itertools
 
     return itertools.product(*ranges)
-
-
-def _defaults() -> dict[str, list[Any]]:
-    return {
-        "ops": ["conv", "ds", "mbconv3", "mbconv6"],
-        "kernels": [3, 5],
-        "se": [0.0, 0.25],
-        "skip": [True, False],
-        "filters": [0.75, 1.0, 1.25],
-        "repeats": [-1, 0, 1],
-    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,15 @@ def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
 
 
+def space_config(**changes: object) -> dict:
+    """conf/space/mnasnet.yaml (the space's defaults, kept only there) with `changes`."""
+    import yaml
+
+    from effnas.config import CONF_DIR
+
+    return {**yaml.safe_load((CONF_DIR / "space" / "mnasnet.yaml").read_text()), **changes}
+
+
 @pytest.fixture
 def cifar10_root() -> Path:
     if not (CIFAR10 / "train").is_dir():
@@ -41,7 +51,7 @@ def expect_usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> s
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("effnas: error: ") and "Traceback" not in err[0]
+    assert re.match(r"effnas( \w+)?: error: ", err[0]) and "Traceback" not in err[0]
     return err[0]
 
 

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from scaling.rounding import resolve_stages, round_channels, round_repeats
 from search_spaces.arch import Arch, ArchError, StageSpec, decode_stage, encode_stage
 from search_spaces.official import B0_BLOCKS, OFFICIAL_TABLE, efficientnet_b0, official
 from search_spaces.random_arch import random_arch
+from search_spaces.rounding import resolve_stages, round_channels, round_repeats
 
 
 def test_official_strings_round_trip_exactly() -> None:

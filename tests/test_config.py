@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from effnas.cli import GROUPS
 from effnas.config import CONF_DIR, compose
+from effnas.registry import STAGES
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.official import OFFICIAL_PARAMS
@@ -14,10 +14,10 @@ from search_spaces.official import OFFICIAL_PARAMS
 
 def _cases() -> list[tuple[str, str, str]]:
     cases = []
-    for stage, groups in GROUPS.items():
-        for group in groups:
+    for stage in STAGES.values():
+        for group in stage.groups:
             for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
-                cases.append((stage, group, option))
+                cases.append((stage.name, group, option))
     return cases
 
 
@@ -43,3 +43,41 @@ def test_arch_configs_are_the_official_family(name: str) -> None:
 def test_overrides_are_typed() -> None:
     cfg = compose("train", ["proxy.epochs=3", "run.seed=7"])
     assert cfg.proxy.epochs == 3.0 and cfg.run.seed == 7
+
+
+def test_every_registered_stage_composes_with_run_and_ray_where_it_runs_trials() -> None:
+    for stage in STAGES.values():
+        cfg = compose(stage.name, [])
+        assert "run" in cfg and ("ray" in cfg) == stage.trials, stage.name
+
+
+def test_proxy_defaults_live_in_conf_once() -> None:
+    """The schema declares the keys; conf/proxy/default.yaml gives every value."""
+    import dataclasses
+
+    import yaml
+
+    from effnas.proxy_config import ProxyConfig, load_proxy
+
+    fields = {f.name for f in dataclasses.fields(ProxyConfig)}
+    assert OmegaConf.missing_keys(OmegaConf.structured(ProxyConfig)) == fields  # no value in code
+    assert set(yaml.safe_load((CONF_DIR / "proxy" / "default.yaml").read_text())) == fields
+    composed = compose("search", ["proxy=default"]).proxy
+    assert dataclasses.asdict(load_proxy("default")) == OmegaConf.to_container(composed)
+
+
+def test_a_users_config_folder_adds_group_options(tmp_path, monkeypatch, capsys) -> None:
+    from effnas.cli import main
+
+    (tmp_path / "mine" / "arch").mkdir(parents=True)
+    b0 = (CONF_DIR / "arch" / "efficientnet_b0.yaml").read_text()
+    (tmp_path / "mine" / "arch" / "half_b0.yaml").write_text(
+        b0.replace("name: efficientnet_b0", "name: half_b0").replace("width: 1.0", "width: 0.5")
+    )
+    assert main(["describe", "--config-dir", str(tmp_path / "mine"), "arch=half_b0"]) == 0
+    assert "half_b0  width=0.5" in capsys.readouterr().out
+    monkeypatch.setenv("EFFNAS_CONFIG_PATH", str(tmp_path / "mine"))
+    assert compose("train", ["arch=half_b0"]).arch.width == 0.5
+    with pytest.raises(SystemExit):
+        main(["describe", "--help"])
+    assert "half_b0" in capsys.readouterr().out  # the help lists the user's options too

@@ -8,7 +8,8 @@ import pytest
 
 from effnas.errors import UserError
 from effnas.units import format_flops, parse_flops
-from search_spaces.cost import count, fvcore_count
+from search_spaces.builder import fvcore_count
+from search_spaces.cost import count
 from search_spaces.official import OFFICIAL_FVCORE_GFLOPS, OFFICIAL_PARAMS, OFFICIAL_TABLE, official
 from search_spaces.random_arch import random_arch
 

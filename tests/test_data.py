@@ -19,9 +19,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from effnas.config import DataConfig
 from effnas.data import DataError, Dataset, Split, load_dataset
 from effnas.data import sources as data_sources
+from effnas.data.config import DataConfig
 from effnas.errors import UserError
 
 REAL_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared/datasets/cifar10"

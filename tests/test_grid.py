@@ -14,10 +14,12 @@ from conftest import expect_usage_error as _error
 from effnas.cli import main
 from effnas.rundir import RunDir
 from scaling.compound import Candidate, enumerate_candidates
-from scaling.grid import COLUMNS, _Recorder, pick_winner, plan
+from scaling.grid import COLUMNS, GridTrials, pick_winner, plan
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.official import efficientnet_b0
+
+TINY = ["proxy.images=32", "proxy.batch_size=16", "proxy.resolution=8", "proxy.compile=off"]
 
 
 def test_plan_scales_the_baseline_by_eq3() -> None:
@@ -54,16 +56,21 @@ def test_plan_scales_the_baseline_by_eq3() -> None:
     )
 
 
-def test_recorder_writes_every_finished_trial(tmp_path: Path) -> None:
+def test_grid_trials_propose_in_plan_order_and_record_every_end(tmp_path: Path) -> None:
     rundir = RunDir(tmp_path, "grid")
     rows = plan(efficientnet_b0(), [Candidate(1.2, 1.1, 1.15), Candidate(2.0, 1.0, 1.0)], 1.0, 16)
     out = io.StringIO()
-    rec = _Recorder(rows, rundir, total=3, out=out)
-    rec.save()
+    trials = GridTrials(rows, rundir, out=out)
+    trials.save()
     assert set(pd.read_csv(tmp_path / "trials.csv")["status"]) == {"pending"}
-    rec.complete("a2_b1_g1", {"status": "ok", "accuracy": 0.5, "loss": 1.2, "seconds": 3.21, "epochs": 2.0})
-    rec.complete("baseline", {"status": "failed", "accuracy": None, "error": "diverged at step 3"})
-    rec.complete("a1.2_b1.1_g1.15", {}, error="RuntimeError: worker died")
+    configs = [trials.propose(f"t{i}") for i in range(4)]
+    assert [c["id"] for c in configs[:3]] == ["baseline", "a1.2_b1.1_g1.15", "a2_b1_g1"]
+    assert configs[3] is None and trials.remaining == 0
+    assert configs[2]["resolution"] == rows[2]["resolution"] and configs[2]["arch"]["depth"] == 2.0
+    trials.complete("t2", {"status": "ok", "accuracy": 0.5, "loss": 1.2, "seconds": 3.21, "epochs": 2.0})
+    trials.complete("t0", {"status": "failed", "accuracy": None, "error": "diverged at step 3"})
+    trials.complete("t1", {}, error="RuntimeError: worker died")
+    trials.complete("t1", {"status": "ok", "accuracy": 0.9})  # a second report of an ended trial: ignored
     frame = pd.read_csv(tmp_path / "trials.csv").set_index("id")
     assert list(frame.reset_index().columns) == list(COLUMNS)
     assert frame.loc["a2_b1_g1", "status"] == "ok" and frame.loc["a2_b1_g1", "accuracy"] == 0.5
@@ -72,6 +79,23 @@ def test_recorder_writes_every_finished_trial(tmp_path: Path) -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and lines[0].startswith("[1/3] a2_b1_g1") and "acc 0.5000" in lines[0]
     assert "FAILED" in lines[2]
+
+
+def test_grid_without_ray_records_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Ray-free path (`ray.enabled=false`): the same stage, trials in this process."""
+    run = tmp_path / "grid"
+    tiny = [*TINY, "max_candidates=1", "ray.enabled=false", f"run.dir={run}"]
+    assert main(["grid", "--phi", "1", *tiny]) == 0
+    captured = capsys.readouterr()
+    assert "Ray" not in captured.err
+    trials = pd.read_csv(run / "trials.csv")
+    assert list(trials["id"]) == ["baseline", "a1.2_b1.1_g1.15"] and set(trials["status"]) == {"ok"}
+    assert not (run / "ray").exists()
+    trials.loc[trials["id"] == "baseline", ["status", "accuracy"]] = ["pending", None]
+    (run / "trials.csv").write_text(trials.to_csv(index=False))
+    assert main(["grid", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming: 1 done" in out and "[1/1] baseline" in out and "] a1.2" not in out
 
 
 def test_winner_is_the_best_candidate_never_the_reference_row() -> None:
@@ -126,15 +150,7 @@ def test_grid_on_ray_records_resumes_and_feeds_scale(
     import ray
 
     run = tmp_path / "grid"
-    tiny = [
-        "max_candidates=2",
-        "proxy.images=32",
-        "proxy.batch_size=16",
-        "proxy.resolution=8",
-        "proxy.compile=off",
-        "ray.num_cpus=2",
-        f"run.dir={run}",
-    ]
+    tiny = [*TINY, "max_candidates=2", "ray.num_cpus=2", f"run.dir={run}"]
     assert main(["grid", "--phi", "1", *tiny]) == 0
     assert not ray.is_initialized()
     out = capsys.readouterr().out

@@ -12,9 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from effnas import lanes
-from effnas.config import ProxyConfig
 from effnas.data import load_dataset
 from effnas.proxy import ProxyTrainer, evaluate
+from effnas.proxy_config import load_proxy
 from search_spaces.arch import Arch, decode_stage
 
 BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r2_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
@@ -26,9 +26,9 @@ def arch(**changes: object) -> Arch:
 
 
 def cfg(**overrides: object):
-    c = OmegaConf.structured(ProxyConfig)
-    c.merge_with({"batch_size": 32, "micro_batch": 16, "lr": 0.4, "compile": "off", **overrides})
-    return c
+    return load_proxy(
+        "default", **{"batch_size": 32, "micro_batch": 16, "lr": 0.4, "compile": "off", **overrides}
+    )
 
 
 @pytest.fixture(scope="module")

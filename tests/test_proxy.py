@@ -3,15 +3,17 @@ optimizers and schedules, the NaN path, the report callback, determinism under t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from effnas.config import ProxyConfig
 from effnas.data import load_dataset
+from effnas.errors import UserError
 from effnas.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
+from effnas.proxy_config import budget, load_proxy
 from search_spaces.arch import Arch, decode_stage
 from search_spaces.cost import count
 
@@ -24,9 +26,7 @@ def tiny_arch(**changes: object) -> Arch:
 
 
 def proxy_cfg(**overrides: object):
-    cfg = OmegaConf.structured(ProxyConfig)
-    cfg.merge_with({"batch_size": 32, "lr": 0.4, "epochs": 1, "compile": "off", **overrides})
-    return cfg
+    return load_proxy("default", **{"batch_size": 32, "lr": 0.4, "epochs": 1, "compile": "off", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_rmsprop_is_tensorflows_form() -> None:
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))
-    opt = make_optimizer(model, {"optimizer": "rmsprop", "momentum": 0.9, "weight_decay": 0.0}, lr=0.1)
+    opt = make_optimizer(model, proxy_cfg(optimizer="rmsprop", momentum=0.9, weight_decay=0.0), lr=0.1)
     w = torch.tensor([1.0, -2.0], dtype=torch.float64)
     ms, mom = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     for g in ([0.5, -3.0], [1.0, 2.0]):
@@ -180,7 +180,7 @@ def test_proxy_init(init: str) -> None:
 
 def test_weight_decay_skips_norm_and_bias() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    opt = make_optimizer(model, {"optimizer": "sgd", "weight_decay": 1e-4}, lr=0.1)
+    opt = make_optimizer(model, proxy_cfg(optimizer="sgd", weight_decay=1e-4), lr=0.1)
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(model[0].weight)}
 
@@ -194,10 +194,21 @@ def test_resolution_override_is_what_is_trained(digits) -> None:
 
 
 def test_bad_names_are_refused(digits) -> None:
-    with pytest.raises(ValueError, match="optimizer"):
-        evaluate(tiny_arch(), proxy_cfg(optimizer="adam"), digits)
-    with pytest.raises(ValueError, match="schedule"):
-        evaluate(tiny_arch(), proxy_cfg(schedule="step"), digits)
+    with pytest.raises(UserError, match=r"proxy\.optimizer must be one of sgd, rmsprop, got 'adam'"):
+        proxy_cfg(optimizer="adam")
+    with pytest.raises(UserError, match="schedule"):
+        evaluate(tiny_arch(), {**dataclasses.asdict(proxy_cfg()), "schedule": "step"}, digits)
+    with pytest.raises(UserError, match="proxy config lacks lr"):
+        evaluate(tiny_arch(), {k: v for k, v in dataclasses.asdict(proxy_cfg()).items() if k != "lr"}, digits)
+
+
+def test_budget_arithmetic_is_the_trainers() -> None:
+    """One place counts steps (effnas.proxy_config.budget); the trainer and ASHA's max_t read it."""
+    plan = budget(proxy_cfg(epochs=2.5, batch_size=32, report_every=0.5, warmup_epochs=0.3), 100)
+    assert (plan.batch, plan.steps_per_epoch, plan.total_steps) == (32, 3, 8)  # round(2.5 * 3)
+    assert (plan.report_steps, plan.warmup_steps, plan.reports) == (2, 1, 5)  # 4 intermediate + final
+    by_images = budget(proxy_cfg(images=100, batch_size=32, report_every=0), 1000)
+    assert by_images.total_steps == 4 and by_images.report_steps == 4 and by_images.reports == 2
 
 
 def test_compile_auto_depends_on_the_budget_only() -> None:

@@ -10,23 +10,23 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import space_config
 
 from nas.samplers import SAMPLERS, Ask, Outcome, make_sampler
 from search_spaces.mnasnet import MnasNetSpace
-from search_spaces.official import efficientnet_b0
 
 LEARNERS = [s for s in SAMPLERS if s != "random"]
 
 
 @pytest.fixture(scope="module")
 def space() -> MnasNetSpace:
-    return MnasNetSpace.from_config({})
+    return MnasNetSpace.from_config(space_config())
 
 
 @pytest.fixture(scope="module")
 def small_space() -> MnasNetSpace:
     """Fewer choices per decision: a learner's gain shows within a few dozen trials."""
-    return MnasNetSpace(efficientnet_b0(), ops=["ds", "mbconv6"], kernels=[3, 5], se=[0.0, 0.25])
+    return MnasNetSpace.from_config(space_config(ops=["ds", "mbconv6"]))
 
 
 def build(name: str, space: MnasNetSpace, tmp_path: Path | None, seed: int = 0, history=(), tag: str = "a"):

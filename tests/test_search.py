@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import expect_usage_error as _fails
+from conftest import space_config
 
 from effnas.rundir import RunDir
+from effnas.trials import run_inline
 from nas.driver import Search
 from nas.records import best_of, history_of, pareto_front, read_trials
 from nas.reward import RewardFn
@@ -23,7 +25,7 @@ T = 400_000_000
 
 @pytest.fixture(scope="module")
 def space() -> MnasNetSpace:
-    return MnasNetSpace.from_config({})
+    return MnasNetSpace.from_config(space_config())
 
 
 def fake_evaluate(config: dict) -> dict:
@@ -52,7 +54,7 @@ def make_search(space: MnasNetSpace, rows=(), sampler: str = "random", **kw) -> 
 
 def test_budget_counts_trained_trials_and_rejections_do_not(space: MnasNetSpace) -> None:
     search = make_search(space, trials=8, reject_above=1.0)  # reject everything over T itself
-    search.run_inline(fake_evaluate)
+    run_inline(search, fake_evaluate)
     statuses = [r["status"] for r in search.rows]
     assert sum(s in ("ok", "failed") for s in statuses) == 8
     assert "rejected" in statuses  # about half of the space is over 400M
@@ -68,7 +70,7 @@ def test_budget_counts_trained_trials_and_rejections_do_not(space: MnasNetSpace)
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(space: MnasNetSpace) -> None:
     search = make_search(space, trials=12, reject_above=None)
-    search.run_inline(fake_evaluate)
+    run_inline(search, fake_evaluate)
     failed = [r for r in search.rows if r["status"] == "failed"]
     ok = [r for r in search.rows if r["status"] == "ok"]
     assert failed and ok and len(search.rows) == 12
@@ -133,7 +135,7 @@ def test_records_round_trip_and_resume_keeps_every_finished_trial(
     cfg = compose("search", ["trials=6", f"run.root={tmp_path}"])
     run = RunDir.create(tmp_path, "search")
     search = make_search(space, trials=4, reject_above=1.0)
-    search.run_inline(fake_evaluate)
+    run_inline(search, fake_evaluate)
     write_trials(run, search.rows)
     rows = read_trials(run.file("trials.csv"))
     assert [(r["id"], r["status"], r["reward"], r["choices"]) for r in rows] == [
@@ -141,7 +143,7 @@ def test_records_round_trip_and_resume_keeps_every_finished_trial(
     ]
     resumed = make_search(space, rows, trials=6, reject_above=1.0, seed=0)
     assert resumed.trained == 4 and resumed.remaining == 2
-    resumed.run_inline(fake_evaluate)
+    run_inline(resumed, fake_evaluate)
     assert resumed.rows[: len(rows)] == rows  # nothing finished is lost or re-run
     assert resumed.trained == 6
     new_ids = [r["id"] for r in resumed.rows[len(rows) :]]
@@ -196,18 +198,21 @@ def test_space_yaml_with_an_empty_choice_list(
     import shutil
 
     shutil.copytree(effnas.config.CONF_DIR, conf)
-    (conf / "space" / "tiny.yaml").write_text("name: mnasnet\nbase: efficientnet_b0\nse: []\n")
+    (conf / "space" / "tiny.yaml").write_text("defaults: [mnasnet, _self_]\nse: []\n")
+    (conf / "space" / "partial.yaml").write_text("name: mnasnet\nbase: efficientnet_b0\nse: [0.0]\n")
     monkeypatch.setattr(effnas.config, "CONF_DIR", conf)
     err = _fails(["search", "space=tiny", f"run.root={tmp_path}"], capsys)
     assert "space.se is empty" in err
+    err = _fails(["search", "space=partial", f"run.root={tmp_path}"], capsys)
+    assert "lacks ops, kernels, skip, filters, repeats" in err and "defaults: [mnasnet, _self_]" in err
 
 
 def test_resume_on_a_directory_that_is_not_a_search_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert "does not exist" in _fails(["search", "--resume", str(tmp_path / "nope")], capsys)
+    assert "no such directory" in _fails(["search", "--resume", str(tmp_path / "nope")], capsys)
     assert "not an effnas run directory" in _fails(["search", "--resume", str(tmp_path)], capsys)
     other = tmp_path / "grid-run"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps({"stage": "grid"}))
-    assert "is a grid run; expected a search run" in _fails(["search", "--resume", str(other)], capsys)
+    assert "a grid run, expected a search run" in _fails(["search", "--resume", str(other)], capsys)

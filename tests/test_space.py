@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from conftest import space_config
 
 from search_spaces.builder import build_model
 from search_spaces.cost import count
@@ -15,7 +16,7 @@ from search_spaces.official import efficientnet_b0
 
 @pytest.fixture(scope="module")
 def space() -> MnasNetSpace:
-    return MnasNetSpace.from_config({})
+    return MnasNetSpace.from_config(space_config())
 
 
 def test_size_is_the_product_of_the_choice_lists(space: MnasNetSpace) -> None:
@@ -90,7 +91,9 @@ def test_filters_and_repeats_follow_the_choice(space: MnasNetSpace) -> None:
 
 
 def test_choice_lists_come_from_config_and_shape_the_space() -> None:
-    small = MnasNetSpace.from_config({"ops": ["mbconv6"], "kernels": [3], "filters": [1.0], "repeats": [0]})
+    small = MnasNetSpace.from_config(
+        space_config(**{"ops": ["mbconv6"], "kernels": [3], "filters": [1.0], "repeats": [0]})
+    )
     assert small.size == (2 * 2) ** 7
     arch = small.decode(small.sample(random.Random(0)))
     assert all(s.kernel == 3 and s.op == "mbconv" for s in arch.stages)
@@ -114,7 +117,7 @@ def test_choice_lists_come_from_config_and_shape_the_space() -> None:
 )
 def test_bad_space_config_is_one_clear_error(change: dict, message: str) -> None:
     with pytest.raises(SpaceError, match=message):
-        MnasNetSpace.from_config(change)
+        MnasNetSpace.from_config(space_config(**change))
 
 
 def test_check_rejects_out_of_range_choices(space: MnasNetSpace) -> None:

@@ -8,20 +8,28 @@ anything that only reads configs) does not.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from effnas.data.dataset import DataError, Dataset, Split
-from effnas.data.load import load_dataset
 
 if TYPE_CHECKING:
     from effnas.data.augment import augment_batch, resize_batch
+    from effnas.data.dataset import DataError, Dataset, Split
+    from effnas.data.load import load_dataset
 
 __all__ = ["DataError", "Dataset", "Split", "augment_batch", "load_dataset", "resize_batch"]
 
+# Loaded on first use, so reading the data schema (`effnas.data.config`) costs no numpy.
+_HOME = {
+    "DataError": "dataset",
+    "Dataset": "dataset",
+    "Split": "dataset",
+    "load_dataset": "load",
+    "augment_batch": "augment",
+    "resize_batch": "augment",
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name in ("augment_batch", "resize_batch"):
-        from effnas.data import augment
-
-        return getattr(augment, name)
+    if name in _HOME:
+        return getattr(importlib.import_module(f"effnas.data.{_HOME[name]}"), name)
     raise AttributeError(f"module 'effnas.data' has no attribute {name!r}")

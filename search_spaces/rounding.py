@@ -1,4 +1,4 @@
-"""Compound-scaling rounding rules, as pure functions.
+"""Compound-scaling rounding rules, as pure functions (the architecture vocabulary: no torch).
 
 The rules are the ones shared by tensorflow/tpu `efficientnet_model.round_filters/round_repeats`,
 torchvision and timm (REFERENCE.md, "Scaling rules"); `resolve_stages` applies them to a whole

@@ -1,0 +1,188 @@
+"""The proxy contract: the one typed config every stage and `ProxyTrainer` read, its checks, and
+the budget arithmetic (steps, reports, warm-up) derived from it.
+
+The schema's values come from `conf/proxy/*.yaml` (`default.yaml` holds every default, once);
+`ProxyConfig` only says which keys exist and their types. `check` runs for every stage that has
+a proxy before anything starts (the CLI), so a bad value fails at once, not in every trial.
+No torch: the CLI composes and checks configs without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from effnas.errors import UserError
+
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("cosine", "exponential", "constant")
+COMPILE_MODES = ("auto", "on", "off")
+INITS = ("zero_head", "zero_residual", "default")
+
+
+@dataclass
+class ProxyConfig:
+    """The proxy task (effnas/proxy.py): one short training run per trial. See docs/proxy.md;
+    what each key means is commented in `conf/proxy/default.yaml`."""
+
+    epochs: float = MISSING
+    images: Optional[int] = MISSING
+    batch_size: int = MISSING
+    micro_batch: int = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    rmsprop_eps: float = MISSING
+    weight_decay: float = MISSING
+    label_smoothing: float = MISSING
+    schedule: str = MISSING
+    warmup_epochs: float = MISSING
+    decay_rate: float = MISSING
+    decay_epochs: float = MISSING
+    reference_epochs: float = MISSING
+    bn_momentum: Optional[float] = MISSING
+    init: str = MISSING
+    resolution: int = MISSING
+    stem_stride: int = MISSING
+    num_classes: Optional[int] = MISSING
+    channels_last: bool = MISSING
+    compile: str = MISSING
+    cpu_kernels: bool = MISSING
+    parallel_micro_batches: bool = MISSING
+    augment: bool = MISSING
+    crop_pad: int = MISSING
+    flip: bool = MISSING
+    eval_batch_size: int = MISSING
+    bn_calibration: int = MISSING
+    report_every: float = MISSING
+
+
+def as_proxy(node: Any) -> ProxyConfig:
+    """A typed `ProxyConfig` from a composed config node, a plain mapping or itself; a missing
+    key or a wrong type is a UserError (checks of the values: `check`)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(node, ProxyConfig):
+        return node
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ProxyConfig), node)
+        missing = sorted(k for k in merged if OmegaConf.is_missing(merged, k))
+        if missing:
+            raise UserError(f"proxy config lacks {', '.join(missing)} (conf/proxy/default.yaml has them all)")
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise UserError(f"proxy: {str(exc).splitlines()[0]}") from None
+
+
+def check(proxy: ProxyConfig) -> None:
+    """Every value within its rule; the first violation is one UserError line."""
+    p = proxy
+    for key, allowed in (
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+        ("compile", COMPILE_MODES),
+        ("init", INITS),
+    ):
+        if str(getattr(p, key)) not in allowed:
+            raise UserError(f"proxy.{key} must be one of {', '.join(allowed)}, got {getattr(p, key)!r}")
+    rules: list[tuple[bool, str, Any]] = [
+        (p.images is not None or p.epochs > 0, "proxy.epochs must be > 0 (or set proxy.images)", p.epochs),
+        (p.images is None or p.images >= 1, "proxy.images must be >= 1 or null", p.images),
+        (p.batch_size >= 1, "proxy.batch_size must be >= 1", p.batch_size),
+        (p.micro_batch >= 0, "proxy.micro_batch must be >= 0 (0 = whole batch)", p.micro_batch),
+        (p.lr > 0, "proxy.lr must be > 0", p.lr),
+        (0 <= p.momentum < 1, "proxy.momentum must be within [0, 1)", p.momentum),
+        (p.rmsprop_eps > 0, "proxy.rmsprop_eps must be > 0", p.rmsprop_eps),
+        (p.weight_decay >= 0, "proxy.weight_decay must be >= 0", p.weight_decay),
+        (0 <= p.label_smoothing < 1, "proxy.label_smoothing must be within [0, 1)", p.label_smoothing),
+        (p.warmup_epochs >= 0, "proxy.warmup_epochs must be >= 0", p.warmup_epochs),
+        (0 < p.decay_rate <= 1, "proxy.decay_rate must be within (0, 1]", p.decay_rate),
+        (p.decay_epochs > 0, "proxy.decay_epochs must be > 0", p.decay_epochs),
+        (p.reference_epochs > 0, "proxy.reference_epochs must be > 0", p.reference_epochs),
+        (
+            p.bn_momentum is None or 0 < p.bn_momentum <= 1,
+            "proxy.bn_momentum must be within (0, 1] or null",
+            p.bn_momentum,
+        ),
+        (p.resolution >= 8, "proxy.resolution must be >= 8", p.resolution),
+        (p.stem_stride in (1, 2), "proxy.stem_stride must be 1 or 2", p.stem_stride),
+        (
+            p.num_classes is None or p.num_classes >= 1,
+            "proxy.num_classes must be >= 1 or null",
+            p.num_classes,
+        ),
+        (p.crop_pad >= 0, "proxy.crop_pad must be >= 0", p.crop_pad),
+        (p.eval_batch_size >= 1, "proxy.eval_batch_size must be >= 1", p.eval_batch_size),
+        (p.bn_calibration >= 0, "proxy.bn_calibration must be >= 0 (0 = off)", p.bn_calibration),
+        (p.report_every >= 0, "proxy.report_every must be >= 0 (0 = only at the end)", p.report_every),
+    ]
+    for ok, rule, value in rules:
+        if not ok:
+            raise UserError(f"{rule}, got {value}")
+
+
+def checked(node: Any) -> ProxyConfig:
+    """`as_proxy` then `check`: what every consumer of a proxy config calls."""
+    proxy = as_proxy(node)
+    check(proxy)
+    return proxy
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A proxy run's length in optimizer steps, on `n_train` training images."""
+
+    batch: int  # images per step (the configured batch, capped at the training split)
+    steps_per_epoch: int  # full batches per epoch (drop_last: static shapes for compile and BN)
+    total_steps: int
+    report_steps: int  # steps between intermediate reports
+    warmup_steps: int
+
+    @property
+    def total_epochs(self) -> float:
+        return self.total_steps / self.steps_per_epoch
+
+    @property
+    def reports(self) -> int:
+        """Reports a whole run sends: the intermediate ones plus the final result (ASHA's max_t:
+        a scheduler must not stop a trial at its last intermediate report)."""
+        return math.ceil(self.total_steps / self.report_steps) + 1
+
+
+def budget(proxy: ProxyConfig, n_train: int) -> Budget:
+    """`proxy.images` (when set) or `proxy.epochs` of `n_train` images, in steps."""
+    batch = max(1, min(int(proxy.batch_size), int(n_train)))
+    per_epoch = max(1, int(n_train) // batch)
+    if proxy.images is not None:
+        total = max(1, math.ceil(int(proxy.images) / batch))
+    else:
+        total = max(1, round(float(proxy.epochs) * per_epoch))
+    every = float(proxy.report_every)
+    report = max(1, round(every * per_epoch)) if every > 0 else total
+    warmup = min(total - 1, round(float(proxy.warmup_epochs) * per_epoch))
+    return Budget(batch, per_epoch, total, report, warmup)
+
+
+def load_proxy(name: str = "default", **overrides: Any) -> ProxyConfig:
+    """`conf/proxy/<name>.yaml` (with the group options it extends), then `overrides`: the
+    proxy a Python caller (a benchmark, a notebook) gets without composing a stage."""
+    import yaml
+
+    from effnas.conf_dir import conf_dir
+
+    def read(option: str, seen: tuple[str, ...]) -> dict[str, Any]:
+        path = conf_dir() / "proxy" / f"{option}.yaml"
+        if option in seen or not path.is_file():
+            raise UserError(f"no proxy config {option!r} (conf/proxy/{option}.yaml)")
+        data = yaml.safe_load(path.read_text()) or {}
+        values: dict[str, Any] = {}
+        for entry in data.pop("defaults", []):
+            if entry != "_self_":
+                values.update(read(str(entry), (*seen, option)))
+        return {**values, **data}
+
+    return checked({**read(name, ()), **overrides})

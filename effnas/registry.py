@@ -1,0 +1,112 @@
+"""The stage registry: every stage declared once, and everything the application derives from it.
+
+A stage is one module (`run(cfg, rundir[, execute])`, optional `validate(cfg)`) plus one row here:
+its name, module, config schema (beside the stage), the config groups a user picks from
+`conf/<group>/`, a help line and its flags. The CLI's subcommands, flags and `--help`, the schema
+Hydra composes against (`effnas.config.full_schema`) and the run lifecycle all read this table;
+adding a stage is a module and a row. Stages that run proxy trials (`trials=True`) get the `ray` settings in their config and an
+executor (Ray Tune, or in-process) from the application. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A CLI flag that sets one config key (`--target-flops 400M` -> `target_flops=400M`)."""
+
+    name: str  # "--target-flops"
+    key: str  # the config key it sets
+    help: str
+    kind: str = "text"  # text | positive_int | flops | duration | choice
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # the stage's code
+    schema: str  # "module:Class", the stage's own config schema (beside its code)
+    groups: tuple[str, ...]  # config groups picked from conf/<group>/ (arch, data, proxy, ...)
+    help: str
+    flags: tuple[Flag, ...] = ()
+    trials: bool = False  # runs proxy trials: `ray` settings and an executor
+    resume: bool = False  # `--resume RUN_DIR` continues an interrupted run
+    writes_run: bool = True  # False: prints only (describe)
+
+    def schema_class(self) -> type:
+        module, _, name = self.schema.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+_FROM_SEARCH = Flag("--from", "upstream", "a search run: its best_arch.yaml", metavar="RUN_DIR")
+_FROM_GRID = Flag("--from", "upstream", "a grid run: its coefficients.yaml", metavar="RUN_DIR")
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "search",
+            "nas.stage",
+            "nas.config:SearchConfig",
+            ("data", "proxy", "sampler", "space"),
+            "NAS for the baseline: sample, train on the proxy, score ACC*(MACs/T)^w",
+            flags=(
+                Flag(
+                    "--target-flops", "target_flops", "T: MACs at 224x224, 1000 classes (e.g. 400M)", "flops"
+                ),
+                Flag("--trials", "trials", "number of architectures to try", "positive_int"),
+                Flag("--time-budget", "time_budget", "stop starting trials after this (30m, 2h)", "duration"),
+                Flag("--sampler", "sampler", "random | tpe | nsga2 | evolution | controller"),
+            ),
+            trials=True,
+            resume=True,
+        ),
+        Stage(
+            "grid",
+            "scaling.grid",
+            "scaling.config:GridConfig",
+            ("arch", "data", "proxy"),
+            "grid over (alpha, beta, gamma) with alpha*beta^2*gamma^2 ~ 2, on the proxy",
+            flags=(Flag("--phi", "phi", "compound coefficient of the grid (default 1)"), _FROM_SEARCH),
+            trials=True,
+            resume=True,
+        ),
+        Stage(
+            "scale",
+            "scaling.scaler",
+            "scaling.config:ScaleConfig",
+            ("arch",),
+            "emit B1..B7 configs with their params and MACs",
+            flags=(
+                Flag("--phi", "phi", "3, 1..7 or 1,3,5"),
+                _FROM_GRID,
+                Flag("--mode", "mode", "formula | official | flops-matched"),
+            ),
+        ),
+        Stage(
+            "train",
+            "effnas.train",
+            "effnas.train:TrainConfig",
+            ("arch", "data", "proxy"),
+            "train one architecture with the proxy trainer",
+        ),
+        Stage(
+            "describe",
+            "effnas.describe",
+            "effnas.describe:DescribeConfig",
+            ("arch",),
+            "per-stage table of an architecture's shape, MACs and params",
+            flags=(Flag("--format", "format", "output format", "choice", ("table", "csv", "json")),),
+            writes_run=False,
+        ),
+    )
+}

@@ -1,0 +1,86 @@
+"""Run-directory files: atomic writes, JSON, and reading another stage's run directory.
+
+The file contract every stage shares (DESIGN.md, "Contracts"): anything written is written
+atomically, and an upstream run is read only after checking that it is one. The run lifecycle
+(creating a run directory, its manifest and summary) is the application's: `effnas.rundir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from effnas.errors import UserError
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write via a temp file in the same directory and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupt JSON in {path}: {exc}") from None
+
+
+def stage_of(path: str | os.PathLike[str]) -> str | None:
+    """The stage that wrote run directory `path`, or None if it is not a run directory."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text()).get("stage")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def require_run(path: str | os.PathLike[str], stage: str, flag: str) -> Path:
+    """`path` as a run directory of `stage`, or a UserError naming the flag that gave it."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{flag} {p}: no such directory")
+    found = stage_of(p)
+    if found != stage:
+        what = f"a {found} run" if found else "not an effnas run directory"
+        raise UserError(f"{flag} {p}: {what}, expected a {stage} run")
+    return p
+
+
+def upstream_run(path: str | os.PathLike[str], stage: str, needs: str) -> Path:
+    """Validate `--from PATH`: a finished `stage` run directory holding file `needs`."""
+    p = require_run(path, stage, "--from")
+    if not (p / needs).is_file():
+        raise UserError(f"--from {p}: the {stage} run has no {needs} (unfinished?)")
+    return p

@@ -1,0 +1,211 @@
+"""The package layering (DESIGN.md, "Layers"), read from the source with `ast`, nothing executed.
+
+Bottom to top: foundation (errors, units, run files) -> the architecture vocabulary (no torch)
+-> blocks and builder -> training (data, proxy trainer, kernels, trials) -> the stages -> the
+one Ray adapter -> the application (CLI, stage registry, run lifecycle). A module may import
+its own layer or those below, never above; no import cycle anywhere; stages talk to each other
+only through run directories; only the adapter imports Ray. Every module must be placed: a new
+module without a layer fails here until it gets one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("effnas", "nas", "scaling", "search_spaces")
+
+# bottom to top; a pattern ending in ".*" covers a package and everything under it
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundation", ("effnas", "effnas.errors", "effnas.units", "effnas.runfiles", "effnas.conf_dir")),
+    (
+        "vocabulary",
+        (
+            "search_spaces",
+            "search_spaces.arch",
+            "search_spaces.arch_config",
+            "search_spaces.rounding",
+            "search_spaces.plan",
+            "search_spaces.cost",
+            "search_spaces.official",
+            "search_spaces.mnasnet",
+            "search_spaces.random_arch",
+        ),
+    ),
+    ("network", ("search_spaces.blocks", "search_spaces.builder")),
+    (
+        "training",
+        (
+            "effnas.data.*",
+            "effnas.proxy_config",
+            "effnas.proxy",
+            "effnas.kernels",
+            "effnas.lanes",
+            "effnas.trials",
+        ),
+    ),
+    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe")),
+    ("adapter", ("effnas.raytune",)),
+    (
+        "application",
+        (
+            "effnas.registry",
+            "effnas.config",
+            "effnas.rundir",
+            "effnas.rerun",
+            "effnas.cli",
+            "effnas.demo",
+            "effnas.__main__",
+        ),
+    ),
+]
+# stage packages: none imports another (they hand over through run directories)
+STAGE_GROUPS = {
+    "nas": "nas.*",
+    "scaling": "scaling.*",
+    "train": "effnas.train",
+    "describe": "effnas.describe",
+}
+NO_TORCH = "vocabulary"
+RAY_ONLY_IN = {"effnas.raytune"}
+
+
+def _matches(module: str, pattern: str) -> bool:
+    if pattern.endswith(".*"):
+        root = pattern[:-2]
+        return module == root or module.startswith(root + ".")
+    return module == pattern
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def imports_of(path: Path, known: set[str]) -> list[tuple[str, int]]:
+    """(imported name, line) for every import in the file, function-level and type-only ones
+    included: they are dependencies all the same. `from a import b` is module `a.b` when that is
+    a module of the project."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            base = node.module or ""
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.append((sub if sub in known else base, node.lineno))
+    return out
+
+
+def layer_of(module: str) -> int | None:
+    for rank, (_, patterns) in enumerate(LAYERS):
+        if any(_matches(module, p) for p in patterns):
+            return rank
+    return None
+
+
+def graph() -> dict[str, list[tuple[str, int]]]:
+    mods = modules()
+    known = set(mods)
+    return {
+        m: [(dep, line) for dep, line in imports_of(path, known) if dep in known and dep != m]
+        for m, path in mods.items()
+    }
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(m for m in modules() if layer_of(m) is None)
+    assert not unplaced, f"modules without a layer (add them to LAYERS): {unplaced}"
+
+
+def test_no_upward_import() -> None:
+    bad = []
+    for module, deps in graph().items():
+        here = layer_of(module)
+        for dep, line in deps:
+            there = layer_of(dep)
+            if here is not None and there is not None and there > here:
+                bad.append(f"{module} ({LAYERS[here][0]}) imports {dep} ({LAYERS[there][0]}) at line {line}")
+    assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """One import cycle as a path [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle() -> None:
+    cycle = find_cycle({m: [d for d, _ in deps] for m, deps in graph().items()})
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_cycle_finder_finds_a_cycle_and_names_it() -> None:
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"], "d": []}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": [], "c": ["a", "b"]}) is None
+
+
+def test_stages_do_not_import_each_other() -> None:
+    def group(module: str) -> str | None:
+        return next((g for g, p in STAGE_GROUPS.items() if _matches(module, p)), None)
+
+    bad = [
+        f"{module} imports {dep} at line {line}"
+        for module, deps in graph().items()
+        for dep, line in deps
+        if group(module) and group(dep) and group(module) != group(dep)
+    ]
+    assert not bad, "stages import each other (hand over through run directories instead):\n" + "\n".join(bad)
+
+
+def test_vocabulary_imports_no_torch_and_only_the_adapter_imports_ray() -> None:
+    mods = modules()
+    bad = []
+    for module, path in mods.items():
+        for name, line in imports_of(path, set(mods)):
+            top = name.split(".")[0]
+            if top in ("torch", "fvcore") and layer_of(module) == [n for n, _ in LAYERS].index(NO_TORCH):
+                bad.append(f"{module} imports {name} at line {line} (the vocabulary is torch-free)")
+            if top == "ray" and module not in RAY_ONLY_IN:
+                bad.append(f"{module} imports {name} at line {line} (Ray belongs in effnas.raytune)")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("module", ["search_spaces.cost", "effnas.describe", "scaling.scaler", "effnas.cli"])
+def test_cost_model_describe_and_scale_load_no_torch(module: str) -> None:
+    import subprocess
+    import sys
+
+    code = f"import {module}, sys; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
