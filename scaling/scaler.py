@@ -165,10 +165,19 @@ def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str
 
 
 # -- the three modes -----------------------------------------------------------------------------
-def _macs(arch: Arch) -> int:
-    from search_spaces.cost import count
+_MACS: dict[tuple, int] = {}
 
-    return count(arch).macs
+
+def _macs(arch: Arch) -> int:
+    """MACs of `arch`, counted once per concrete network: flops-matched tries ~600 (phi',
+    resolution) pairs per model, and most phi' round to channels and repeats already counted."""
+    from search_spaces.cost import count
+    from search_spaces.rounding import resolve_stages
+
+    key = (resolve_stages(arch), arch.resolution)
+    if key not in _MACS:
+        _MACS[key] = count(arch).macs
+    return _MACS[key]
 
 
 def scale_formula(
