@@ -50,24 +50,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _flops(text: str) -> str:
-    from effnas.units import parse_flops
+def _checked_by(parser_name: str) -> Callable[[str], str]:
+    """An argparse type that keeps the text but refuses what `effnas.units.<parser_name>` does."""
 
-    try:
-        parse_flops(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    def check(text: str) -> str:
+        from effnas import units
 
+        try:
+            getattr(units, parser_name)(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
 
-def _duration(text: str) -> str:
-    from effnas.units import parse_duration
-
-    try:
-        parse_duration(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return check
 
 
 def _config_keys(stage: Stage) -> str:
@@ -101,7 +96,11 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
     if flag.kind == "choice":
         kwargs["choices"] = flag.choices
     elif flag.kind != "text":
-        kwargs["type"] = {"positive_int": _positive_int, "flops": _flops, "duration": _duration}[flag.kind]
+        kwargs["type"] = {
+            "positive_int": _positive_int,
+            "flops": _checked_by("parse_flops"),
+            "duration": _checked_by("parse_duration"),
+        }[flag.kind]
     parser.add_argument(flag.name, **kwargs)
 
 

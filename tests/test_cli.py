@@ -62,6 +62,12 @@ def test_every_stage_help_lists_flags_and_keys(stage: str, capsys: pytest.Captur
         (["describe", "resolution=4"], "resolution must be >= 8"),
         (["rerun", "/nonexistent/run"], "not an effnas run directory"),
         (["nostage"], "invalid choice: 'nostage'"),
+        (
+            ["search", "--config-dir", "/nonexistent/confs"],
+            "config directory /nonexistent/confs does not exist",
+        ),
+        (["train", "run.device=tpu"], "run.device must be auto, cpu, cuda or cuda:N"),
+        (["grid", "ray.cpus_per_trial=0"], "ray.cpus_per_trial must be > 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -71,6 +77,24 @@ def test_bad_input_is_one_line_exit_2(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1 and re.match(r"effnas( \w+)?: error: ", err) and "Traceback" not in err
+
+
+def test_error_prefix_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, err = run_cli(["nostage"], capsys)
+    assert err.startswith("effnas: error: argument <stage>: invalid choice") and err.count("effnas") == 1
+    _, _, err = run_cli(["search", "--trials", "0"], capsys)
+    assert err.startswith("effnas search: error: argument --trials") and err.count("effnas") == 1
+
+
+@pytest.mark.parametrize("stage", ["search", "grid", "train"])
+def test_a_bad_proxy_value_fails_before_anything_starts(
+    stage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    code, _, err = run_cli([stage, "proxy.optimizer=adam", f"run.root={tmp_path}"], capsys)
+    assert code == 2 and err == "effnas: error: proxy.optimizer must be one of sgd, rmsprop, got 'adam'\n"
+    assert not ray.is_initialized() and not any(tmp_path.iterdir())  # no Ray, no run directory
 
 
 def test_bad_arch_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
