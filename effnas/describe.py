@@ -1,4 +1,5 @@
-"""`effnas describe`: an architecture's per-stage shape, MACs and params, from the cost model."""
+"""`effnas describe`: an architecture's per-stage shape, MACs, params and activations, from the
+cost model."""
 
 from __future__ import annotations
 
@@ -38,7 +39,18 @@ def describe_rows(
     stem, stages, head = resolve_stages(arch)
     by_name = {s.name: s for s in cost.stages}
     rows: list[dict[str, Any]] = [
-        dict(stage="stem", op="conv", kernel=3, stride=2, expand="", se="", in_ch=3, out_ch=stem, repeats=1)
+        dict(
+            stage="stem",
+            op="conv+maxpool" if arch.stem_pool else "conv",
+            kernel=arch.stem_kernel,
+            stride=arch.stem_stride,
+            expand="",
+            se="",
+            act=arch.act,
+            in_ch=3,
+            out_ch=stem,
+            repeats=1,
+        )
     ]
     for i, s in enumerate(stages):
         rows.append(
@@ -49,6 +61,7 @@ def describe_rows(
                 stride=s.stride,
                 expand=s.expand,
                 se=s.se,
+                act=s.act,
                 in_ch=s.in_ch,
                 out_ch=s.out_ch,
                 repeats=s.repeats,
@@ -57,19 +70,20 @@ def describe_rows(
     rows.append(
         dict(
             stage="head",
-            op="conv+fc",
-            kernel=1,
-            stride=1,
+            op="conv+fc" if head else "fc",
+            kernel=1 if head else "",
+            stride=1 if head else "",
             expand="",
             se="",
+            act=arch.act if head else "",
             in_ch=stages[-1].out_ch,
-            out_ch=head,
+            out_ch=head or num_classes,
             repeats=1,
         )
     )
     for row in rows:
         c = by_name[row["stage"]]
-        row.update(out_res=c.out_res, macs=c.macs, params=c.params)
+        row.update(out_res=c.out_res, macs=c.macs, params=c.params, activations=c.activations)
     return rows, cost
 
 
@@ -90,6 +104,7 @@ def describe(cfg: Any, out: TextIO | None = None) -> None:
         "num_classes": cfg.num_classes,
         "params": cost.params,
         "macs": cost.macs,
+        "activations": cost.activations,
         "fvcore_total": cost.fvcore_total,
         "layers": sum(r["repeats"] for r in rows[1:-1]),
     }
@@ -106,10 +121,11 @@ def describe(cfg: Any, out: TextIO | None = None) -> None:
         return
     if cfg.format != "table":
         raise UserError(f"format must be table, csv or json, got {cfg.format!r}")
-    header = ["stage", "op", "k", "s", "e", "se", "in", "out", "n", "res", "macs", "params"]
-    keys = ["stage", "op", "kernel", "stride", "expand", "se", "in_ch", "out_ch", "repeats", "out_res"]
+    header = ["stage", "op", "k", "s", "e", "se", "act", "in", "out", "n", "res", "macs", "params", "acts"]
+    keys = ["stage", "op", "kernel", "stride", "expand", "se", "act", "in_ch", "out_ch", "repeats", "out_res"]
     table = [header] + [
-        [str(r[k]) for k in keys] + [format_flops(r["macs"]), f"{r['params']:,}"] for r in rows
+        [str(r[k]) for k in keys] + [format_flops(r["macs"]), f"{r['params']:,}", f"{r['activations']:,}"]
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(
@@ -124,6 +140,7 @@ def describe(cfg: Any, out: TextIO | None = None) -> None:
         )
     print(
         f"total: params {cost.params:,}  macs {cost.macs:,} ({format_flops(cost.macs)}, conv+linear)  "
+        f"activations {cost.activations:,} (conv outputs)  "
         f"fvcore total {cost.fvcore_total:,} ({format_flops(cost.fvcore_total)}, + BN and pooling)  "
         f"layers {totals['layers']}",
         file=out,

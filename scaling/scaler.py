@@ -281,6 +281,7 @@ def model_rows(baseline: Arch, family: Sequence[tuple[int, Arch, dict[str, Any]]
                 "drop_path": arch.drop_path,
                 "params": cost.params,
                 "macs": cost.macs,
+                "activations": cost.activations,
                 "target_macs": 2**phi * base_macs,
                 "macs_ratio": round(cost.macs / (2**phi * base_macs), 4),
                 **extra,

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-OPS = ("mbconv", "ds", "conv")
-_OP_PREFIX = {"ds": "ds", "conv": "conv"}  # mbconv is the official, unprefixed form
+OPS = ("mbconv", "ds", "dsa", "conv", "bneck")
+_OP_PREFIX = ("ds", "dsa", "conv", "bneck")  # mbconv is the official, unprefixed form
+_EXPANDING = ("mbconv", "bneck")  # the ops that carry an `e` token
+ACTIVATIONS = ("silu", "relu", "relu6")  # silu (swish) is the default and is never written
 
 
 class ArchError(ValueError):
@@ -27,7 +29,10 @@ class StageSpec:
     """One stage: `repeats` copies of one layer; only the first has `stride` and `in_ch`.
 
     op: "mbconv" (inverted bottleneck, paper §3), "ds" (depthwise-separable conv) or
-    "conv" (a regular kxk conv), the ConvOp choices of the MnasNet space (MnasNet §4.1).
+    "conv" (a regular kxk conv), the ConvOp choices of the MnasNet space (MnasNet §4.1);
+    "dsa" (depthwise-separable with an activation after the pointwise conv, MobileNetV1) and
+    "bneck" (ResNet's bottleneck, `expand` = output / inner channels), the paper's baselines.
+    `act` is the activation of every layer of the stage.
     """
 
     repeats: int
@@ -39,10 +44,13 @@ class StageSpec:
     se: float = 0.25
     skip: bool = True
     op: str = "mbconv"
+    act: str = "silu"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise ArchError(f"unknown conv op {self.op!r}; expected one of {', '.join(OPS)}")
+        if self.act not in ACTIVATIONS:
+            raise ArchError(f"unknown activation {self.act!r}; expected one of {', '.join(ACTIVATIONS)}")
         if self.repeats < 1:
             raise ArchError(f"repeats must be >= 1, got {self.repeats}")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -51,12 +59,19 @@ class StageSpec:
             raise ArchError(f"illegal stride value {self.stride}; expected 1 or 2")
         if self.expand < 1:
             raise ArchError(f"expand ratio must be >= 1, got {self.expand}")
-        if self.op != "mbconv" and self.expand != 1:
+        if self.op not in _EXPANDING and self.expand != 1:
             raise ArchError(f"op {self.op!r} has no expansion; got expand={self.expand}")
         if self.in_ch < 1 or self.out_ch < 1:
             raise ArchError(f"channels must be >= 1, got in={self.in_ch} out={self.out_ch}")
         if not 0.0 <= self.se <= 1.0:
             raise ArchError(f"se ratio must be within [0, 1], got {self.se}")
+        if self.op == "bneck" and self.out_ch % self.expand:
+            raise ArchError(
+                f"bneck output channels must be a multiple of the expansion (inner = out / e), "
+                f"got out={self.out_ch} e={self.expand}"
+            )
+        if self.op == "bneck" and self.se > 0:
+            raise ArchError(f"op 'bneck' takes no squeeze-and-excitation; got se={self.se:g}")
 
     @property
     def has_residual(self) -> bool:
@@ -69,16 +84,32 @@ def decode_stage(text: str) -> StageSpec:
 
     Grammar (tokens joined by `_`, any order after the optional op prefix):
 
-        [op_] r<repeats> k<kernel> s<stride><stride> e<expand> i<in> o<out> [se<ratio>] [noskip]
+        [op_] r<repeats> k<kernel> s<stride><stride> [e<expand>] i<in> o<out> [se<ratio>] [noskip] [act]
 
-    - op prefix: absent for MBConv (the official encoding), `ds` for a depthwise-separable
-      conv, `conv` for a regular conv. `ds` and `conv` carry no `e` token (expand is 1).
+    - op prefix, always the first token:
+        (none)  MBConv, the official encoding: [1x1 expand] -> depthwise kxk -> [SE] -> 1x1
+                project, no activation after the projection; `e` is required.
+        `ds`    depthwise-separable conv (MBConv with expand 1, MnasNet's SepConv).
+        `dsa`   `ds` with an activation after the pointwise conv too (MobileNetV1, timm's `dsa`).
+        `conv`  a regular kxk conv -> BN -> act [-> SE].
+        `bneck` ResNet's bottleneck, v1.5 (torchvision): 1x1 -> kxk (strided) -> 1x1, each with
+                BN, act after the first two and after the sum; the shortcut is the identity, or a
+                strided 1x1 conv + BN when the stride or the channels change. `e` is required
+                and is the expansion of the *output*: `e4_o256` has 64 inner channels; `o` must
+                be a multiple of `e`; no SE.
+      `ds`, `dsa` and `conv` carry no `e` token (expand is 1).
     - `s22` is the official two-digit stride (both spatial axes); `s2` is accepted too.
     - `se0.25` is the squeeze-and-excitation ratio relative to the block's input channels;
       absent or `se0` means no SE.
-    - `noskip` removes the identity residual.
+    - `noskip` removes the residual: the identity of MBConv/ds/dsa/conv (used on repeated
+      layers with stride 1 and in == out), and for `bneck` the whole shortcut.
+    - act: `silu` (default, never written), `relu` or `relu6`: the activation of every layer of
+      the stage (its SE included).
 
-    Example: `r2_k5_s22_e6_i24_o40_se0.25` (EfficientNet-B0 stage 3).
+    Examples: `r2_k5_s22_e6_i24_o40_se0.25` (EfficientNet-B0 stage 3),
+    `r3_k3_s22_e6_i24_o32_relu6` (MobileNetV2), `dsa_r2_k3_s22_i64_o128_noskip_relu`
+    (MobileNetV1), `bneck_r4_k3_s22_e4_i256_o512_relu` (ResNet-50 stage 2).
+    The stem, head and their activation are `Arch` fields, not tokens.
     """
     if not isinstance(text, str) or not text.strip():
         raise ArchError(f"empty stage string {text!r}")
@@ -87,7 +118,7 @@ def decode_stage(text: str) -> StageSpec:
     if tokens[0] in _OP_PREFIX:
         op = tokens.pop(0)
     fields: dict[str, Any] = {"op": op, "se": 0.0, "skip": True}
-    if op != "mbconv":
+    if op not in _EXPANDING:
         fields["expand"] = 1
     seen: set[str] = set()
     for tok in tokens:
@@ -97,13 +128,15 @@ def decode_stage(text: str) -> StageSpec:
         seen.add(key)
         if key == "noskip":
             fields["skip"] = False
+        elif key == "act":
+            fields["act"] = value
         elif key == "se":
             fields["se"] = _number(value, float, tok, text)
         elif key == "s":
             if len(value) == 2 and value[0] != value[1]:
                 raise ArchError(f"non-square stride {tok!r} in {text!r}")
             fields["stride"] = _number(value[0] if len(value) == 2 else value, int, tok, text)
-        elif key == "e" and op != "mbconv":
+        elif key == "e" and op not in _EXPANDING:
             raise ArchError(f"token {tok!r}: op {op!r} takes no expand ratio ({text!r})")
         else:
             name = {"r": "repeats", "k": "kernel", "e": "expand", "i": "in_ch", "o": "out_ch"}[key]
@@ -119,12 +152,25 @@ def decode_stage(text: str) -> StageSpec:
 
 
 _TOKEN = re.compile(r"^(noskip|se|r|k|s|e|i|o)(.*)$")
+_KNOWN = (
+    f"op prefix ({', '.join(_OP_PREFIX)}) first, then r k s e i o se<ratio> noskip "
+    f"and an activation ({', '.join(ACTIVATIONS)})"
+)
 
 
 def _split_token(tok: str, text: str) -> tuple[str, str]:
+    if tok in ACTIVATIONS:
+        return "act", tok
+    if tok in _OP_PREFIX:
+        raise ArchError(f"op prefix {tok!r} must be the first token of stage string {text!r}")
     m = _TOKEN.match(tok)
-    if not m or (m.group(1) == "noskip" and m.group(2)) or (m.group(1) != "noskip" and not m.group(2)):
-        raise ArchError(f"bad token {tok!r} in stage string {text!r}")
+    if (
+        not m
+        or (m.group(1) == "noskip" and m.group(2))
+        or (m.group(1) != "noskip" and not m.group(2))
+        or (m.group(1) != "noskip" and m.group(2)[0].isalpha())  # `relu5`, `sex`: no number
+    ):
+        raise ArchError(f"bad token {tok!r} in stage string {text!r}; expected {_KNOWN}")
     return m.group(1), m.group(2)
 
 
@@ -136,27 +182,39 @@ def _number(value: str, kind: type, tok: str, text: str) -> Any:
 
 
 def encode_stage(stage: StageSpec) -> str:
-    """Inverse of `decode_stage`; MBConv stages come out in the official encoding."""
-    parts = [] if stage.op == "mbconv" else [_OP_PREFIX[stage.op]]
+    """Inverse of `decode_stage`, in its canonical order (op, r, k, s, e, i, o, se, noskip, act);
+    MBConv stages come out in the official encoding, the default `silu` is not written."""
+    parts = [] if stage.op == "mbconv" else [stage.op]
     parts += [f"r{stage.repeats}", f"k{stage.kernel}", f"s{stage.stride}{stage.stride}"]
-    if stage.op == "mbconv":
+    if stage.op in _EXPANDING:
         parts.append(f"e{stage.expand}")
     parts += [f"i{stage.in_ch}", f"o{stage.out_ch}"]
     if stage.se > 0:
         parts.append(f"se{stage.se:g}")
     if not stage.skip:
         parts.append("noskip")
+    if stage.act != "silu":
+        parts.append(stage.act)
     return "_".join(parts)
+
+
+_STEM_HEAD_FIELDS = ("stem_kernel", "stem_stride", "stem_pool", "act", "head_min")
 
 
 @dataclass(frozen=True)
 class Arch:
-    """A whole network: stem conv, stages, 1x1 head conv, pool, dropout, classifier.
+    """A whole network: stem conv [+ max pool], stages, [1x1 head conv], pool, dropout, classifier.
 
     Channels and repeats in `stages` are the *unscaled* baseline's; `width` and `depth` are the
     compound multipliers applied by the builder and the cost model (`search_spaces.rounding`), and
     `resolution` the input size the model is meant for. `scaled()` returns a new Arch, so the
     baseline is never lost.
+
+    The stem is a `stem_kernel` x `stem_kernel` conv with stride `stem_stride` -> BN -> `act`,
+    then a 3x3/2 max pool when `stem_pool` (ResNet). `head` is the 1x1 conv before the pool
+    (0: none, the last stage feeds the classifier: ResNet, MobileNetV1); `head_min` is a floor
+    on its scaled width (MobileNetV2's last conv 1280 only grows, torchvision). `act` is the
+    stem's and head's activation; each stage carries its own.
     """
 
     stages: tuple[StageSpec, ...]
@@ -168,6 +226,11 @@ class Arch:
     resolution: int = 224
     dropout: float = 0.2
     drop_path: float = 0.2
+    stem_kernel: int = 3
+    stem_stride: int = 2
+    stem_pool: bool = False
+    act: str = "silu"
+    head_min: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +251,19 @@ class Arch:
             raise ArchError(f"resolution must be >= 8, got {self.resolution}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.drop_path < 1.0:
             raise ArchError(f"dropout and drop_path must be in [0, 1), got {self.dropout}, {self.drop_path}")
+        if self.stem < 1 or self.head < 0 or self.head_min < 0:
+            raise ArchError(
+                f"stem must be >= 1 and head, head_min >= 0 (head 0: no head conv), got "
+                f"stem={self.stem} head={self.head} head_min={self.head_min}"
+            )
+        if self.head == 0 and self.head_min:
+            raise ArchError(f"head_min={self.head_min} needs a head conv, but head is 0")
+        if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
+            raise ArchError(f"stem_kernel must be odd and >= 1, got {self.stem_kernel}")
+        if self.stem_stride not in (1, 2):
+            raise ArchError(f"illegal stem_stride value {self.stem_stride}; expected 1 or 2")
+        if self.act not in ACTIVATIONS:
+            raise ArchError(f"unknown activation act={self.act!r}; expected one of {', '.join(ACTIVATIONS)}")
 
     @property
     def blocks(self) -> list[str]:
@@ -210,6 +286,11 @@ class Arch:
             "dropout": float(self.dropout),
             "drop_path": float(self.drop_path),
         }
+        # the stem/head/act fields only where they differ from EfficientNet's, so B0..B7 and
+        # search outputs keep the files they always had
+        for f in dataclasses.fields(self):
+            if f.name in _STEM_HEAD_FIELDS and getattr(self, f.name) != f.default:
+                out[f.name] = getattr(self, f.name)
         if self.meta:
             out["meta"] = dict(self.meta)
         return out

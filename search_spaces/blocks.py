@@ -1,4 +1,5 @@
-"""Network blocks: MBConv (with SE and stochastic depth) and the MnasNet space's other ops.
+"""Network blocks: MBConv (with SE and stochastic depth), the MnasNet space's other ops, and the
+paper's baselines' (MobileNetV1's `dsa`, ResNet's bottleneck).
 
 Blocks take their norm and activation layers as callables, so the builder decides BN settings
 once. Layer order and SE sizing follow REFERENCE.md ("Block details that decide the parameter
@@ -18,6 +19,8 @@ from search_spaces.plan import Layer, se_channels
 # tensorflow/tpu uses BN momentum 0.99 and eps 1e-3; PyTorch's momentum is 1 - TF's.
 BatchNorm = partial(nn.BatchNorm2d, momentum=0.01, eps=1e-3)
 Activation = nn.SiLU
+# the block-string activation tokens (search_spaces.arch.ACTIVATIONS)
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "relu6": nn.ReLU6}
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
@@ -99,18 +102,20 @@ class Residual(nn.Module):
 class MBConv(Residual):
     """Inverted bottleneck: [1x1 expand] -> depthwise kxk -> [SE] -> 1x1 project (no act).
 
-    With expand 1 it is the depthwise-separable conv of the MnasNet space (op `ds`).
+    With expand 1 it is the depthwise-separable conv of the MnasNet space (op `ds`); op `dsa`
+    adds the activation after the pointwise conv (MobileNetV1).
     """
 
     def __init__(self, layer: Layer, norm: NormLayer = BatchNorm, act: ActLayer = Activation) -> None:
-        mid = layer.in_ch * layer.expand
+        mid = layer.mid
         layers: list[nn.Module] = []
         if layer.expand != 1:
             layers.append(ConvNormAct(layer.in_ch, mid, 1, norm=norm, act=act))
         layers.append(ConvNormAct(mid, mid, layer.kernel, layer.stride, groups=mid, norm=norm, act=act))
         if layer.se > 0:
             layers.append(SqueezeExcite(mid, se_channels(layer.in_ch, layer.se), act))
-        layers.append(ConvNormAct(mid, layer.out_ch, 1, norm=norm, act=None))
+        pw_act = act if layer.op == "dsa" else None
+        layers.append(ConvNormAct(mid, layer.out_ch, 1, norm=norm, act=pw_act))
         super().__init__(layers, layer)
 
 
@@ -124,3 +129,34 @@ class RegularConv(Residual):
         if layer.se > 0:
             layers.append(SqueezeExcite(layer.out_ch, se_channels(layer.in_ch, layer.se), act))
         super().__init__(layers, layer)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5's bottleneck (torchvision): 1x1 -> kxk with the stride -> 1x1 (no act), each
+    with BN; plus the shortcut (the identity, or a strided 1x1 conv + BN where the stride or the
+    channels change; none with `noskip`); then the activation. Stochastic depth drops the body."""
+
+    def __init__(self, layer: Layer, norm: NormLayer = BatchNorm, act: ActLayer = Activation) -> None:
+        super().__init__()
+        mid = layer.mid
+        self.body = nn.Sequential(
+            ConvNormAct(layer.in_ch, mid, 1, norm=norm, act=act),
+            ConvNormAct(mid, mid, layer.kernel, layer.stride, norm=norm, act=act),
+            ConvNormAct(mid, layer.out_ch, 1, norm=norm, act=None),
+        )
+        self.shortcut: nn.Module | None = None
+        if layer.skip:
+            projects = layer.stride != 1 or layer.in_ch != layer.out_ch
+            self.shortcut = (
+                ConvNormAct(layer.in_ch, layer.out_ch, 1, layer.stride, norm=norm, act=None)
+                if projects
+                else nn.Identity()
+            )
+        self.drop_path = DropPath(layer.drop_path) if layer.skip else nn.Identity()
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.shortcut is not None:
+            out = self.drop_path(out) + self.shortcut(x)
+        return self.act(out)

@@ -11,31 +11,51 @@ import torch
 from torch import nn
 
 from search_spaces.arch import Arch
-from search_spaces.blocks import ConvNormAct, MBConv, RegularConv
+from search_spaces.blocks import ACTIVATIONS, Bottleneck, ConvNormAct, MBConv, RegularConv
+from search_spaces.latency import Part
 from search_spaces.plan import Layer, layer_plan
 
 
 def make_layer(layer: Layer) -> nn.Module:
-    return RegularConv(layer) if layer.op == "conv" else MBConv(layer)
+    act = ACTIVATIONS[layer.act]
+    if layer.op == "conv":
+        return RegularConv(layer, act=act)
+    if layer.op == "bneck":
+        return Bottleneck(layer, act=act)
+    return MBConv(layer, act=act)
+
+
+def make_stem(out_ch: int, kernel: int, stride: int, pool: bool, act: str) -> tuple[nn.Module, nn.Module]:
+    """(the stem conv, its 3x3/2 max pool or an identity)."""
+    conv = ConvNormAct(3, out_ch, kernel, stride, act=ACTIVATIONS[act])
+    return conv, nn.MaxPool2d(3, 2, padding=1) if pool else nn.Identity()
+
+
+def make_head_conv(in_ch: int, out_ch: int, act: str) -> nn.Module:
+    """The 1x1 head conv (EfficientNet, MobileNetV2), or an identity where there is none (0)."""
+    return ConvNormAct(in_ch, out_ch, 1, act=ACTIVATIONS[act]) if out_ch else nn.Identity()
 
 
 class EfficientNet(nn.Module):
-    """stem (3x3/2 conv) -> layers -> 1x1 head conv -> global pool -> dropout -> linear."""
+    """stem (kxk conv [+ 3x3/2 max pool]) -> layers -> [1x1 head conv] -> global pool -> dropout
+    -> linear: EfficientNet, and every other network an `Arch` describes (MobileNets, ResNets)."""
 
-    def __init__(self, arch: Arch, num_classes: int = 1000, stem_stride: int = 2) -> None:
+    def __init__(self, arch: Arch, num_classes: int = 1000, stem_stride: int | None = None) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        stem_stride = arch.stem_stride if stem_stride is None else stem_stride
         if stem_stride not in (1, 2):
             raise ValueError(f"illegal stem stride {stem_stride}; expected 1 or 2")
         self.arch = arch
         stem, layers, head = layer_plan(arch)
-        self.stem = ConvNormAct(3, stem, 3, stem_stride)
+        self.stem, self.stem_pool = make_stem(stem, arch.stem_kernel, stem_stride, arch.stem_pool, arch.act)
         self.blocks = nn.Sequential(*(make_layer(layer) for layer in layers))
-        self.head = ConvNormAct(layers[-1].out_ch, head, 1)
+        features = head or layers[-1].out_ch
+        self.head = make_head_conv(layers[-1].out_ch, head, arch.act)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(arch.dropout)
-        self.classifier = nn.Linear(head, num_classes)
+        self.classifier = nn.Linear(features, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -54,7 +74,7 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        return self.head(self.blocks(self.stem_pool(self.stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.forward_features(x)).flatten(1)
@@ -67,15 +87,16 @@ def build_model(
     width: float | None = None,
     depth: float | None = None,
     num_classes: int = 1000,
-    stem_stride: int = 2,
+    stem_stride: int | None = None,
 ) -> EfficientNet:
-    """Build `arch`, optionally overriding its width/depth multipliers (rounded officially)."""
+    """Build `arch`, optionally overriding its width/depth multipliers (rounded officially) and
+    its stem stride (the proxy's 32 px setting)."""
     changes = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
     return EfficientNet(arch.scaled(**changes) if changes else arch, num_classes, stem_stride)
 
 
 def fvcore_count(
-    arch: Arch, *, resolution: int | None = None, num_classes: int = 1000, stem_stride: int = 2
+    arch: Arch, *, resolution: int | None = None, num_classes: int = 1000, stem_stride: int | None = None
 ) -> tuple[int, dict[str, int]]:
     """(params, fvcore flops by operator) of the *built* model: the cross-check of `count`."""
     from fvcore.nn import FlopCountAnalysis
@@ -90,4 +111,30 @@ def fvcore_count(
     return params, by_op
 
 
-__all__ = ["EfficientNet", "build_model", "fvcore_count"]
+def build_part(part: Part, batch: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module of one part of a latency table (`search_spaces.latency.Part`) and the input
+    shape it meets: built by the same functions as the whole network."""
+    f = dict(part.fields)
+    r = part.resolution
+    if part.kind == "stem":
+        return nn.Sequential(*make_stem(f["out_ch"], f["kernel"], f["stride"], f["pool"], f["act"])), (
+            batch,
+            3,
+            r,
+            r,
+        )
+    if part.kind == "head":
+        features = f["out_ch"] or f["in_ch"]
+        module = nn.Sequential(
+            make_head_conv(f["in_ch"], f["out_ch"], f["act"]),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
+            nn.Linear(features, f["classes"]),
+        )
+        return module, (batch, f["in_ch"], r, r)
+    residual = f.pop("residual")
+    layer = Layer(stage=0, skip=residual, drop_path=0.0, **f)
+    return make_layer(layer), (batch, layer.in_ch, r, r)
+
+
+__all__ = ["EfficientNet", "build_model", "build_part", "fvcore_count"]

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import MISSING
+
 from search_spaces.arch import Arch, StageSpec
 from search_spaces.rounding import round_channels
 
@@ -38,6 +40,20 @@ _CONFIG_KEYS = {
 }
 
 Choices = tuple[int, ...]
+
+
+@dataclass
+class SpaceConfig:
+    """The MnasNet space's choice lists; their values: `conf/space/mnasnet.yaml`."""
+
+    name: str = MISSING
+    base: str = MISSING  # the skeleton: stage strides, baseline filters and repeats
+    ops: list[str] = MISSING
+    kernels: list[int] = MISSING
+    se: list[float] = MISSING
+    skip: list[bool] = MISSING
+    filters: list[float] = MISSING
+    repeats: list[int] = MISSING
 
 
 class SpaceError(ValueError):
@@ -152,14 +168,16 @@ class MnasNetSpace:
     def distinct_size(self) -> int:
         """Number of distinct block lists (choice vectors that decode alike counted once, e.g.
         repeats 1 + {-1, 0} both give 1)."""
-        total = 1
-        for stage in self.base.stages:
-            settings = {
-                _canonical(self._stage_setting(stage, combo))
-                for combo in _product(*(range(len(self.lists[_CONFIG_KEYS[f]])) for f in STAGE_FIELDS))
-            }
-            total *= len(settings)
-        return total
+        return math.prod(len(self.stage_settings(si)) for si in range(len(self.base.stages)))
+
+    def stage_settings(self, si: int) -> set[tuple]:
+        """The distinct settings stage `si` can take: (op, expand, kernel, se, skip, out_ch,
+        repeats), `ds` and `mbconv1` counted once."""
+        stage = self.base.stages[si]
+        return {
+            _canonical(self._stage_setting(stage, combo))
+            for combo in _product(*(range(len(self.lists[_CONFIG_KEYS[f]])) for f in STAGE_FIELDS))
+        }
 
     def describe(self) -> str:
         per_stage = math.prod(len(self.lists[_CONFIG_KEYS[f]]) for f in STAGE_FIELDS)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search_spaces.arch import Arch
-from search_spaces.rounding import resolve_stages
+from search_spaces.rounding import resolve_stages, round_channels
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One concrete layer of the unrolled network."""
+    """One concrete layer of the unrolled network (channels already scaled and rounded)."""
 
     stage: int  # 0-based stage index
     op: str
@@ -27,6 +27,18 @@ class Layer:
     se: float
     skip: bool
     drop_path: float
+    act: str = "silu"
+
+    @property
+    def mid(self) -> int:
+        """Width of the layer's inner convs: MBConv/ds/dsa expand the input (`in * e`, unrounded,
+        tensorflow/tpu); `bneck` narrows the output (`out / e`, rounded like any channel count,
+        so a scaled ResNet keeps multiples of 8); `conv` has none but its output."""
+        if self.op == "bneck":
+            return round_channels(self.out_ch, 1 / self.expand)
+        if self.op == "conv":
+            return self.out_ch
+        return self.in_ch * self.expand
 
 
 def se_channels(in_ch: int, se_ratio: float) -> int:
@@ -57,6 +69,7 @@ def layer_plan(arch: Arch) -> tuple[int, list[Layer], int]:
                     se=s.se,
                     skip=s.skip,
                     drop_path=arch.drop_path * len(layers) / total,
+                    act=s.act,
                 )
             )
     return stem, layers, head

@@ -35,7 +35,9 @@ def resolve_stages(arch: Arch) -> tuple[int, tuple[StageSpec, ...], int]:
     """(stem, stages, head) with `arch.width` and `arch.depth` applied.
 
     Channels of the stem, every stage's in/out and the head are rounded with `round_channels`;
-    repeats with `round_repeats`. Width 1 and depth 1 return the stages unchanged.
+    repeats with `round_repeats`. Width 1 and depth 1 return the stages unchanged. A head of 0
+    (no head conv) stays 0; the head never narrows below `arch.head_min` (MobileNetV2:
+    torchvision's `_make_divisible(1280 * max(1.0, width_mult), 8)`).
     """
     w, d = arch.width, arch.depth
     stages = tuple(
@@ -47,4 +49,5 @@ def resolve_stages(arch: Arch) -> tuple[int, tuple[StageSpec, ...], int]:
         )
         for s in arch.stages
     )
-    return round_channels(arch.stem, w), stages, round_channels(arch.head, w)
+    head = max(arch.head_min, round_channels(arch.head, w)) if arch.head else 0
+    return round_channels(arch.stem, w), stages, head

@@ -25,6 +25,19 @@ def test_decode_reads_every_token() -> None:
     assert decode_stage("conv_r3_k5_s2_i8_o8_se0.25").stride == 2
 
 
+def test_decode_reads_the_baselines_tokens() -> None:
+    b = decode_stage("bneck_r4_k3_s22_e4_i256_o512_relu")
+    assert (b.op, b.expand, b.act, b.skip, b.se) == ("bneck", 4, "relu", True, 0.0)
+    d = decode_stage("dsa_r2_k3_s22_i64_o128_noskip_relu6")
+    assert (d.op, d.expand, d.act, d.skip) == ("dsa", 1, "relu6", False)
+    # silu is the default: accepted when written, never written back
+    assert decode_stage("r1_k3_s11_e1_i32_o16_silu") == decode_stage("r1_k3_s11_e1_i32_o16")
+    assert encode_stage(decode_stage("r1_k3_s11_e1_i32_o16_silu")) == "r1_k3_s11_e1_i32_o16"
+    # any token order after the prefix; the canonical one comes back
+    shuffled = decode_stage("bneck_relu_o512_i256_e4_s22_k3_r4")
+    assert encode_stage(shuffled) == "bneck_r4_k3_s22_e4_i256_o512_relu"
+
+
 @pytest.mark.parametrize("seed", range(50))
 def test_random_stages_round_trip(seed: int) -> None:
     for stage in random_arch(random.Random(seed)).stages:
@@ -44,6 +57,14 @@ def test_random_stages_round_trip(seed: int) -> None:
         ("r1_k3_s11_e1_i32_o16_seX", "'seX'"),
         ("r1_r2_k3_s11_e1_i32_o16", "duplicate"),
         ("", "empty"),
+        ("bneck_r3_k3_s11_i64_o256", "e<..>"),
+        ("bneck_r3_k3_s11_e3_i64_o256", "multiple of the expansion"),
+        ("bneck_r3_k3_s11_e4_i64_o256_se0.25", "no squeeze-and-excitation"),
+        ("dsa_r1_k3_s11_e6_i32_o64", "'e6'"),
+        ("r1_k3_s11_e1_i32_o16_relu_relu6", "duplicate"),
+        ("r1_k3_s11_e1_i32_o16_gelu", "bad token 'gelu'.*relu6"),
+        ("r1_k3_s11_e1_i32_o16_relu5", "bad token 'relu5'"),
+        ("r1_k3_s11_bneck_e1_i32_o16", "'bneck' must be the first token"),
     ],
 )
 def test_malformed_strings_name_the_bad_token(text: str, bad: str) -> None:
@@ -65,6 +86,28 @@ def test_arch_rejects_inconsistent_channels_and_unknown_keys() -> None:
         Arch.from_dict({"blocks": list(B0_BLOCKS), "widht": 1.1})
     with pytest.raises(ArchError, match="not valid YAML"):
         Arch.from_yaml("blocks: [unclosed")
+
+
+@pytest.mark.parametrize(
+    ("changes", "bad"),
+    [
+        ({"act": "gelu"}, "unknown activation act='gelu'"),
+        ({"stem_stride": 3}, "illegal stem_stride"),
+        ({"stem_kernel": 4}, "stem_kernel must be odd"),
+        ({"head": 0, "head_min": 1280}, "needs a head conv"),
+        ({"head": -1}, "head, head_min >= 0"),
+    ],
+)
+def test_arch_rejects_bad_stem_and_head_fields(changes: dict, bad: str) -> None:
+    with pytest.raises(ArchError, match=bad):
+        Arch.from_dict({"blocks": list(B0_BLOCKS), **changes})
+
+
+def test_efficientnet_files_keep_their_keys() -> None:
+    # the stem/head/act fields are written only where they differ from EfficientNet's
+    assert list(efficientnet_b0().to_dict()) == [
+        "name", "blocks", "stem", "head", "width", "depth", "resolution", "dropout", "drop_path"
+    ]  # fmt: skip
 
 
 def test_scaled_is_a_new_object_and_keeps_the_baseline() -> None:

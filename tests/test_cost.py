@@ -54,6 +54,25 @@ def test_counter_equals_fvcore_per_operator_on_official_models(name: str) -> Non
     assert by_op == cost.by_op
 
 
+def test_b0_activations_are_every_conv_output_of_the_built_model() -> None:
+    # Dollar et al. 2021: activations = elements of every conv's output (batch 1), SE convs too
+    import torch
+
+    from search_spaces.builder import build_model
+
+    arch = official("efficientnet_b0")
+    model = build_model(arch).eval()
+    seen: list[int] = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.append(out.numel()))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    cost = count(arch)
+    assert sum(seen) == cost.activations == 6_747_036
+    assert sum(s.activations for s in cost.stages) == cost.activations
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_counter_equals_fvcore_per_operator_on_random_archs(seed: int) -> None:
     arch = random_arch(random.Random(1000 + seed))
