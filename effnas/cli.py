@@ -91,15 +91,23 @@ def _config_keys(stage: Stage) -> str:
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
     kwargs: dict[str, Any] = {"help": flag.help, "dest": flag.key.replace(".", "_")}
+    if flag.kind == "switch":  # sets its key to true
+        parser.add_argument(flag.name, action="store_const", const=True, **kwargs)
+        return
     if flag.metavar:
         kwargs["metavar"] = flag.metavar
     if flag.kind == "choice":
         kwargs["choices"] = flag.choices
+    elif flag.kind == "list":
+        kwargs["nargs"] = "+"
+    elif flag.kind == "mapping":
+        kwargs["type"] = _mapping
     elif flag.kind != "text":
         kwargs["type"] = {
             "positive_int": _positive_int,
             "flops": _checked_by("parse_flops"),
             "duration": _checked_by("parse_duration"),
+            "latency": _checked_by("parse_latency"),
         }[flag.kind]
     parser.add_argument(flag.name, **kwargs)
 
@@ -153,10 +161,17 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
         if token.lstrip("~").startswith("+"):
             fail(f"unknown config key in {token!r}: adding keys is not allowed")
         overrides.append(token)
+    set_by: dict[str, str] = {}  # config key -> the flag that set it
     for flag in (*stage.flags, Flag("--seed", "run.seed", "")):
         value = getattr(args, flag.key.replace(".", "_"), None)
-        if value is not None:
-            overrides.append(f"{flag.key}={_override_value(value)}")
+        if value is None:
+            continue
+        implied = [tuple(o.split("=", 1)) for o in flag.also]
+        for key, text in [(flag.key, _override_value(value)), *implied]:
+            if key in set_by:
+                fail(f"{set_by[key]} and {flag.name} cannot be given together")
+            set_by[key] = flag.name
+            overrides.append(f"{key}={text}")
     arch = getattr(args, "arch", None)
     if arch:
         if arch.endswith((".yaml", ".yml")) or Path(arch).is_file():
@@ -167,9 +182,29 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
     return overrides, arch_file, Path(resume) if resume else None
 
 
+def _mapping(text: str) -> list[str]:
+    """`NAME=NUMBER[,NAME=NUMBER...]` (e.g. `--accuracy efficientnet_b1=79.1,resnet152=77.8`) ->
+    its items, checked; the config key holds them as a list of `NAME=NUMBER` strings."""
+    items = [item.strip() for item in text.split(",")]
+    for item in items:
+        name, _, number = item.rpartition("=")
+        try:
+            float(number)
+        except ValueError:
+            name = ""
+        if not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=NUMBER[,NAME=NUMBER...], got {text!r}")
+    return items
+
+
 def _override_value(value: object) -> str:
     """A flag's value as a Hydra override value: quoted when Hydra's grammar would read it as
-    something else (`--phi 1,3,5` is a string, not a sweep over three values)."""
+    something else (`--phi 1,3,5` is a string, not a sweep over three values); lists in Hydra's
+    own syntax, their items quoted the same way."""
+    if isinstance(value, list):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
     text = str(value)
     if re.fullmatch(r"[\w./:@+-]*", text):
         return text
@@ -191,19 +226,14 @@ def _hydra_message(exc: BaseException) -> str:
     return msg
 
 
-def compose_config(
-    stage: str,
-    overrides: Sequence[str],
-    arch_file: Path | None = None,
-    config_dirs: Sequence[str] = (),
-) -> Any:
+def compose_config(stage: str, overrides: Sequence[str], arch_file: Path | None = None) -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from effnas.config import compose
 
     try:
-        cfg = compose(stage, overrides, config_dirs)
+        cfg = compose(stage, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(_hydra_message(exc)) from None
     if arch_file is not None:
@@ -355,18 +385,27 @@ def _flags_first(argv: list[str]) -> list[str]:
     may be interleaved: argparse cannot take one `nargs="*"` positional in several pieces."""
     if not argv or argv[0] not in STAGES:
         return argv
+    kinds = {f.name: f.kind for f in STAGES[argv[0]].flags}
     flags: list[str] = []
     positionals: list[str] = []
-    rest = iter(argv[1:])
-    for token in rest:
-        if token.startswith("-"):
-            flags.append(token)
-            if "=" not in token and token not in ("-h", "--help"):
-                value = next(rest, None)
-                if value is not None:
-                    flags.append(value)
-        else:
+    tokens = argv[1:]
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("-"):
             positionals.append(token)
+            continue
+        flags.append(token)
+        if "=" in token or token in ("-h", "--help") or kinds.get(token) == "switch":
+            continue
+        if kinds.get(token) == "list":  # its values: every token up to a flag or an override
+            while i < len(tokens) and not tokens[i].startswith("-") and "=" not in tokens[i]:
+                flags.append(tokens[i])
+                i += 1
+        elif i < len(tokens):
+            flags.append(tokens[i])
+            i += 1
     return [argv[0], *flags, *positionals]
 
 
@@ -388,12 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.stage == "rerun":
             return rerun(Path(args.run_dir), args.overrides, ["effnas", *argv])
-        overrides, arch_file, resume = to_overrides(args)
-        if resume is not None:
-            cfg = resumed_config(args.stage, resume)
-        else:
-            cfg = compose_config(args.stage, overrides, arch_file, args.config_dirs)
-        run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)
+        from effnas.config import with_config_dirs
+
+        with with_config_dirs(args.config_dirs):
+            overrides, arch_file, resume = to_overrides(args)
+            if resume is not None:
+                cfg = resumed_config(args.stage, resume)
+            else:
+                cfg = compose_config(args.stage, overrides, arch_file)
+            run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)
     except UserError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

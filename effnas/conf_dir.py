@@ -8,9 +8,11 @@ This module imports only the standard library (no torch, no Hydra).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_PATH_ENV = "EFFNAS_CONFIG_PATH"  # the user's config folders, os.pathsep-separated
 
 
 def conf_dir() -> Path:
@@ -24,3 +26,18 @@ def conf_dir() -> Path:
         f"effnas configs not found: neither {packaged} (installed package) nor {checkout} "
         "(source checkout) holds train.yaml; reinstall effnas (`pip install .` or `make install`)"
     )
+
+
+def user_dirs() -> list[Path]:
+    """The user's config folders (`EFFNAS_CONFIG_PATH`; `--config-dir` adds to it), in order."""
+    return [Path(d).resolve() for d in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if d]
+
+
+def option_file(group: str, name: str) -> Path | None:
+    """The YAML of option `name` of config group `group`, searched as Hydra does: effnas's own
+    configs first, then the user's folders; None if no folder has it."""
+    for folder in (conf_dir(), *user_dirs()):
+        path = folder / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from effnas.conf_dir import conf_dir
+from effnas.conf_dir import CONFIG_PATH_ENV, conf_dir, user_dirs
 from effnas.errors import UserError
 from effnas.registry import STAGES, Stage
 
 CONF_DIR: Path = conf_dir()
-CONFIG_PATH_ENV = "EFFNAS_CONFIG_PATH"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -64,25 +64,41 @@ def register_schemas() -> None:
         cs.store(name=f"{stage.name}_schema", node=full_schema(stage))
 
 
-def config_dirs(extra: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
-    """The user's config folders, in search order: `--config-dir`s, then `EFFNAS_CONFIG_PATH`."""
-    dirs = [Path(d) for d in extra]
-    dirs += [Path(d) for d in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if d]
+@contextmanager
+def with_config_dirs(dirs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """The user's `--config-dir`s in front of `EFFNAS_CONFIG_PATH` while one command runs, so
+    every reader of config groups (composition, a stage resolving an arch name) sees them."""
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"config directory {d} does not exist")
+    before = os.environ.get(CONFIG_PATH_ENV)
+    if dirs:
+        os.environ[CONFIG_PATH_ENV] = os.pathsep.join([*(str(Path(d).resolve()) for d in dirs), before or ""])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONFIG_PATH_ENV, None)
+        else:
+            os.environ[CONFIG_PATH_ENV] = before
+
+
+def config_dirs() -> list[Path]:
+    """The user's config folders, in search order (`EFFNAS_CONFIG_PATH`, checked)."""
+    dirs = user_dirs()
     for d in dirs:
         if not d.is_dir():
-            raise UserError(f"config directory {d} does not exist")
-    return [d.resolve() for d in dirs]
+            raise UserError(f"config directory {d} (from {CONFIG_PATH_ENV}) does not exist")
+    return dirs
 
 
-def group_options(group: str, extra_dirs: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+def group_options(group: str) -> list[str]:
     """The options of config group `group`: effnas's own and those in the user's folders."""
-    found = {p.stem for d in (CONF_DIR, *config_dirs(extra_dirs)) for p in (d / group).glob("*.yaml")}
+    found = {p.stem for d in (CONF_DIR, *config_dirs()) for p in (d / group).glob("*.yaml")}
     return sorted(found)
 
 
-def compose(
-    stage: str, overrides: Sequence[str] = (), extra_dirs: Sequence[str | os.PathLike[str]] = ()
-) -> Any:
+def compose(stage: str, overrides: Sequence[str] = ()) -> Any:
     """The composed, validated config of `stage` (a DictConfig), Hydra's own composition."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -90,7 +106,7 @@ def compose(
 
     register_schemas()
     overrides = list(overrides)
-    dirs = config_dirs(extra_dirs)
+    dirs = config_dirs()
     if dirs:
         overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in dirs) + "]")
     GlobalHydra.instance().clear()

@@ -22,9 +22,10 @@ class Flag:
     name: str  # "--target-flops"
     key: str  # the config key it sets
     help: str
-    kind: str = "text"  # text | positive_int | flops | duration | choice
+    kind: str = "text"  # text | positive_int | flops | duration | latency | choice | switch | list | mapping
     choices: tuple[str, ...] = ()
     metavar: str | None = None
+    also: tuple[str, ...] = ()  # overrides the flag implies (`--target-latency` -> target_flops=null)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ STAGES: dict[str, Stage] = {
                 Flag(
                     "--target-flops", "target_flops", "T: MACs at 224x224, 1000 classes (e.g. 400M)", "flops"
                 ),
+                Flag(
+                    "--target-latency",
+                    "target_latency",
+                    "T as predicted latency instead (e.g. 15ms; needs --latency-table)",
+                    "latency",
+                    also=("target_flops=null",),
+                ),
+                Flag("--latency-table", "latency_table", "a latency table of this machine", metavar="PATH"),
                 Flag("--trials", "trials", "number of architectures to try", "positive_int"),
                 Flag("--time-budget", "time_budget", "stop starting trials after this (30m, 2h)", "duration"),
                 Flag("--sampler", "sampler", "random | tpe | nsga2 | evolution | controller"),
@@ -98,6 +107,42 @@ STAGES: dict[str, Stage] = {
             "effnas.train:TrainConfig",
             ("arch", "data", "proxy"),
             "train one architecture with the proxy trainer",
+        ),
+        Stage(
+            "latency",
+            "deploy.latency",
+            "deploy.latency:LatencyConfig",
+            ("arch", "space"),
+            "measured inference latency (paper Table 4 protocol), a latency table for this machine",
+            flags=(
+                Flag("--compare", "compare", "models to time side by side (names or YAML files)", "list"),
+                Flag("--accuracy", "accuracy", "top-1 to show per model: NAME=VALUE,...", "mapping"),
+                Flag("--batch", "batch", "images per forward pass (default 1)", "positive_int"),
+                Flag("--threads", "threads", "intra-op threads (default 1)", "positive_int"),
+                Flag("--runs", "runs", "timed runs (default 20)", "positive_int"),
+                Flag("--runtime", "runtime", "torch | onnxruntime", "choice", ("torch", "onnxruntime")),
+                Flag("--device", "run.device", "cpu | cuda", "choice", ("cpu", "cuda")),
+                Flag("--build-table", "build_table", "time every part of the search space", "switch"),
+                Flag("--table", "table", "a latency table: read to predict, or where --build-table writes"),
+            ),
+        ),
+        Stage(
+            "export",
+            "deploy.export",
+            "deploy.export:ExportConfig",
+            ("arch",),
+            "export an architecture to ONNX or TorchScript, checked against PyTorch",
+            flags=(
+                Flag("--format", "format", "output format", "choice", ("onnx", "torchscript")),
+                Flag(
+                    "--weights",
+                    "weights",
+                    "a train run (its model.pt) or a .pt state_dict (default: random init)",
+                    metavar="RUN_DIR_OR_FILE",
+                ),
+                Flag("--resolution", "resolution", "input size (default: run's, arch's)", "positive_int"),
+                Flag("--num-classes", "num_classes", "classes (default: the run's, 1000)", "positive_int"),
+            ),
         ),
         Stage(
             "describe",

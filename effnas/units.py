@@ -1,4 +1,4 @@
-"""Parsing of human quantities on the command line: FLOP counts and durations."""
+"""Parsing of human quantities on the command line: FLOP counts, durations and latencies."""
 
 from __future__ import annotations
 
@@ -52,3 +52,20 @@ def parse_duration(text: str | int | float) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise UserError(f"bad duration {text!r}: must be > 0")
     return seconds
+
+
+_LATENCY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|us|s)?\s*$")
+
+
+def parse_latency(text: str | int | float) -> float:
+    """'15ms', '0.015s', '800us', '15' (milliseconds) -> milliseconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        ms = float(text)
+    else:
+        m = _LATENCY.match(str(text))
+        if not m:
+            raise UserError(f"bad latency {text!r}: expected e.g. 15ms, 0.015s or 800us")
+        ms = float(m.group(1)) * {None: 1.0, "ms": 1.0, "s": 1e3, "us": 1e-3}[m.group(2)]
+    if not math.isfinite(ms) or ms <= 0:
+        raise UserError(f"bad latency {text!r}: must be > 0")
+    return ms

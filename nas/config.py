@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from omegaconf import MISSING
-
 from effnas.data.config import DataConfig
 from effnas.proxy_config import ProxyConfig
+from search_spaces.mnasnet import SpaceConfig
 
 
 @dataclass
@@ -31,27 +30,15 @@ class SamplerConfig:
 
 
 @dataclass
-class SpaceConfig:
-    """The MnasNet space's choice lists; their values: `conf/space/mnasnet.yaml`."""
-
-    name: str = MISSING
-    base: str = MISSING  # the skeleton: stage strides, baseline filters and repeats
-    ops: list[str] = MISSING
-    kernels: list[int] = MISSING
-    se: list[float] = MISSING
-    skip: list[bool] = MISSING
-    filters: list[float] = MISSING
-    repeats: list[int] = MISSING
-
-
-@dataclass
 class SearchConfig:
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    target_flops: str = "400M"  # T: MACs at 224x224 with 1000 classes
+    target_flops: Optional[str] = "400M"  # T: MACs at 224x224 with 1000 classes
+    target_latency: Optional[str] = None  # or T as predicted latency (15ms), from latency_table
+    latency_table: Optional[str] = None  # `effnas latency --build-table`'s latency_table.json
     trials: int = 20  # trained trials (rejected samples do not count)
     time_budget: Optional[str] = None  # no new trial starts after this (90s, 30m, 2h)
     reject_above: Optional[float] = 2.0  # skip training samples above this multiple of T

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from nas.records import TRAINED, best_of
 from nas.reward import RewardFn
 from nas.samplers import Ask, Outcome, Sampler
+from search_spaces.arch import Arch
 from search_spaces.mnasnet import MnasNetSpace
 
 # A sampler stuck in a region the MACs filter rejects would otherwise loop for ever.
@@ -47,14 +48,21 @@ class Search:
         reject_above: float | None = None,
         save: Callable[[list[dict[str, Any]]], None] | None = None,
         out: TextIO | None = None,
+        latency_of: Callable[[Arch], float] | None = None,
     ) -> None:
+        """`latency_of`: predicted latency (ms) of an arch, recorded for every trial; when the
+        reward's unit is "ms" it is also the reward's cost (MnasNet's latency objective)."""
         self.space, self.sampler, self.reward_fn = space, sampler, reward_fn
         self.rows: list[dict[str, Any]] = list(rows)
         self.trials = int(trials)
         self.t0 = time.monotonic()
         self.elapsed_before = float(elapsed_before)
         self.deadline = None if time_budget is None else self.t0 + float(time_budget) - self.elapsed_before
-        self.reject_macs = None if not reject_above else float(reject_above) * reward_fn.target
+        self.latency_of = latency_of
+        self.objective = "latency_ms" if reward_fn.unit == "ms" else "macs"  # the reward's cost
+        if self.objective == "latency_ms" and latency_of is None:
+            raise ValueError("a latency target needs latency_of (a latency table)")
+        self.reject_over = None if not reject_above else float(reject_above) * reward_fn.target
         self.save = save or (lambda rows: None)
         self.out = out or sys.stderr
         self.pending: dict[str, tuple[Ask, dict[str, Any]]] = {}
@@ -85,7 +93,7 @@ class Search:
             self.stop_reason = "rejections"
             print(
                 f"search: stopping: {MAX_REJECTED_IN_A_ROW} proposals in a row were over "
-                f"{self.reject_macs / 1e6:g}M MACs; widen reject_above or the space",
+                f"{self._format_cost(self.reject_over or 0)}; widen reject_above or the space",
                 file=self.out,
                 flush=True,
             )
@@ -105,6 +113,8 @@ class Search:
                 "arch": " ".join(arch.blocks),
                 "macs": cost.macs,
                 "params": cost.params,
+                "activations": cost.activations,
+                "latency_ms": None if self.latency_of is None else round(self.latency_of(arch), 4),
                 "accuracy": None,
                 "reward": None,
                 "status": "pending",
@@ -118,9 +128,9 @@ class Search:
                 "error": None,
             }
             self.next_id += 1
-            if self.reject_macs is not None and cost.macs > self.reject_macs:
+            if self.reject_over is not None and row[self.objective] > self.reject_over:
                 row.update(status="rejected", seconds=0.0)
-                self._record(ask, row, Outcome("rejected", None, cost.macs, None))
+                self._record(ask, row, self._outcome("rejected", row))
                 self.rejected_in_a_row += 1
                 continue
             self.rejected_in_a_row = 0
@@ -130,6 +140,7 @@ class Search:
                 "name": f"trial{row['id']}",
                 "arch": arch.to_dict(),
                 "macs": cost.macs,
+                "cost": row[self.objective],
             }
         return None
 
@@ -153,7 +164,7 @@ class Search:
             status = "stopped" if accuracy is not None else "failed"
             if accuracy is None:
                 row["error"] = "stopped before its first report"
-        reward = None if accuracy is None else self.reward_fn(float(accuracy), row["macs"])
+        reward = None if accuracy is None else self.reward_fn(float(accuracy), row[self.objective])
         row.update(
             status=status,
             accuracy=None if accuracy is None else float(accuracy),
@@ -163,7 +174,11 @@ class Search:
             loss=result.get("loss", result.get("val_loss")),
             proxy_macs=result.get("proxy_macs"),
         )
-        self._record(ask, row, Outcome(status, row["accuracy"], row["macs"], reward))
+        self._record(ask, row, self._outcome(status, row))
+
+    def _outcome(self, status: str, row: dict[str, Any]) -> Outcome:
+        cost = row["latency_ms"] if self.objective == "latency_ms" else None
+        return Outcome(status, row["accuracy"], row["macs"], row["reward"], cost)
 
     def _record(self, ask: Ask, row: dict[str, Any], outcome: Outcome) -> None:
         self.rows.append(row)
@@ -180,8 +195,11 @@ class Search:
         from effnas.units import format_flops
 
         head = f"#{row['id']:<4} {row['status']:<8} MACs {format_flops(row['macs']):>7}"
+        if row.get("latency_ms") is not None:
+            head += f"  {row['latency_ms']:6.2f} ms"
         if row["status"] == "rejected":
-            line = f"{head}  over {format_flops(self.reject_macs or 0)} (reject_above x T): not trained"
+            limit = self._format_cost(self.reject_over or 0)
+            line = f"{head}  over {limit} (reject_above x T): not trained"
             print(f"{'':>{_BAR + 10}} {line}", file=self.out, flush=True)
             return
         done = min(self.trained, self.trials)
@@ -194,14 +212,19 @@ class Search:
                 f"{head}  acc {row['accuracy']:.4f}  reward {row['reward']:.4f}"
                 f"  {row['seconds'] if row['seconds'] is not None else '-'}s"
             )
-        best = best_of(self.rows)
+        best = best_of(self.rows, self.objective)
         tail = (
             f" | best {best['reward']:.4f} (#{best['id']}, acc {best['accuracy']:.4f}, "
-            f"{format_flops(best['macs'])})"
+            f"{self._format_cost(best[self.objective])})"
             if best
             else " | best -"
         )
         print(f"{bar} {body}{tail}  [{self.elapsed():.0f}s]", file=self.out, flush=True)
+
+    def _format_cost(self, value: float) -> str:
+        from effnas.units import format_flops
+
+        return f"{value:.2f} ms" if self.objective == "latency_ms" else format_flops(value)
 
 
 _BAR = 20
@@ -224,5 +247,6 @@ class RewardMetric:
         else:
             accuracy = metrics.get("val_accuracy")
         # Tune insists that every report carries the metric; a failure ranks last.
-        value = 0.0 if accuracy is None else self.reward_fn(float(accuracy), float(config["macs"]))
+        cost = config.get("cost", config["macs"])  # the reward's cost: MACs or predicted latency
+        value = 0.0 if accuracy is None else self.reward_fn(float(accuracy), float(cost))
         return {"reward": value}

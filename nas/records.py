@@ -19,6 +19,8 @@ COLUMNS = (
     "arch",
     "macs",
     "params",
+    "activations",
+    "latency_ms",
     "accuracy",
     "reward",
     "status",
@@ -45,36 +47,43 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
     rows = []
     for rec in frame.to_dict("records"):
         row = {k: rec.get(k) for k in COLUMNS}
-        for key in ("id", "macs", "params", "sampler_key", "proxy_macs"):
+        for key in ("id", "macs", "params", "activations", "sampler_key", "proxy_macs"):
             if row[key] is not None:
                 row[key] = int(row[key])
-        for key in ("accuracy", "reward", "seconds", "epochs", "loss"):
+        for key in ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss"):
             if row[key] is not None:
                 row[key] = float(row[key])
         rows.append(row)
     return rows
 
 
-def history_of(rows: Sequence[dict[str, Any]]) -> list[tuple[Ask, Outcome]]:
-    """The samplers' view of finished rows, in finishing order."""
+def history_of(rows: Sequence[dict[str, Any]], cost: str = "macs") -> list[tuple[Ask, Outcome]]:
+    """The samplers' view of finished rows, in finishing order; `cost` is the reward's (the
+    column `macs` or `latency_ms`)."""
     out = []
     for row in rows:
         choices = tuple(int(c) for c in str(row["choices"]).split())
         out.append(
             (
                 Ask(int(row["sampler_key"]), choices),
-                Outcome(row["status"], row["accuracy"], int(row["macs"]), row["reward"]),
+                Outcome(
+                    row["status"],
+                    row["accuracy"],
+                    int(row["macs"]),
+                    row["reward"],
+                    None if cost == "macs" else row[cost],
+                ),
             )
         )
     return out
 
 
-def pareto_front(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fully trained rows that no other one beats on both accuracy (up) and MACs (down),
-    ordered by MACs."""
+def pareto_front(rows: Sequence[dict[str, Any]], cost: str = "macs") -> list[dict[str, Any]]:
+    """Fully trained rows that no other one beats on both accuracy (up) and `cost` (down: the
+    column `macs`, or `latency_ms` for a latency target), ordered by that cost."""
     ok = sorted(
-        (r for r in rows if r["status"] == "ok" and r["accuracy"] is not None),
-        key=lambda r: (r["macs"], -r["accuracy"]),
+        (r for r in rows if r["status"] == "ok" and r["accuracy"] is not None and r.get(cost) is not None),
+        key=lambda r: (r[cost], -r["accuracy"]),
     )
     front, best_acc = [], -math.inf
     for row in ok:
@@ -84,17 +93,17 @@ def pareto_front(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def best_of(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def best_of(rows: Sequence[dict[str, Any]], cost: str = "macs") -> dict[str, Any] | None:
     """The baseline B0: the best reward on the Pareto set (ties: fewer MACs).
 
     For any reward that grows with accuracy and does not grow with MACs (every w <= 0), the best
     reward over all trials lies on the Pareto set, so this is also the overall best; taking it
     from the front breaks ties in favour of the cheaper model.
     """
-    front = pareto_front(rows)
+    front = pareto_front(rows, cost)
     if not front:
         return None
-    return max(front, key=lambda r: (r["reward"], -r["macs"]))
+    return max(front, key=lambda r: (r["reward"], -r[cost]))
 
 
 def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -136,31 +145,42 @@ def plot_rewards(rows: Sequence[dict[str, Any]], title: str) -> Any:
     return fig
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], target: float, title: str) -> Any:
-    """Accuracy vs MACs of the trained trials, the Pareto front, the target, and the winner."""
+def plot_pareto(
+    rows: Sequence[dict[str, Any]], target: float, title: str, cost: str = "macs", show_target: bool = True
+) -> Any:
+    """Accuracy vs `cost` (`macs`, or `latency_ms`: the front drawn against predicted latency);
+    `show_target` marks T (only meaningful on the reward's own axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok"]
-    front = pareto_front(rows)
-    best = best_of(rows)
+    ok = [r for r in rows if r["status"] == "ok" and r.get(cost) is not None]
+    front = pareto_front(rows, cost)
+    best = best_of(rows, cost)
+    scale, unit = (1.0, "ms") if cost == "latency_ms" else (1e6, "M")
+
+    def x(r: dict[str, Any]) -> float:
+        return r[cost] / scale
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r["macs"] / 1e6 for r in ok], [r["accuracy"] for r in ok], s=16, alpha=0.6, label="trial")
+    ax.scatter([x(r) for r in ok], [r["accuracy"] for r in ok], s=16, alpha=0.6, label="trial")
     if front:
         ax.step(
-            [r["macs"] / 1e6 for r in front],
+            [x(r) for r in front],
             [r["accuracy"] for r in front],
             where="post",
             color="tab:orange",
             marker="o",
             label="Pareto front",
         )
-    ax.axvline(target / 1e6, color="tab:red", linestyle="--", label=f"target T = {target / 1e6:g}M")
+    if show_target:
+        ax.axvline(
+            target / scale, color="tab:red", linestyle="--", label=f"target T = {target / scale:g}{unit}"
+        )
     if best is not None:
         ax.scatter(
-            [best["macs"] / 1e6],
+            [x(best)],
             [best["accuracy"]],
             s=140,
             marker="*",
@@ -168,7 +188,10 @@ def plot_pareto(rows: Sequence[dict[str, Any]], target: float, title: str) -> An
             zorder=5,
             label=f"best reward (#{best['id']})",
         )
-    ax.set_xlabel("MACs at 224x224, 1000 classes (millions)")
+    if cost == "latency_ms":
+        ax.set_xlabel("predicted latency (ms, the latency table's machine and setup)")
+    else:
+        ax.set_xlabel("MACs at 224x224, 1000 classes (millions)")
     ax.set_ylabel("proxy validation accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)

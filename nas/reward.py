@@ -37,15 +37,17 @@ def reward(accuracy: float, macs: float, target: float, w: float | tuple[float, 
 class RewardFn:
     """`reward` bound to a target and exponents; picklable (Ray ships it to trial workers)."""
 
-    def __init__(self, target: float, a: float, b: float) -> None:
-        self.target, self.a, self.b = float(target), float(a), float(b)
+    def __init__(self, target: float, a: float, b: float, unit: str = "MACs") -> None:
+        self.target, self.a, self.b, self.unit = float(target), float(a), float(b), unit
 
     @classmethod
-    def from_config(cls, cfg: Any, target: float) -> RewardFn:
-        return cls(target, *exponents(str(cfg.kind), float(cfg.w)))
+    def from_config(cls, cfg: Any, target: float, unit: str = "MACs") -> RewardFn:
+        return cls(target, *exponents(str(cfg.kind), float(cfg.w)), unit)
 
-    def __call__(self, accuracy: float, macs: float) -> float:
-        return reward(accuracy, macs, self.target, (self.a, self.b))
+    def __call__(self, accuracy: float, cost: float) -> float:
+        """`cost`: MACs, or with `unit` "ms" the predicted latency (MnasNet's ACC x (LAT/T)^w)."""
+        return reward(accuracy, cost, self.target, (self.a, self.b))
 
     def __repr__(self) -> str:
-        return f"ACC x (MACs / {self.target:.4g})^(a={self.a:g} below, b={self.b:g} above)"
+        name = "LAT" if self.unit == "ms" else self.unit
+        return f"ACC x ({name} / {self.target:.4g}{' ms' if self.unit == 'ms' else ''})^(a={self.a:g} below, b={self.b:g} above)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effnas.errors import UserError
@@ -26,11 +27,12 @@ SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_reject
 
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
-    from effnas.units import parse_duration, parse_flops
+    from effnas.units import parse_duration
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
 
-    parse_flops(cfg.target_flops)
+    objective_of(cfg)
+    latency_table_of(cfg, space_of(cfg))
     if int(cfg.trials) < 1:
         raise UserError(f"--trials must be >= 1, got {cfg.trials}")
     if cfg.time_budget is not None:
@@ -63,6 +65,46 @@ def validate(cfg: Any) -> None:
         )
 
 
+def objective_of(cfg: Any) -> tuple[float, str]:
+    """(the target T, its unit): MACs from `target_flops`, or ms from `target_latency`."""
+    from effnas.units import parse_flops, parse_latency
+
+    if cfg.target_flops is not None and cfg.target_latency is not None:
+        raise UserError(
+            f"give a FLOPs target or a latency target, not both (target_flops={cfg.target_flops}, "
+            f"target_latency={cfg.target_latency}); set the other to null"
+        )
+    if cfg.target_latency is not None:
+        if not cfg.latency_table:
+            raise UserError(
+                "--target-latency needs a latency table of this machine: --latency-table PATH "
+                "(build one with `effnas latency --build-table`)"
+            )
+        return parse_latency(cfg.target_latency), "ms"
+    if cfg.target_flops is None:
+        raise UserError("give a target: --target-flops (e.g. 400M) or --target-latency (e.g. 15ms)")
+    return float(parse_flops(cfg.target_flops)), "MACs"
+
+
+def latency_table_of(cfg: Any, space: Any) -> Any:
+    """The latency table (`latency_table=PATH`) checked to cover every part of the space, or None."""
+    if not cfg.latency_table:
+        return None
+    from search_spaces.latency import LatencyTable, TableError, space_parts
+
+    try:
+        table = LatencyTable.load(cfg.latency_table)
+    except TableError as exc:
+        raise UserError(str(exc)) from None
+    lacking = table.missing(space_parts(space))
+    if lacking:
+        raise UserError(
+            f"latency table {cfg.latency_table} lacks {len(lacking)} parts of this search space (first: "
+            f"{lacking[0]}); build it for this space: `effnas latency --build-table`"
+        )
+    return table
+
+
 def space_of(cfg: Any) -> Any:
     from search_spaces.mnasnet import MnasNetSpace, SpaceError
 
@@ -77,7 +119,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     from effnas.data import load_dataset
     from effnas.proxy_config import budget, checked
     from effnas.trials import EarlyStop, Scheduling, TrialSetup
-    from effnas.units import format_flops, parse_duration, parse_flops
+    from effnas.units import format_flops, parse_duration
     from nas.driver import RewardMetric, Search
     from nas.records import history_of, read_trials
     from nas.reward import RewardFn
@@ -85,15 +127,20 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
 
     t0 = time.time()
     space = space_of(cfg)
-    target = parse_flops(cfg.target_flops)
-    reward_fn = RewardFn.from_config(cfg.reward, target)
+    target, unit = objective_of(cfg)
+    reward_fn = RewardFn.from_config(cfg.reward, target, unit)
+    table = latency_table_of(cfg, space)
+    if table is not None:
+        print(f"search: predicted latency from {cfg.latency_table} ({len(table.ms)} parts)", file=sys.stderr)
     print(f"search: {space.describe()}", file=sys.stderr)
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
     rundir.record_dataset(data)
     rundir.record(
         space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
-        target_macs=target,
+        target_macs=int(target) if unit == "MACs" else None,
+        target={"value": target, "unit": unit},
+        latency_table=str(Path(cfg.latency_table).resolve()) if table is not None else None,
     )
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
@@ -108,7 +155,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         int(cfg.run.seed),
         storage=storage,
         study_name=study_name,
-        history=history_of(rows),
+        history=history_of(rows, "latency_ms" if unit == "ms" else "macs"),
         **options,
     )
     elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
@@ -127,6 +174,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         elapsed_before=elapsed_before,
         reject_above=cfg.reject_above,
         save=save,
+        latency_of=None if table is None else (lambda arch: table.predict(arch)),
     )
     if rows:
         print(
@@ -190,7 +238,7 @@ def write_trials(rundir: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def write_outputs(
-    cfg: Any, rundir: Any, space: Any, rows: list[dict[str, Any]], target: int, reward_fn: Any
+    cfg: Any, rundir: Any, space: Any, rows: list[dict[str, Any]], target: float, reward_fn: Any
 ) -> dict[str, Any]:
     """pareto.csv, best_arch.yaml, the plots; returns the summary fields."""
     import pandas as pd
@@ -198,16 +246,22 @@ def write_outputs(
     from nas.records import COLUMNS, best_of, counts, pareto_front, plot_pareto, plot_rewards
 
     write_trials(rundir, rows)
-    front = pareto_front(rows)
+    cost = "latency_ms" if reward_fn.unit == "ms" else "macs"
+    front = pareto_front(rows, cost)
     rundir.write_csv(
         "pareto.csv", pd.DataFrame([{k: r.get(k) for k in COLUMNS} for r in front], columns=COLUMNS)
     )
-    best = best_of(rows)
+    best = best_of(rows, cost)
     n = counts(rows)
-    title = f"{cfg.sampler.name} on {cfg.data.name}, T = {target / 1e6:g}M"
+    shown = f"{target:g} ms (predicted)" if cost == "latency_ms" else f"{target / 1e6:g}M"
+    title = f"{cfg.sampler.name} on {cfg.data.name}, T = {shown}"
     if any(r["status"] in ("ok", "stopped") for r in rows):
         rundir.save_figure("reward_over_trials.png", plot_rewards(rows, title))
-        rundir.save_figure("accuracy_vs_macs.png", plot_pareto(rows, target, title))
+        rundir.save_figure("accuracy_vs_macs.png", plot_pareto(rows, target, title, cost))
+        if cost == "macs" and any(r.get("latency_ms") is not None for r in rows):
+            rundir.save_figure(
+                "accuracy_vs_latency.png", plot_pareto(rows, target, title, "latency_ms", False)
+            )
         import matplotlib.pyplot as plt
 
         plt.close("all")
@@ -226,7 +280,9 @@ def write_outputs(
         "trials_budget": int(cfg.trials),
         "pareto_size": len(front),
         "sampler": str(cfg.sampler.name),
-        "target_macs": target,
+        "target_macs": int(target) if cost == "macs" else None,
+        "target_latency_ms": target if cost == "latency_ms" else None,
+        "best_latency_ms": None,
         "reward": repr(reward_fn),
         "space_size": space.size,
         "dataset": str(cfg.data.name),
@@ -250,7 +306,9 @@ def write_outputs(
             "accuracy": float(best["accuracy"]),
             "macs": int(best["macs"]),
             "params": int(best["params"]),
-            "target_macs": int(target),
+            "target_macs": int(target) if cost == "macs" else None,
+            "target_latency_ms": target if cost == "latency_ms" else None,
+            "latency_ms": best.get("latency_ms"),
             "sampler": str(cfg.sampler.name),
             "dataset": str(cfg.data.name),
         }
@@ -260,6 +318,7 @@ def write_outputs(
         best_reward=round(float(best["reward"]), 6),
         best_accuracy=round(float(best["accuracy"]), 6),
         best_macs=int(best["macs"]),
+        best_latency_ms=best.get("latency_ms"),
         best_params=int(best["params"]),
         best_trial=int(best["id"]),
         best_arch=arch.name,

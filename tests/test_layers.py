@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("effnas", "nas", "scaling", "search_spaces")
+PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
 
 # bottom to top; a pattern ending in ".*" covers a package and everything under it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "search_spaces.official",
             "search_spaces.mnasnet",
             "search_spaces.random_arch",
+            "search_spaces.latency",
         ),
     ),
     ("network", ("search_spaces.blocks", "search_spaces.builder")),
@@ -47,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "effnas.trials",
         ),
     ),
-    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe")),
+    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe", "deploy.*")),
     ("adapter", ("effnas.raytune",)),
     (
         "application",
@@ -68,6 +69,7 @@ STAGE_GROUPS = {
     "scaling": "scaling.*",
     "train": "effnas.train",
     "describe": "effnas.describe",
+    "deploy": "deploy.*",
 }
 NO_TORCH = "vocabulary"
 RAY_ONLY_IN = {"effnas.raytune"}

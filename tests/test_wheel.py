@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-PACKAGES = ("effnas", "nas", "scaling", "search_spaces")
+PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
 # The tiny architecture of tests/test_train.py, as `effnas train` reads it from a file.
 TINY_ARCH = """\
 name: tiny

@@ -40,12 +40,18 @@ class Outcome:
     accuracy: float | None
     macs: int
     reward: float | None
+    cost: float | None = None  # the reward's cost when it is not MACs (predicted latency, ms)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown outcome status {self.status!r}; expected one of {STATUSES}")
         if self.status in ("ok", "stopped") and (self.accuracy is None or self.reward is None):
             raise ValueError(f"a {self.status} outcome needs accuracy and reward")
+
+    @property
+    def objective_cost(self) -> float:
+        """What the reward penalises: MACs, or the predicted latency of a latency target."""
+        return float(self.macs if self.cost is None else self.cost)
 
     @property
     def value(self) -> float | None:

@@ -145,4 +145,4 @@ class NSGA2Sampler(OptunaSampler):
 
     def _values(self, outcome: Outcome) -> list[float]:
         accuracy = 0.0 if outcome.status == "rejected" else float(outcome.accuracy)  # type: ignore[arg-type]
-        return [accuracy, float(outcome.macs)]
+        return [accuracy, outcome.objective_cost]

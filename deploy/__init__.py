@@ -1,0 +1,1 @@
+"""Deployment stages: export and latency."""

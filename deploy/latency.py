@@ -1,0 +1,561 @@
+"""`effnas latency`: measured inference latency, the paper's protocol, and a latency table.
+
+    effnas latency --arch efficientnet_b0                       # batch 1, one thread, median of 20
+    effnas latency --compare efficientnet_b1 resnet152 --accuracy efficientnet_b1=79.1,resnet152=77.8
+    effnas latency --build-table                                # every part of the search space
+    effnas latency --arch b3.yaml --table results/latency/<run>/latency_table.json
+
+Protocol (EfficientNet Table 4; MnasNet §4): batch 1 on one CPU thread, the process pinned to
+that core, `warmup` untimed runs, then the median and spread of `runs` timed runs (default 20)
+of one forward pass in inference mode. `--threads`, `--batch`, `--runtime torch|onnxruntime` and
+`--device cpu|cuda` change it; the machine, the runtimes' versions and the load average before
+and after are recorded. Writes `latency.csv` (one row per model) and the summary.
+
+`--build-table` times every part an architecture of the search space can contain (the stem, each
+layer setting at the shape it meets, the head: `search_spaces.latency.space_parts`) or the parts
+of `table_archs`, measures the fixed overhead (end to end minus the parts' sum, median over
+`calibrate` random architectures), writes `latency_table.json`, then checks the table on
+`evaluate` other random architectures measured end to end: `predictor.csv`, the rank agreement
+(Spearman) and the share predicted within +-10%, and a plot of predicted vs measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from effnas.errors import UserError
+from search_spaces.arch import Arch
+from search_spaces.arch_config import ArchConfig
+from search_spaces.mnasnet import SpaceConfig
+
+RUNTIMES = ("torch", "onnxruntime")
+PAPER_B1_VS_RESNET152 = 5.7  # EfficientNet Table 4: 0.098 s vs 0.554 s on one Xeon core, batch 1
+
+
+@dataclass
+class LatencyConfig:
+    """Schema of `conf/latency.yaml` (`run` is added by the stage registry)."""
+
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    compare: list[str] = MISSING  # arch names or YAML files, measured in this order
+    accuracy: list[str] = MISSING  # NAME=TOP1 items the user reports (Table 4's column)
+    batch: int = MISSING
+    threads: int = MISSING
+    runs: int = MISSING
+    warmup: int = MISSING
+    runtime: str = MISSING
+    channels_last: bool = MISSING
+    pin: bool = MISSING
+    resolution: Optional[int] = MISSING
+    num_classes: int = MISSING
+    stem_stride: Optional[int] = MISSING
+    table: Optional[str] = MISSING
+    build_table: bool = MISSING
+    table_archs: list[str] = MISSING
+    calibrate: int = MISSING
+    evaluate: int = MISSING
+    table_runs: int = MISSING
+
+
+def validate(cfg: Any) -> None:
+    """Cheap checks before a run directory exists."""
+    from search_spaces.arch_config import arch_from_cfg
+
+    rules = [
+        (cfg.batch >= 1, "--batch must be >= 1", cfg.batch),
+        (cfg.threads >= 1, "--threads must be >= 1", cfg.threads),
+        (cfg.runs >= 1 and cfg.warmup >= 0, "runs must be >= 1 and warmup >= 0", (cfg.runs, cfg.warmup)),
+        (cfg.runtime in RUNTIMES, f"--runtime must be one of {', '.join(RUNTIMES)}", cfg.runtime),
+        (cfg.num_classes >= 1, "num_classes must be >= 1", cfg.num_classes),
+        (cfg.stem_stride in (None, 1, 2), "stem_stride must be 1, 2 or null", cfg.stem_stride),
+        (cfg.resolution is None or cfg.resolution >= 8, "resolution must be >= 8", cfg.resolution),
+        (
+            cfg.calibrate >= 1 and cfg.evaluate >= 0,
+            "calibrate must be >= 1, evaluate >= 0",
+            (cfg.calibrate, cfg.evaluate),
+        ),
+        (cfg.table_runs >= 1, "table_runs must be >= 1", cfg.table_runs),
+    ]
+    for ok, rule, value in rules:
+        if not ok:
+            raise UserError(f"{rule}, got {value}")
+    device = _device(cfg)
+    if device.startswith("cuda") and cfg.runtime == "onnxruntime":
+        raise UserError("--runtime onnxruntime runs on the CPU here; use --runtime torch with --device cuda")
+    if cfg.build_table and cfg.compare:
+        raise UserError("give --build-table or --compare, not both")
+    if cfg.table and not cfg.build_table:
+        from search_spaces.latency import LatencyTable, TableError
+
+        try:
+            LatencyTable.load(cfg.table)
+        except TableError as exc:
+            raise UserError(str(exc)) from None
+    for spec in cfg.compare or []:
+        resolve_arch(spec)
+    for spec in cfg.table_archs or []:
+        resolve_arch(spec)
+    if not cfg.compare and not cfg.build_table:
+        arch_from_cfg(cfg.arch)
+    parse_accuracy(cfg.accuracy)
+    if cfg.accuracy and not cfg.compare:
+        raise UserError("--accuracy labels the rows of --compare; give --compare too")
+
+
+def parse_accuracy(items: Sequence[str]) -> dict[str, float]:
+    """`["efficientnet_b1=79.1", ...]` -> {name: top-1}."""
+    out = {}
+    for item in items or []:
+        name, _, value = str(item).rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"--accuracy: expected NAME=NUMBER items, got {item!r}") from None
+        if not name:
+            raise UserError(f"--accuracy: expected NAME=NUMBER items, got {item!r}")
+    return out
+
+
+def _device(cfg: Any) -> str:
+    """`run.device`: auto means the CPU here (the paper's protocol times one CPU core)."""
+    device = str(cfg.run.device)
+    if device == "auto":
+        return "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_arch(spec: str) -> Arch:
+    """An arch name (a `conf/arch` option, or one in the user's config folders) or a YAML file
+    (a scale run's b3.yaml, a search's best_arch.yaml)."""
+    from effnas.conf_dir import option_file
+    from search_spaces.arch import ArchError
+
+    path = Path(spec)
+    if not spec.endswith((".yaml", ".yml")):
+        found = option_file("arch", spec)
+        if found is None:
+            raise UserError(
+                f"unknown arch {spec!r}: not in conf/arch nor your config folders, and not a YAML file"
+            )
+        path = found
+    if not path.is_file():
+        raise UserError(f"arch file {path} does not exist")
+    try:
+        return Arch.from_yaml(path.read_text())
+    except (ArchError, UnicodeDecodeError) as exc:
+        raise UserError(f"arch file {path}: {exc}") from None
+
+
+# -- measuring ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setup:
+    """How every measurement of a run is taken."""
+
+    batch: int = 1
+    threads: int = 1
+    runs: int = 20
+    warmup: int = 5
+    runtime: str = "torch"
+    device: str = "cpu"
+    channels_last: bool = True
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["affinity"] = sorted(os.sched_getaffinity(0))
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+def pin_threads(threads: int, pin: bool) -> None:
+    """Noise control: `threads` intra-op threads (and one inter-op), and with `pin` the process
+    bound to the first `threads` CPUs it may use, so the scheduler cannot move it mid-run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if pin and hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[: max(1, threads)])
+
+
+def stats(ms: Sequence[float]) -> dict[str, float]:
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+    return {
+        "median_ms": round(statistics.median(ms), 4),
+        "p25_ms": round(q[0], 4),
+        "p75_ms": round(q[2], 4),
+        "min_ms": round(min(ms), 4),
+        "max_ms": round(max(ms), 4),
+    }
+
+
+def runner(module: Any, shape: tuple[int, ...], setup: Setup) -> Callable[[], Any]:
+    """A zero-argument call of one forward pass of `module` on a fixed random input, in the
+    setup's runtime and device."""
+    import torch
+
+    module = module.eval()
+    x = torch.randn(*shape)
+    if setup.runtime == "onnxruntime":
+        from deploy.export import export_onnx_module, onnx_session
+
+        folder = tempfile.mkdtemp(prefix="effnas-latency-")
+        path = Path(folder) / "part.onnx"
+        export_onnx_module(module, x, path)
+        session = onnx_session(path, setup.threads)
+        name = session.get_inputs()[0].name
+        feed = {name: x.numpy()}
+        return lambda: session.run(None, feed)
+    device = torch.device(setup.device)
+    fmt = torch.channels_last if setup.channels_last and x.dim() == 4 else torch.contiguous_format
+    module = module.to(device, memory_format=fmt)
+    x = x.to(device, memory_format=fmt)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            out = module(x)
+        sync()
+        return out
+
+    return call
+
+
+def measure(call: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `runs` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def model_latency(
+    arch: Arch, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
+) -> list[float]:
+    from search_spaces.builder import build_model
+
+    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
+    call = runner(model, (setup.batch, 3, resolution, resolution), setup)
+    return measure(call, setup.runs, setup.warmup)
+
+
+def part_latency(part: Any, setup: Setup, runs: int) -> list[float]:
+    from search_spaces.builder import build_part
+
+    module, shape = build_part(part, setup.batch)
+    return measure(runner(module, shape, setup), runs, setup.warmup)
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def setup_of(cfg: Any) -> Setup:
+    return Setup(
+        batch=int(cfg.batch),
+        threads=int(cfg.threads),
+        runs=int(cfg.runs),
+        warmup=int(cfg.warmup),
+        runtime=str(cfg.runtime),
+        device=_device(cfg),
+        channels_last=bool(cfg.channels_last),
+    )
+
+
+def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+    from search_spaces.arch_config import arch_from_cfg
+
+    setup = setup_of(cfg)
+    pin_threads(setup.threads, bool(cfg.pin) and setup.device == "cpu")
+    before = machine()
+    rundir.record(machine=before, latency_setup=setup.__dict__)
+    print(
+        f"latency: batch {setup.batch}, {setup.threads} thread(s), {setup.runtime} on {setup.device}, "
+        f"median of {setup.runs} after {setup.warmup} warm-up; {before['cpu']} "
+        f"(load {before['load_average'][0]:.2f})",
+        file=sys.stderr,
+    )
+    if cfg.build_table:
+        summary = build_table(cfg, rundir, setup)
+    else:
+        specs = list(cfg.compare) or [None]
+        archs = [resolve_arch(s) if s else arch_from_cfg(cfg.arch) for s in specs]
+        summary = compare(cfg, rundir, setup, archs, [s or archs[0].name for s in specs])
+    summary["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    summary["load_average_before"] = before["load_average"]
+    return summary
+
+
+def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list[str]) -> dict[str, Any]:
+    """Each model measured end to end (with its predicted latency when a table is given):
+    latency.csv and a Table 4-style table."""
+    from search_spaces.cost import count
+    from search_spaces.latency import LatencyTable, TableError
+
+    table = LatencyTable.load(cfg.table) if cfg.table else None
+    accuracy = parse_accuracy(cfg.accuracy)
+    rows = []
+    for label, arch in zip(labels, archs):
+        res = int(cfg.resolution or arch.resolution)
+        cost = count(arch, resolution=res, num_classes=int(cfg.num_classes), stem_stride=cfg.stem_stride)
+        times = model_latency(arch, setup, res, int(cfg.num_classes), cfg.stem_stride)
+        row: dict[str, Any] = {
+            "model": label,
+            "arch": arch.name,
+            "resolution": res,
+            "params": cost.params,
+            "macs": cost.macs,
+            "activations": getattr(cost, "activations", None),
+            **stats(times),
+            "runs": len(times),
+            "batch": setup.batch,
+            "threads": setup.threads,
+            "runtime": setup.runtime,
+            "device": setup.device,
+        }
+        if table is not None:
+            try:
+                row["predicted_ms"] = round(
+                    table.predict(
+                        arch,
+                        resolution=res,
+                        num_classes=int(cfg.num_classes),
+                        stem_stride=cfg.stem_stride,
+                    ),
+                    4,
+                )
+            except TableError as exc:
+                row["predicted_ms"] = None
+                print(f"latency: {label}: no prediction: {exc}", file=sys.stderr)
+        if accuracy:
+            row["top1"] = accuracy.get(label, accuracy.get(arch.name))
+        rows.append(row)
+        print(
+            f"  {label:<24} {row['median_ms']:9.2f} ms  (p25 {row['p25_ms']:.2f}, p75 {row['p75_ms']:.2f}; "
+            f"{cost.params / 1e6:.1f}M params, {cost.macs / 1e9:.2f}G MACs)",
+            file=sys.stderr,
+            flush=True,
+        )
+    rundir.write_csv("latency.csv", rows)
+    print(format_table(rows))
+    summary: dict[str, Any] = {"models": {r["model"]: r["median_ms"] for r in rows}, "setup": setup.__dict__}
+    by_arch = {r["arch"]: r for r in rows} | {r["model"]: r for r in rows}
+    if "efficientnet_b1" in by_arch and "resnet152" in by_arch:
+        ratio = by_arch["resnet152"]["median_ms"] / by_arch["efficientnet_b1"]["median_ms"]
+        summary["b1_vs_resnet152"] = round(ratio, 2)
+        print(
+            f"efficientnet_b1 is {ratio:.2f}x faster than resnet152 here "
+            f"(paper Table 4: {PAPER_B1_VS_RESNET152}x on one Xeon core)"
+        )
+    if len(rows) == 1:
+        summary.update({k: rows[0][k] for k in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms")})
+        summary["predicted_ms"] = rows[0].get("predicted_ms")
+    return summary
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Table 4's layout: model, (top-1 when given), params, MACs, latency, speed-up over the
+    slowest row."""
+    slowest = max(r["median_ms"] for r in rows)
+    has_top1 = any(r.get("top1") is not None for r in rows)
+    head = ["model", *(["top-1"] if has_top1 else []), "params", "MACs", "latency ms", "p25-p75", "x slowest"]
+    if any(r.get("predicted_ms") is not None for r in rows):
+        head.append("predicted ms")
+    lines = [head]
+    for r in rows:
+        line = [r["model"]]
+        if has_top1:
+            line.append("-" if r.get("top1") is None else f"{r['top1']:g}")
+        line += [
+            f"{r['params'] / 1e6:.1f}M",
+            f"{r['macs'] / 1e9:.2f}G",
+            f"{r['median_ms']:.2f}",
+            f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f}",
+            f"{slowest / r['median_ms']:.1f}x",
+        ]
+        if "predicted ms" in head:
+            line.append("-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}")
+        lines.append(line)
+    widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(x, widths))) for x in lines
+    )
+
+
+def _space(cfg: Any) -> Any:
+    from search_spaces.mnasnet import MnasNetSpace, SpaceError
+
+    try:
+        return MnasNetSpace.from_config(cfg.space)
+    except SpaceError as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_table(cfg: Any, rundir: Any, setup: Setup) -> dict[str, Any]:
+    """Time every part, measure the overhead, check the table on random architectures."""
+    from search_spaces.latency import LatencyTable, parts, space_parts
+
+    kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
+    space = _space(cfg)
+    if cfg.table_archs:
+        archs = [resolve_arch(s) for s in cfg.table_archs]
+        todo = list({p.key: p for a in archs for p in parts(a, **kw)}.values())
+        source = f"{len(archs)} architecture(s)"
+    else:
+        todo = space_parts(space, **kw)
+        source = f"the {space.base.name} MnasNet space"
+    print(f"latency table: {len(todo)} parts of {source}, {int(cfg.table_runs)} runs each", file=sys.stderr)
+    ms: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i, part in enumerate(todo, 1):
+        ms[part.key] = round(statistics.median(part_latency(part, setup, int(cfg.table_runs))), 5)
+        if i % 50 == 0 or i == len(todo):
+            eta = (time.perf_counter() - t0) / i * (len(todo) - i)
+            print(
+                f"  [{i}/{len(todo)}] {part.key}: {ms[part.key]:.3f} ms  ETA {eta:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    table = LatencyTable(ms, 0.0, {"machine": machine(), **setup.__dict__, **kw, "parts_of": source})
+    # the fixed overhead: what a whole forward pass costs beyond its parts
+    rng = random.Random(int(cfg.run.seed))
+    pool = [a for a in (archs if cfg.table_archs else [])] or [
+        space.decode(space.sample(rng)) for _ in range(int(cfg.calibrate) + int(cfg.evaluate))
+    ]
+    calib, check = pool[: int(cfg.calibrate)], pool[int(cfg.calibrate) :]
+    gaps = [_measured(a, setup, kw) - table.predict(a, **kw) for a in calib]
+    table.overhead_ms = round(statistics.median(gaps), 5)
+    path = Path(cfg.table) if cfg.table else rundir.file("latency_table.json")
+    from effnas.runfiles import atomic_write
+
+    atomic_write(path, table.to_json())
+    print(f"latency table: {len(ms)} parts, overhead {table.overhead_ms:.3f} ms -> {path}", file=sys.stderr)
+    summary: dict[str, Any] = {
+        "table": str(path.resolve()),
+        "parts": len(ms),
+        "overhead_ms": table.overhead_ms,
+        "table_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if check:
+        summary.update(check_table(table, check, setup, kw, rundir))
+    return summary
+
+
+def _measured(arch: Arch, setup: Setup, kw: dict[str, Any]) -> float:
+    return statistics.median(
+        model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+    )
+
+
+def check_table(
+    table: Any, archs: list[Arch], setup: Setup, kw: dict[str, Any], rundir: Any
+) -> dict[str, Any]:
+    """Predicted vs measured on architectures the table was not calibrated on."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for i, arch in enumerate(archs, 1):
+        measured = _measured(arch, setup, kw)
+        predicted = table.predict(arch, **kw)
+        rows.append(
+            {
+                "arch": arch.name,
+                "blocks": " ".join(arch.blocks),
+                "measured_ms": round(measured, 4),
+                "predicted_ms": round(predicted, 4),
+                "error": round(predicted / measured - 1, 4),
+            }
+        )
+        print(
+            f"  check [{i}/{len(archs)}] {arch.name}: measured {measured:.2f} ms, predicted {predicted:.2f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+    rundir.write_csv("predictor.csv", rows)
+    measured = [r["measured_ms"] for r in rows]
+    predicted = [r["predicted_ms"] for r in rows]
+    rho = float(spearmanr(measured, predicted).statistic) if len(rows) > 2 else math.nan
+    within = sum(abs(r["error"]) <= 0.10 for r in rows) / len(rows)
+    errors = sorted(abs(r["error"]) for r in rows)
+    _plot_check(rundir, measured, predicted, rho, within)
+    print(
+        f"latency table on {len(rows)} unseen architectures: Spearman {rho:.3f}, "
+        f"{within:.0%} within +-10% (median |error| {statistics.median(errors):.1%}, max {errors[-1]:.1%})"
+    )
+    return {
+        "checked": len(rows),
+        "spearman": round(rho, 4),
+        "within_10pct": round(within, 4),
+        "median_abs_error": round(statistics.median(errors), 4),
+        "max_abs_error": round(errors[-1], 4),
+        "mean_signed_error": round(statistics.fmean(r["error"] for r in rows), 4),
+    }
+
+
+def _plot_check(
+    rundir: Any, measured: list[float], predicted: list[float], rho: float, within: float
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(measured, predicted, s=14)
+    lo, hi = min(measured + predicted), max(measured + predicted)
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.fill_between(
+        [lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.2, label="+-10%"
+    )
+    ax.set(
+        xlabel="measured ms", ylabel="predicted ms", title=f"Spearman {rho:.3f}, {within:.0%} within +-10%"
+    )
+    ax.legend()
+    rundir.save_figure("predicted_vs_measured.png", fig)
+    plt.close(fig)
