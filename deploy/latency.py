@@ -13,10 +13,11 @@ and after are recorded. Writes `latency.csv` (one row per model) and the summary
 
 `--build-table` times every part an architecture of the search space can contain (the stem, each
 layer setting at the shape it meets, the head: `search_spaces.latency.space_parts`) or the parts
-of `table_archs`, measures the fixed overhead (end to end minus the parts' sum, median over
-`calibrate` random architectures), writes `latency_table.json`, then checks the table on
-`evaluate` other random architectures measured end to end: `predictor.csv`, the rank agreement
-(Spearman) and the share predicted within +-10%, and a plot of predicted vs measured.
+of `table_archs`, fits `measured = overhead + scale x sum of parts` on `calibrate` random
+architectures measured end to end (a Huber regression: one disturbed measurement on a shared
+machine does not move it), writes `latency_table.json`, then checks the table on `evaluate`
+other random architectures: `predictor.csv`, the rank agreement (Spearman) and the share
+predicted within +-10%, and a plot of predicted vs measured.
 """
 
 from __future__ import annotations
@@ -146,23 +147,22 @@ def _device(cfg: Any) -> str:
 def resolve_arch(spec: str) -> Arch:
     """An arch name (a `conf/arch` option, or one in the user's config folders) or a YAML file
     (a scale run's b3.yaml, a search's best_arch.yaml)."""
-    from effnas.conf_dir import option_file
+    from effnas.conf_dir import load_option
     from search_spaces.arch import ArchError
 
-    path = Path(spec)
-    if not spec.endswith((".yaml", ".yml")):
-        found = option_file("arch", spec)
-        if found is None:
-            raise UserError(
-                f"unknown arch {spec!r}: not in conf/arch nor your config folders, and not a YAML file"
-            )
-        path = found
-    if not path.is_file():
-        raise UserError(f"arch file {path} does not exist")
     try:
-        return Arch.from_yaml(path.read_text())
+        if not spec.endswith((".yaml", ".yml")):
+            try:
+                return Arch.from_dict(load_option("arch", spec))
+            except LookupError:
+                raise UserError(
+                    f"unknown arch {spec!r}: not in conf/arch nor your config folders, and not a YAML file"
+                ) from None
+        if not Path(spec).is_file():
+            raise UserError(f"arch file {spec} does not exist")
+        return Arch.from_yaml(Path(spec).read_text())
     except (ArchError, UnicodeDecodeError) as exc:
-        raise UserError(f"arch file {path}: {exc}") from None
+        raise UserError(f"arch {spec}: {exc}") from None
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -469,22 +469,42 @@ def build_table(cfg: Any, rundir: Any, setup: Setup) -> dict[str, Any]:
         space.decode(space.sample(rng)) for _ in range(int(cfg.calibrate) + int(cfg.evaluate))
     ]
     calib, check = pool[: int(cfg.calibrate)], pool[int(cfg.calibrate) :]
-    gaps = [_measured(a, setup, kw) - table.predict(a, **kw) for a in calib]
-    table.overhead_ms = round(statistics.median(gaps), 5)
+    table.scale, table.overhead_ms = calibrate(
+        [table.parts_sum(parts(a, **kw)) for a in calib], [_measured(a, setup, kw) for a in calib]
+    )
     path = Path(cfg.table) if cfg.table else rundir.file("latency_table.json")
     from effnas.runfiles import atomic_write
 
     atomic_write(path, table.to_json())
-    print(f"latency table: {len(ms)} parts, overhead {table.overhead_ms:.3f} ms -> {path}", file=sys.stderr)
+    print(
+        f"latency table: {len(ms)} parts; measured = {table.overhead_ms:.3f} ms + {table.scale:.4f} x sum "
+        f"of parts ({len(calib)} calibration archs) -> {path}",
+        file=sys.stderr,
+    )
     summary: dict[str, Any] = {
         "table": str(path.resolve()),
         "parts": len(ms),
         "overhead_ms": table.overhead_ms,
+        "scale": table.scale,
+        "calibrated_on": len(calib),
         "table_seconds": round(time.perf_counter() - t0, 1),
     }
     if check:
         summary.update(check_table(table, check, setup, kw, rundir))
     return summary
+
+
+def calibrate(sums: list[float], measured: list[float]) -> tuple[float, float]:
+    """(scale, overhead_ms) of `measured = overhead + scale x sum`: scikit-learn's Huber
+    regression over the calibration architectures (robust to one run a neighbour disturbed);
+    with a single architecture, scale 1 and the gap as the overhead."""
+    if len(sums) < 2:
+        return 1.0, round(measured[0] - sums[0], 5)
+    import numpy as np
+    from sklearn.linear_model import HuberRegressor
+
+    fit = HuberRegressor(alpha=0.0).fit(np.array(sums).reshape(-1, 1), np.array(measured))
+    return round(float(fit.coef_[0]), 6), round(float(fit.intercept_), 5)
 
 
 def _measured(arch: Arch, setup: Setup, kw: dict[str, Any]) -> float:

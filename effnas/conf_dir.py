@@ -41,3 +41,25 @@ def option_file(group: str, name: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def load_option(group: str, name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """Option `name` of config group `group` as a plain mapping, the options it extends through
+    its `defaults` list (`defaults: [efficientnet_b0, _self_]`) merged in first, the way Hydra
+    composes a group option; for code that needs one option without composing a stage (an arch
+    named on the command line, a proxy in a benchmark). Raises LookupError naming what is missing."""
+    import yaml
+
+    path = option_file(group, name)
+    if path is None or name in _seen:
+        why = "extends itself" if name in _seen else "no such file in effnas's configs or your folders"
+        raise LookupError(f"{group}/{name}.yaml: {why}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise LookupError(f"{path}: not a mapping")
+    merged: dict = {}
+    for entry in data.pop("defaults", []) or []:
+        if entry != "_self_" and isinstance(entry, str):
+            merged.update(load_option(group, entry, (*_seen, name)))
+    merged.update(data)
+    return merged

@@ -170,19 +170,10 @@ def budget(proxy: ProxyConfig, n_train: int) -> Budget:
 def load_proxy(name: str = "default", **overrides: Any) -> ProxyConfig:
     """`conf/proxy/<name>.yaml` (with the group options it extends), then `overrides`: the
     proxy a Python caller (a benchmark, a notebook) gets without composing a stage."""
-    import yaml
+    from effnas.conf_dir import load_option
 
-    from effnas.conf_dir import conf_dir
-
-    def read(option: str, seen: tuple[str, ...]) -> dict[str, Any]:
-        path = conf_dir() / "proxy" / f"{option}.yaml"
-        if option in seen or not path.is_file():
-            raise UserError(f"no proxy config {option!r} (conf/proxy/{option}.yaml)")
-        data = yaml.safe_load(path.read_text()) or {}
-        values: dict[str, Any] = {}
-        for entry in data.pop("defaults", []):
-            if entry != "_self_":
-                values.update(read(str(entry), (*seen, option)))
-        return {**values, **data}
-
-    return checked({**read(name, ()), **overrides})
+    try:
+        values = load_option("proxy", name)
+    except LookupError as exc:
+        raise UserError(f"no proxy config {name!r}: {exc}") from None
+    return checked({**values, **overrides})

@@ -1,9 +1,12 @@
 """Predicted latency from a lookup table measured on the user's machine (MnasNet's latency
 objective; per-block tables as in nn-Meter and once-for-all).
 
-An architecture's latency is predicted as the sum of the measured latency of each of its parts at
-the shape it meets (the stem, every layer of the layer plan, the head) plus one measured fixed
-overhead (framework dispatch, the input copy: what no part accounts for). `parts` names those
+An architecture's latency is predicted from the sum of the measured latency of each of its parts
+at the shape it meets (the stem, every layer of the layer plan, the head): `overhead_ms + scale x
+sum`, the two constants fitted on whole networks measured end to end (`effnas latency
+--build-table`): the overhead is what no part accounts for (dispatch, the input copy), the scale
+what timing a part alone misses (its weights and input stay in cache between runs, which they do
+not inside a network). `parts` names those
 parts as table keys; `LatencyTable` holds the measurements and predicts. The table is built by
 `effnas latency --build-table` (deploy/latency.py), which times exactly these parts; this module
 only reads it, without torch, so the search can price thousands of samples in milliseconds.
@@ -88,6 +91,7 @@ class LatencyTable:
     ms: dict[str, float]
     overhead_ms: float = 0.0
     setup: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scale: float = 1.0
 
     def missing(self, arch_parts: Iterable[Part]) -> list[str]:
         return sorted({p.key for p in arch_parts if p.key not in self.ms})
@@ -99,7 +103,10 @@ class LatencyTable:
                 f"the latency table lacks {len(lacking)} of this architecture's {len(arch_parts)} parts "
                 f"(first: {lacking[0]}); build one that covers it (effnas latency --build-table)"
             )
-        return self.overhead_ms + sum(self.ms[p.key] for p in arch_parts)
+        return self.overhead_ms + self.scale * self.parts_sum(arch_parts)
+
+    def parts_sum(self, arch_parts: list[Part]) -> float:
+        return sum(self.ms[p.key] for p in arch_parts)
 
     def predict(self, arch: Arch, **kwargs: Any) -> float:
         """Predicted latency of `arch` in milliseconds (`parts` keywords: resolution, ...)."""
@@ -107,7 +114,13 @@ class LatencyTable:
 
     # -- file ----------------------------------------------------------------------------------
     def to_json(self) -> str:
-        doc = {"format": FORMAT, "setup": self.setup, "overhead_ms": self.overhead_ms, "ms": self.ms}
+        doc = {
+            "format": FORMAT,
+            "setup": self.setup,
+            "overhead_ms": self.overhead_ms,
+            "scale": self.scale,
+            "ms": self.ms,
+        }
         return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
     @classmethod
@@ -121,6 +134,7 @@ class LatencyTable:
             {str(k): float(v) for k, v in ms.items()},
             float(doc.get("overhead_ms", 0.0)),
             dict(doc.get("setup") or {}),
+            float(doc.get("scale", 1.0)),
         )
 
     @classmethod

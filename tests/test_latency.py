@@ -85,7 +85,8 @@ def test_small_space_table_round_trip_and_prediction(tmp_path: Path) -> None:
         space_config(ops=["mbconv3"], kernels=[3], se=[0.0], skip=[True], filters=[0.25, 0.5], repeats=[-1])
     )
     arch = space.decode(space.sample(random.Random(1)))
-    assert table.predict(arch) == pytest.approx(table.overhead_ms + sum(table.ms[p.key] for p in parts(arch)))
+    expected = table.overhead_ms + table.scale * sum(table.ms[p.key] for p in parts(arch))
+    assert table.predict(arch) == pytest.approx(expected)
     with pytest.raises(TableError, match="lacks"):
         table.predict(efficientnet_b0())
 
@@ -200,3 +201,23 @@ def test_a_table_of_another_space_is_refused(
 ) -> None:
     args = ["search", "--target-latency", "5ms", "--latency-table", str(small_table), f"run.root={tmp_path}"]
     assert "lacks" in expect_usage_error(args, capsys)  # the default space is far larger
+
+
+def test_arch_names_resolve_like_hydra_composes_them() -> None:
+    """efficientnet_b1.yaml extends efficientnet_b0 through its defaults list."""
+    from deploy.latency import resolve_arch
+    from search_spaces.official import official
+
+    assert resolve_arch("efficientnet_b1") == official("efficientnet_b1")
+    assert resolve_arch("resnet152").name == "resnet152"
+
+
+def test_calibration_fits_overhead_and_scale_and_shrugs_off_one_outlier() -> None:
+    from deploy.latency import calibrate
+
+    sums = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    measured = [2.0 + 1.25 * x for x in sums]
+    measured[3] += 40.0  # one run a neighbour disturbed
+    scale, overhead = calibrate(sums, measured)
+    assert scale == pytest.approx(1.25, rel=0.02) and overhead == pytest.approx(2.0, abs=0.5)
+    assert calibrate([10.0], [13.0]) == (1.0, 3.0)
