@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--arch", help="a registered arch name or an arch YAML file")
         if stage.resume:
             p.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {stage.name} run")
+        if stage.subcommands:
+            p.add_argument("kind", choices=stage.subcommands, help=f"which {stage.name}")
         p.add_argument("--seed", dest="run_seed", type=int, help="run.seed")
         p.add_argument(
             "--config-dir",
@@ -166,12 +168,16 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
         value = getattr(args, flag.key.replace(".", "_"), None)
         if value is None:
             continue
+        if flag.kind == "list":  # `--methods depth width` and `--methods depth,width` alike
+            value = [item for v in value for item in str(v).split(",") if item]
         implied = [tuple(o.split("=", 1)) for o in flag.also]
         for key, text in [(flag.key, _override_value(value)), *implied]:
             if key in set_by:
                 fail(f"{set_by[key]} and {flag.name} cannot be given together")
             set_by[key] = flag.name
             overrides.append(f"{key}={text}")
+    if stage.subcommands:
+        overrides.append(f"kind={args.kind}")
     arch = getattr(args, "arch", None)
     if arch:
         if arch.endswith((".yaml", ".yml")) or Path(arch).is_file():
@@ -381,8 +387,9 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
 
 
 def _flags_first(argv: list[str]) -> list[str]:
-    """Move positional tokens (overrides, an arch file) after the flags, so flags and overrides
-    may be interleaved: argparse cannot take one `nargs="*"` positional in several pieces."""
+    """Gather the positional tokens (a subcommand, overrides, an arch file) in front of the flags,
+    so flags and overrides may be interleaved: argparse cannot take one `nargs="*"` positional in
+    several pieces, and a list flag (`--methods depth width`) would swallow what follows it."""
     if not argv or argv[0] not in STAGES:
         return argv
     kinds = {f.name: f.kind for f in STAGES[argv[0]].flags}
@@ -406,7 +413,7 @@ def _flags_first(argv: list[str]) -> list[str]:
         elif i < len(tokens):
             flags.append(tokens[i])
             i += 1
-    return [argv[0], *flags, *positionals]
+    return [argv[0], *positionals, *flags]  # positionals first: a list flag's values end at a flag
 
 
 def _terminate(signum: int, frame: Any) -> None:

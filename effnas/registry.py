@@ -39,6 +39,7 @@ class Stage:
     trials: bool = False  # runs proxy trials: `ray` settings and an executor
     resume: bool = False  # `--resume RUN_DIR` continues an interrupted run
     writes_run: bool = True  # False: prints only (describe)
+    subcommands: tuple[str, ...] = ()  # `effnas study scaling`: the first positional, config key `kind`
 
     def schema_class(self) -> type:
         module, _, name = self.schema.partition(":")
@@ -109,6 +110,32 @@ STAGES: dict[str, Stage] = {
             "train one architecture with the proxy trainer",
         ),
         Stage(
+            "study",
+            "scaling.study",
+            "scaling.study:StudyConfig",
+            ("arch", "data", "proxy"),
+            "scaling study: compound vs one dimension at equal MACs, trained (paper Tables 3/7, Figs 3/8)",
+            flags=(
+                Flag("--flops", "flops", "MACs levels as multiples of the baseline's: 2x or 2x,4x"),
+                Flag(
+                    "--from",
+                    "upstream",
+                    "a search run (its best arch) or a grid run (its coefficients)",
+                    metavar="RUN_DIR",
+                ),
+                Flag(
+                    "--methods", "methods", "baseline,depth,width,resolution,compound,dwr (a subset)", "list"
+                ),
+                Flag("--seeds", "seeds", "train each arm this many times (default 2)", "positive_int"),
+                Flag("--budgets", "budgets", "proxy epochs, e.g. 5,15: does the ranking hold?", "list"),
+                Flag("--sweep", "sweep", "width | depth | resolution alone at --multipliers (Figure 3)"),
+                Flag("--multipliers", "multipliers", "the sweep's multipliers, e.g. 1,1.4,1.8,2.6", "list"),
+            ),
+            trials=True,
+            resume=True,
+            subcommands=("scaling",),
+        ),
+        Stage(
             "latency",
             "deploy.latency",
             "deploy.latency:LatencyConfig",
@@ -142,6 +169,23 @@ STAGES: dict[str, Stage] = {
                 ),
                 Flag("--resolution", "resolution", "input size (default: run's, arch's)", "positive_int"),
                 Flag("--num-classes", "num_classes", "classes (default: the run's, 1000)", "positive_int"),
+            ),
+        ),
+        Stage(  # added by the report engineer for tests/test_report.py; keep or re-add as is
+            "report",
+            "effnas.report",
+            "effnas.report:ReportConfig",
+            (),
+            "one Markdown report (+ PNGs) of search, grid, scale, study and train runs, laid out as the paper",
+            flags=(
+                Flag(
+                    "--runs",
+                    "runs",
+                    "run directories to report on, any mix of stages",
+                    "list",
+                    metavar="RUN_DIR",
+                ),
+                Flag("--title", "title", "the report's heading"),
             ),
         ),
         Stage(

@@ -10,6 +10,7 @@ a trial is `run_trial(config, setup)`: the shared proxy trainer on plain, pickla
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ Metrics = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
 
 class TrialSource(Protocol):
     """What an executor drives. `propose` returns the next trial's config (a dict with `arch`, an
-    `Arch.to_dict()`, and optionally `name`, `resolution`, `seed`) or None when no trial should
+    `Arch.to_dict()`, and optionally `name`, `resolution`, `seed`, `epochs`) or None when no trial should
     start any more; `complete` gets the trial's final result (`status` present), the last
     intermediate report of one a scheduler stopped (no `status`), or `error` for a crash."""
 
@@ -127,9 +128,12 @@ def run_trial(
         key = repr(sorted(setup.data.items()))
         if key not in _DATA_CACHE:  # one decode per worker process, then the array cache
             _DATA_CACHE[key] = load_dataset(OmegaConf.create(dict(setup.data)))
+        proxy = setup.proxy
+        if config.get("epochs") is not None:  # a per-trial budget (the study's --budgets)
+            proxy = dataclasses.replace(proxy, epochs=float(config["epochs"]), images=None)
         result = evaluate(
             arch,
-            setup.proxy,
+            proxy,
             _DATA_CACHE[key],
             resolution=config.get("resolution"),
             seed=int(config.get("seed", setup.seed)),

@@ -152,3 +152,19 @@ def scale_arch(
         resolution=round_resolution(base * gamma**phi, resolution_divisor),
         **changes,
     )
+
+
+_MACS: dict[tuple, int] = {}
+
+
+def macs_of(arch: Arch) -> int:
+    """MACs of `arch` (deployment resolution, 1000 classes), counted once per concrete network:
+    solving a multiplier for a MACs level tries hundreds of values, and most round to channels
+    and repeats already counted."""
+    from search_spaces.cost import count
+    from search_spaces.rounding import resolve_stages
+
+    key = (resolve_stages(arch), arch.resolution)
+    if key not in _MACS:
+        _MACS[key] = count(arch).macs
+    return _MACS[key]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from effnas.errors import UserError
-from scaling.compound import PAPER_COEFFICIENTS, constraint_product, round_resolution, scale_arch
+from scaling.compound import PAPER_COEFFICIENTS, constraint_product, macs_of, round_resolution, scale_arch
 from search_spaces.arch import Arch, ArchError
 from search_spaces.arch_config import arch_from_cfg, arch_given
 
@@ -165,21 +165,6 @@ def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str
 
 
 # -- the three modes -----------------------------------------------------------------------------
-_MACS: dict[tuple, int] = {}
-
-
-def _macs(arch: Arch) -> int:
-    """MACs of `arch`, counted once per concrete network: flops-matched tries ~600 (phi',
-    resolution) pairs per model, and most phi' round to channels and repeats already counted."""
-    from search_spaces.cost import count
-    from search_spaces.rounding import resolve_stages
-
-    key = (resolve_stages(arch), arch.resolution)
-    if key not in _MACS:
-        _MACS[key] = count(arch).macs
-    return _MACS[key]
-
-
 def scale_formula(
     baseline: Arch, coeffs: Sequence[float], phi: int, divisor: int = 8
 ) -> tuple[Arch, dict[str, Any]]:
@@ -209,7 +194,7 @@ def scale_flops_matched(
     phi' in phi +- 1 (step 0.01) and the resolution one divisor either side of the formula's.
     Every choice within 2% of the target counts as a match; among matches (or ties) the phi'
     nearest phi wins, so the model stays as close to the formula as the target allows."""
-    target = 2**phi * (base_macs if base_macs is not None else _macs(baseline))
+    target = 2**phi * (base_macs if base_macs is not None else macs_of(baseline))
     best: tuple[float, float, Arch] | None = None
     for k in range(-100, 101):
         p = phi + k / 100
@@ -220,7 +205,7 @@ def scale_flops_matched(
             if res < 8:
                 continue
             candidate = arch.scaled(resolution=res)
-            err = max(abs(math.log(_macs(candidate) / target)), MATCH_WITHIN)
+            err = max(abs(math.log(macs_of(candidate) / target)), MATCH_WITHIN)
             key = (round(err, 12), abs(p - phi))
             if best is None or key < best[:2]:
                 best = (*key, candidate)
@@ -237,7 +222,7 @@ def scale_family(
     from search_spaces.official import efficientnet_b0
 
     official_b0 = mode == "official" and baseline == efficientnet_b0()
-    base_macs = _macs(baseline)
+    base_macs = macs_of(baseline)
     out = []
     for phi in phis:
         if mode == "formula":

@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "effnas.trials",
         ),
     ),
-    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe", "deploy.*")),
+    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe", "effnas.report", "deploy.*")),
     ("adapter", ("effnas.raytune",)),
     (
         "application",
@@ -70,6 +70,7 @@ STAGE_GROUPS = {
     "train": "effnas.train",
     "describe": "effnas.describe",
     "deploy": "deploy.*",
+    "report": "effnas.report",
 }
 NO_TORCH = "vocabulary"
 RAY_ONLY_IN = {"effnas.raytune"}

@@ -1,0 +1,625 @@
+"""`effnas study scaling`: does compound scaling win on your data? (EfficientNet Table 3, Table 7,
+Figures 3 and 8, run on the user's baseline and data.)
+
+    effnas study scaling --arch efficientnet_b0 --flops 2x [--seeds 2] [--budgets 5,15]
+    effnas study scaling --from results/grid/<run> --flops 2x,4x --methods depth,width,compound
+    effnas study scaling --sweep width --multipliers 1,1.4,1.8,2.6          # Figure 3's curve
+    effnas study scaling --resume results/study/<run>
+
+At each MACs level (a multiple of the baseline's MACs at its deployment resolution with 1000
+classes, the paper's unit) every method scales the same baseline and trains it with the same
+proxy recipe, data, seeds and budget:
+- `depth`, `width`, `resolution`: one dimension alone, its multiplier solved so the MACs after
+  rounding land within `tolerance` (5%) of the level, or the closest reachable point, flagged
+  `on_level: false`;
+- `compound`: depth alpha^phi, width beta^phi, resolution gamma^phi with the grid run's
+  coefficients (`--from`) or the paper's (1.2, 1.1, 1.15), phi solved for the level;
+- `dwr`: Dollar et al. 2021 ("Fast and Accurate Model Scaling"), their fast compound scaling at
+  alpha = 0.8: for a MACs factor s, depth s^0.1, width s^0.4, resolution s^0.05;
+- `baseline`: the unscaled baseline (level 1x, trained once per seed and budget).
+The proxy trains at `proxy.resolution` times the method's resolution multiplier (as the grid
+does); MACs are always the deployment model's. Trials run through the executor the application
+hands in (Ray Tune, or in this process); `study.csv` is rewritten after each one, so `--resume`
+trains only what has not finished. Writes `study.csv`, `summary.json` (per level and budget: each
+method's mean and spread, the winner, compound's margin over the best single dimension, whether
+the ranking held across budgets) and the plots `accuracy_vs_macs.png` (Figure 8) and, for a
+sweep, `accuracy_vs_multiplier.png` (Figure 3).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from omegaconf import MISSING
+
+from effnas.data.config import DataConfig
+from effnas.errors import UserError
+from effnas.proxy_config import ProxyConfig
+from scaling.compound import PAPER_COEFFICIENTS, macs_of, scale_arch
+from search_spaces.arch import Arch
+from search_spaces.arch_config import ArchConfig
+
+if TYPE_CHECKING:
+    from effnas.trials import Executor
+
+KINDS = ("scaling",)
+METHODS = ("baseline", "depth", "width", "resolution", "compound", "dwr")
+SINGLE = ("depth", "width", "resolution")
+DWR_EXPONENTS = (0.1, 0.4, 0.05)  # Dollar et al. 2021, alpha = 0.8: depth, width, resolution of s
+STEP = 0.005  # resolution of the multiplier search
+COLUMNS = (
+    "id",
+    "method",
+    "level",
+    "budget",
+    "seed",
+    "multiplier",
+    "width",
+    "depth",
+    "resolution",
+    "proxy_resolution",
+    "macs",
+    "params",
+    "activations",
+    "macs_ratio",
+    "on_level",
+    "accuracy",
+    "images_per_s",
+    "seconds",
+    "status",
+    "error",
+)
+
+
+@dataclass
+class StudyConfig:
+    """Schema of `conf/study.yaml` (`run` and `ray` are added by the stage registry)."""
+
+    kind: str = MISSING  # scaling (the `effnas study <kind>` subcommand)
+    arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's, or the official B0
+    data: DataConfig = field(default_factory=DataConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    flops: str = MISSING  # MACs levels as multiples of the baseline's: 2x or 2x,4x
+    methods: list[str] = MISSING
+    seeds: int = MISSING
+    budgets: list[float] = MISSING  # proxy epochs; several: does the ranking hold?
+    sweep: Optional[str] = MISSING  # width | depth | resolution: Figure 3's curve instead
+    multipliers: list[float] = MISSING
+    alpha: Optional[float] = MISSING  # compound coefficients; unset: --from's or the paper's
+    beta: Optional[float] = MISSING
+    gamma: Optional[float] = MISSING
+    tolerance: float = MISSING  # a method is on its level within this relative MACs error
+    max_multiplier: float = MISSING  # the largest multiplier a dimension may take
+    resolution_divisor: int = MISSING
+    upstream: Optional[str] = MISSING  # a search run (best_arch.yaml) or a grid run (coefficients)
+    resume: Optional[str] = MISSING
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def parse_levels(text: Any) -> list[float]:
+    """`2x`, `2x,4x` or `2,4` -> [2.0, 4.0]; every level above 1 (the baseline is 1x)."""
+    levels = []
+    for item in str(text).split(","):
+        item = item.strip().lower().removesuffix("x")
+        try:
+            value = float(item)
+        except ValueError:
+            raise UserError(f"--flops {text!r}: expected MACs levels like 2x or 2x,4x") from None
+        if not value > 1.0 or not math.isfinite(value):
+            raise UserError(
+                f"--flops {text!r}: a level must be above 1x (the baseline itself), got {value:g}x"
+            )
+        levels.append(value)
+    if len(set(levels)) != len(levels):
+        raise UserError(f"--flops {text!r}: a level is listed twice")
+    return sorted(levels)
+
+
+def _coefficients(cfg: Any, grid: Mapping[str, Any] | None) -> tuple[tuple[float, float, float], str]:
+    given = [cfg.get(k) for k in ("alpha", "beta", "gamma")]
+    if any(v is not None for v in given):
+        if any(v is None for v in given) or min(given) < 1:
+            raise UserError(f"give alpha, beta, gamma all >= 1 (or none), got {given}")
+        return (float(given[0]), float(given[1]), float(given[2])), "config"
+    if grid is not None:
+        return (float(grid["alpha"]), float(grid["beta"]), float(grid["gamma"])), "grid run"
+    return PAPER_COEFFICIENTS, "paper (EfficientNet §3.3)"
+
+
+def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str, Any]]:
+    """(baseline, compound coefficients, where each came from): `--arch`, else `--from` (a
+    search run's best_arch.yaml, or a grid run's baseline and coefficients), else the official B0."""
+    import yaml
+
+    from effnas.runfiles import read_json, stage_of
+    from search_spaces.arch import ArchError
+    from search_spaces.arch_config import arch_from_cfg, arch_given
+    from search_spaces.official import efficientnet_b0
+
+    grid = None
+    source: dict[str, Any] = {}
+    baseline = None
+    if cfg.upstream:
+        from pathlib import Path
+
+        run = Path(cfg.upstream)
+        stage = stage_of(run) if run.is_dir() else None
+        if stage not in ("search", "grid"):
+            what = f"a {stage} run" if stage else "not an effnas run directory"
+            raise UserError(f"--from {run}: {what}; expected a search run or a grid run")
+        read_json(run / "manifest.json")
+        name = "best_arch.yaml" if stage == "search" else "coefficients.yaml"
+        try:
+            doc = yaml.safe_load((run / name).read_text())
+            if stage == "search":
+                baseline = Arch.from_dict(doc)
+            else:
+                grid = doc
+                baseline = Arch.from_dict(doc["baseline"]) if doc.get("baseline") else None
+        except (OSError, yaml.YAMLError, ArchError, KeyError, TypeError) as exc:
+            raise UserError(f"--from {run}: {name}: {str(exc).splitlines()[0]}") from None
+        source = {"upstream": str(run.resolve()), "stage": stage}
+    if arch_given(cfg):
+        if baseline is not None and stage == "search":
+            raise UserError("give the baseline either with --from (a search run) or --arch, not both")
+        baseline = arch_from_cfg(cfg.arch)
+        source["baseline"] = "--arch"
+    elif baseline is None:
+        baseline = efficientnet_b0()
+        source["baseline"] = "official efficientnet_b0 (paper Table 1)"
+    else:
+        source["baseline"] = f"{source['stage']} run"
+    coeffs, where = _coefficients(cfg, grid)
+    source["coefficients"] = where
+    return baseline, coeffs, source
+
+
+# -- solving each method for a MACs level ------------------------------------------------------
+@dataclass(frozen=True)
+class Arm:
+    """One method at one level: its multipliers, the deployment arch, and how close it landed."""
+
+    method: str
+    level: float
+    multiplier: float  # the solved parameter: d, w or r; phi for compound; s for dwr
+    arch: Arch
+    res_mult: float
+    macs: int
+    macs_ratio: float
+    on_level: bool
+
+
+def multipliers(method: str, t: float, coeffs: Sequence[float]) -> tuple[float, float, float]:
+    """(depth, width, resolution) multipliers of `method` at parameter `t`."""
+    if method == "depth":
+        return t, 1.0, 1.0
+    if method == "width":
+        return 1.0, t, 1.0
+    if method == "resolution":
+        return 1.0, 1.0, t
+    if method == "compound":
+        a, b, g = coeffs
+        return a**t, b**t, g**t
+    if method == "dwr":
+        return tuple(t**e for e in DWR_EXPONENTS)  # type: ignore[return-value]
+    if method == "baseline":
+        return 1.0, 1.0, 1.0
+    raise UserError(f"unknown scaling method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def scaled(baseline: Arch, dims: tuple[float, float, float], divisor: int, **changes: Any) -> Arch:
+    d, w, r = dims
+    return scale_arch(baseline, d, w, r, 1.0, resolution_divisor=divisor, **changes)
+
+
+def _range(method: str, coeffs: Sequence[float], level: float, max_mult: float) -> Sequence[float]:
+    if method == "compound":  # phi: from 0 until every multiplier passes max_mult or MACs pass 2x level
+        top = math.log(max_mult) / math.log(max(coeffs)) if max(coeffs) > 1 else 0.0
+        return [i * STEP for i in range(int(top / STEP) + 1)]
+    top = level * 2 if method == "dwr" else max_mult
+    return [1.0 + i * STEP for i in range(int((top - 1.0) / STEP) + 1)]
+
+
+def solve(
+    baseline: Arch,
+    method: str,
+    level: float,
+    coeffs: Sequence[float],
+    *,
+    tolerance: float = 0.05,
+    max_mult: float = 4.0,
+    divisor: int = 8,
+) -> Arm:
+    """The parameter whose rounded MACs land closest (in log ratio) to `level` x the baseline's;
+    among equally close ones the smallest. A method that cannot move MACs at all is refused."""
+    base = macs_of(baseline)
+    if method == "baseline":
+        return Arm(method, 1.0, 1.0, baseline, 1.0, base, 1.0, True)
+    best: tuple[float, float, Arch, float] | None = None
+    seen_ratios = set()
+    for t in _range(method, coeffs, level, max_mult):
+        dims = multipliers(method, t, coeffs)
+        arch = scaled(baseline, dims, divisor)
+        ratio = macs_of(arch) / base
+        seen_ratios.add(round(ratio, 6))
+        err = abs(math.log(ratio / level))
+        if best is None or err < best[0] - 1e-12:
+            best = (err, t, arch, dims[2])
+        if ratio > level * 2:
+            break
+    if len(seen_ratios) <= 1:
+        raise UserError(f"{baseline.name} cannot be scaled by {method}: its MACs do not change")
+    assert best is not None
+    err, t, arch, res_mult = best
+    ratio = macs_of(arch) / base
+    return Arm(
+        method,
+        level,
+        round(t, 4),
+        arch,
+        res_mult,
+        macs_of(arch),
+        round(ratio, 4),
+        abs(ratio / level - 1) <= tolerance,
+    )
+
+
+def sweep_arm(baseline: Arch, method: str, mult: float, divisor: int) -> Arm:
+    """One point of Figure 3's curve: `method`'s dimension at multiplier `mult`."""
+    dims = multipliers(method, mult, PAPER_COEFFICIENTS)
+    arch = scaled(baseline, dims, divisor)
+    ratio = macs_of(arch) / macs_of(baseline)
+    return Arm(method, round(ratio, 4), mult, arch, dims[2], macs_of(arch), round(ratio, 4), True)
+
+
+def validate(cfg: Any) -> None:
+    """Cheap checks before a run directory exists: kind, levels, methods, seeds, budgets, sweep,
+    the baseline and that each method can reach each level (solved here, in milliseconds)."""
+    if cfg.kind not in KINDS:
+        raise UserError(f"unknown study {cfg.kind!r}; expected one of {', '.join(KINDS)}")
+    if int(cfg.seeds) < 1:
+        raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
+    if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
+        raise UserError(f"--budgets must be epochs > 0, got {list(cfg.budgets or [])}")
+    if not 0 < float(cfg.tolerance) < 1 or not float(cfg.max_multiplier) > 1:
+        raise UserError(
+            f"tolerance must be in (0, 1) and max_multiplier > 1, got {cfg.tolerance}, {cfg.max_multiplier}"
+        )
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise UserError(f"unknown scaling method {m!r}; expected one of {', '.join(METHODS)}")
+    baseline, coeffs, _ = resolve_inputs(cfg)
+    if cfg.sweep is not None:
+        if cfg.sweep not in SINGLE:
+            raise UserError(f"--sweep must be one of {', '.join(SINGLE)}, got {cfg.sweep!r}")
+        if not cfg.multipliers or any(not float(m) >= 1 for m in cfg.multipliers):
+            raise UserError(f"--multipliers must be >= 1, got {list(cfg.multipliers or [])}")
+        return
+    levels = parse_levels(cfg.flops)
+    if not cfg.methods:
+        raise UserError("--methods is empty")
+    for level in levels:
+        for m in cfg.methods:
+            solve(
+                baseline, m, level, coeffs, tolerance=float(cfg.tolerance), max_mult=float(cfg.max_multiplier)
+            )
+
+
+def plan(cfg: Any, baseline: Arch, coeffs: Sequence[float]) -> list[dict[str, Any]]:
+    """Every trial of the study (status pending), budgets outermost, seeds innermost."""
+    from search_spaces.cost import count
+
+    divisor = int(cfg.resolution_divisor)
+    if cfg.sweep is not None:
+        arms = [sweep_arm(baseline, str(cfg.sweep), float(m), divisor) for m in cfg.multipliers]
+    else:
+        arms = []
+        if "baseline" in cfg.methods:
+            arms.append(solve(baseline, "baseline", 1.0, coeffs))
+        for level in parse_levels(cfg.flops):
+            for m in cfg.methods:
+                if m != "baseline":
+                    kw = {"tolerance": float(cfg.tolerance), "max_mult": float(cfg.max_multiplier)}
+                    arms.append(solve(baseline, m, level, coeffs, divisor=divisor, **kw))
+    rows = []
+    seed0 = int(cfg.run.seed)
+    for budget in cfg.budgets:
+        for arm in arms:
+            cost = count(arm.arch)
+            proxy_res = max(8, round(int(cfg.proxy.resolution) * arm.res_mult))
+            for k in range(int(cfg.seeds)):
+                rows.append(
+                    {
+                        "id": f"{arm.method}@{arm.level:g}x/{float(budget):g}ep/seed{seed0 + k}",
+                        "method": arm.method,
+                        "level": arm.level,
+                        "budget": float(budget),
+                        "seed": seed0 + k,
+                        "multiplier": arm.multiplier,
+                        "width": arm.arch.width,
+                        "depth": arm.arch.depth,
+                        "resolution": arm.arch.resolution,
+                        "proxy_resolution": proxy_res,
+                        "macs": cost.macs,
+                        "params": cost.params,
+                        "activations": cost.activations,
+                        "macs_ratio": arm.macs_ratio,
+                        "on_level": arm.on_level,
+                        "accuracy": None,
+                        "images_per_s": None,
+                        "seconds": None,
+                        "status": "pending",
+                        "error": None,
+                        "_arch": arm.arch.scaled(
+                            name=f"{baseline.name}-{arm.method}-{arm.level:g}x"
+                        ).to_dict(),
+                    }
+                )
+    return rows
+
+
+# -- the trials ---------------------------------------------------------------------------------
+class StudyTrials:
+    """The study's unfinished rows as an `effnas.trials.TrialSource`; every end rewrites study.csv."""
+
+    name = "study"
+
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any) -> None:
+        self.rows = rows
+        self.by_id = {r["id"]: r for r in rows}
+        self.queue = [r for r in rows if r["status"] != "ok"]
+        self.total = len(self.queue)
+        self.rundir = rundir
+        self.pending: dict[str, str] = {}
+        self.finished = 0
+        self.t0 = time.monotonic()
+
+    @property
+    def remaining(self) -> int:
+        return len(self.queue)
+
+    def save(self) -> None:
+        self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
+
+    def propose(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.queue:
+            return None
+        row = self.queue.pop(0)
+        self.pending[trial_id] = row["id"]
+        return {
+            "name": row["id"].replace("/", "_").replace("@", "_"),
+            "arch": row["_arch"],
+            "resolution": row["proxy_resolution"],
+            "seed": row["seed"],
+            "epochs": row["budget"],
+        }
+
+    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
+        rid = self.pending.pop(trial_id, None)
+        if rid is None:
+            return
+        row, result = self.by_id[rid], dict(result or {})
+        ok = not error and result.get("status") == "ok" and result.get("accuracy") is not None
+        row.update(
+            status="ok" if ok else "failed",
+            accuracy=result.get("accuracy") if ok else None,
+            images_per_s=round(float(result.get("images_per_second") or 0), 1) if ok else None,
+            seconds=round(float(result["seconds"]), 1) if result.get("seconds") is not None else None,
+            error=None
+            if ok
+            else (error if isinstance(error, str) else result.get("error") or "trial crashed"),
+        )
+        self.finished += 1
+        self.save()
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.finished * (self.total - self.finished)
+        acc = f"acc {row['accuracy']:.4f}" if ok else f"FAILED {row['error']}"
+        print(
+            f"[{self.finished}/{self.total}] {rid:<34} MACs x{row['macs_ratio']:<6g} "
+            f"res {row['proxy_resolution']:<4} {acc}  {row['seconds']}s  ETA {eta / 60:.1f} min",
+            flush=True,
+        )
+
+
+def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
+    import pandas as pd
+
+    if not path.is_file():
+        return {}
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
+    if "id" not in frame.columns or "status" not in frame.columns:
+        raise UserError(f"{path} is not a study table (no id/status columns)")
+    frame = frame.astype(object).where(frame.notna(), None)
+    return {str(r["id"]): r for r in frame.to_dict("records")}
+
+
+# -- results ------------------------------------------------------------------------------------
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per budget and level: each method's mean and spread (sample std over seeds), the winner
+    (highest mean), and compound's margin over the best single dimension; whether the ranking of
+    the methods held across budgets."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict[str, Any] = {}
+    rankings: dict[str, dict[float, list[str]]] = {}
+    for budget in sorted({r["budget"] for r in rows}):
+        per_level: dict[str, Any] = {}
+        for level in sorted({r["level"] for r in rows if r["method"] != "baseline"} or {1.0}):
+            methods: dict[str, Any] = {}
+            for m in METHODS:
+                accs = [
+                    float(r["accuracy"])
+                    for r in ok
+                    if r["budget"] == budget and r["method"] == m and (r["level"] == level or m == "baseline")
+                ]
+                mine = [r for r in rows if r["budget"] == budget and r["method"] == m]
+                if not mine:
+                    continue
+                methods[m] = {
+                    "mean": round(statistics.fmean(accs), 5) if accs else None,
+                    "std": round(statistics.stdev(accs), 5) if len(accs) > 1 else None,
+                    "n": len(accs),
+                    "macs_ratio": next(
+                        (r["macs_ratio"] for r in mine if r["level"] == level or m == "baseline"), None
+                    ),
+                    "on_level": all(r["on_level"] for r in mine if r["level"] == level or m == "baseline"),
+                }
+            scored = {m: v["mean"] for m, v in methods.items() if v["mean"] is not None and m != "baseline"}
+            entry: dict[str, Any] = {"methods": methods}
+            if scored:
+                entry["winner"] = max(scored, key=lambda m: scored[m])
+                entry["ranking"] = sorted(scored, key=lambda m: -scored[m])
+                singles = {m: scored[m] for m in SINGLE if m in scored}
+                if "compound" in scored and singles:
+                    best_single = max(singles, key=lambda m: singles[m])
+                    entry["best_single"] = best_single
+                    entry["compound_margin"] = round(scored["compound"] - singles[best_single], 5)
+                rankings.setdefault(f"{level:g}x", {})[budget] = entry["ranking"]
+            per_level[f"{level:g}x"] = entry
+        out[f"{budget:g} epochs"] = per_level
+    held = {
+        lvl: len({tuple(r) for r in by_budget.values()}) == 1
+        for lvl, by_budget in rankings.items()
+        if len(by_budget) > 1
+    }
+    return {"budgets": out, "ranking_held_across_budgets": held or None}
+
+
+def plot(rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None) -> None:
+    """Figure 8 (accuracy vs MACs per method, mean and std over seeds) per budget; for a sweep,
+    Figure 3 (accuracy vs the dimension's multiplier)."""
+    import pandas as pd
+
+    from scaling import report
+
+    frame = pd.DataFrame([r for r in rows if r["status"] == "ok"])
+    if frame.empty:
+        return
+    frame["gmacs"] = frame["macs"] / 1e9
+    budgets = sorted(frame["budget"].unique())
+    fig, axes = report.figure(len(budgets), width=5.0)
+    for ax, budget in zip(axes, budgets):
+        sub = frame[frame["budget"] == budget]
+        for method, part in sub.groupby("method", sort=False):
+            stats = part.groupby("gmacs")["accuracy"].agg(["mean", "std"]).reset_index()
+            marker = "*" if method == "compound" else "o"
+            ax.errorbar(
+                stats["gmacs"],
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                marker=marker,
+                capsize=3,
+                label=method,
+            )
+        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel="proxy val accuracy")
+        ax.set_title(f"{budget:g} epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    rundir.save_figure("accuracy_vs_macs.png", fig)
+    report.close(fig)
+    if sweep:
+        fig, axes = report.figure(1, width=5.0)
+        for budget in budgets:
+            stats = frame[frame["budget"] == budget].groupby("multiplier")["accuracy"].agg(["mean", "std"])
+            axes[0].errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label=f"{budget:g} epochs",
+            )
+        axes[0].set(xlabel=f"{sweep} multiplier", ylabel="proxy val accuracy", title=f"scaling {sweep} alone")
+        axes[0].grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        rundir.save_figure("accuracy_vs_multiplier.png", fig)
+        report.close(fig)
+
+
+def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
+    """The study stage; `execute` runs its trials (Ray Tune, or in this process)."""
+    from effnas.data import load_dataset
+    from effnas.trials import Scheduling, TrialSetup
+    from scaling import report
+
+    t0 = time.time()
+    baseline, coeffs, source = resolve_inputs(cfg)
+    if not cfg.get("resume"):
+        if source.get("upstream"):
+            rundir.record_upstream(source["upstream"], source["stage"], "baseline / coefficients")
+        rundir.record(study_inputs={**source, "baseline_name": baseline.name, "coefficients": list(coeffs)})
+    data = load_dataset(cfg.data)  # fail on bad data before any trial; record what was used
+    rundir.record_dataset(data)
+    rows = plan(cfg, baseline, coeffs)
+    previous = _read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
+    for row in rows:
+        old = previous.get(row["id"])
+        if old is not None and old.get("status") == "ok":
+            row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
+    trials = StudyTrials(rows, rundir)
+    print(
+        f"study scaling: baseline {baseline.name} ({source['baseline']}), compound coefficients "
+        f"{tuple(coeffs)} ({source['coefficients']}); {len(rows)} trials on {data.name} at "
+        f"{cfg.proxy.resolution}px x the resolution multiplier, budgets {list(cfg.budgets)} epochs"
+        + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    shown = {(r["method"], r["level"]): r for r in rows}.values()
+    print(
+        report.format_table(
+            list(shown),
+            [
+                "method",
+                "level",
+                "multiplier",
+                "depth",
+                "width",
+                "resolution",
+                "macs",
+                "macs_ratio",
+                "on_level",
+            ],
+        )
+    )
+    trials.save()
+    if trials.remaining:
+        execute(trials, TrialSetup.of(cfg), Scheduling())
+    trials.save()
+    if any(r["status"] == "pending" for r in rows):
+        print(
+            f"study: interrupted; continue with `effnas study scaling --resume {rundir.path}`",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
+    summary = summarize(rows)
+    plot(rundir, rows, cfg.sweep)
+    for budget, levels in summary["budgets"].items():
+        for level, entry in levels.items():
+            line = f"{budget}, {level}: " + ", ".join(
+                f"{m} {v['mean']:.4f}" + (f"+-{v['std']:.4f}" if v["std"] is not None else "")
+                for m, v in entry["methods"].items()
+                if v["mean"] is not None
+            )
+            if "compound_margin" in entry:
+                line += (
+                    f" | compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
+                )
+            print(line)
+    return {
+        **summary,
+        "baseline": baseline.name,
+        "coefficients": list(coeffs),
+        "trials": len(rows),
+        "failed": [r["id"] for r in rows if r["status"] != "ok"],
+        "off_level": sorted({f"{r['method']}@{r['level']:g}x" for r in rows if not r["on_level"]}),
+        "wall_seconds": round(time.time() - t0, 1),
+    }

@@ -1,0 +1,175 @@
+"""`effnas study scaling`: solving each method for a MACs level, the study end to end on digits
+with a tiny budget (in this process, and one run on a real local Ray runtime), `--resume`, and
+bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import expect_usage_error
+
+from effnas.cli import main
+from effnas.errors import UserError
+from scaling.compound import PAPER_COEFFICIENTS, macs_of
+from scaling.study import METHODS, parse_levels, solve, summarize
+from search_spaces.arch import Arch
+from search_spaces.official import efficientnet_b0
+
+TINY = ["proxy.images=32", "proxy.batch_size=16", "proxy.resolution=8", "proxy.compile=off"]
+TINY += ["data.max_train=300", "run.threads=1", "seeds=1", "budgets=[1]"]
+
+
+def test_levels_parse_and_refuse_what_is_not_a_level() -> None:
+    assert parse_levels("2x") == [2.0] and parse_levels("4x, 2") == [2.0, 4.0]
+    for bad in ("0.5x", "1x", "twice", "2x,2x"):
+        with pytest.raises(UserError):
+            parse_levels(bad)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "baseline"])
+@pytest.mark.parametrize("level", [2.0, 4.0])
+def test_every_method_lands_within_5_percent_of_the_level_on_b0(method: str, level: float) -> None:
+    arm = solve(efficientnet_b0(), method, level, PAPER_COEFFICIENTS)
+    assert arm.on_level and abs(arm.macs_ratio / level - 1) <= 0.05
+    assert macs_of(arm.arch) == arm.macs
+    d, w, r = arm.arch.depth, arm.arch.width, arm.arch.resolution
+    if method == "depth":
+        assert w == 1.0 and r == 224 and d > 1
+    elif method == "width":
+        assert d == 1.0 and r == 224 and w > 1
+    elif method == "resolution":
+        assert d == 1.0 and w == 1.0 and r > 224 and r % 8 == 0
+    else:  # compound and dwr grow all three (dwr's resolution exponent is small: it may round to 224)
+        assert d > 1 and w > 1 and r >= 224
+
+
+def test_a_level_out_of_reach_is_flagged_not_faked() -> None:
+    arm = solve(efficientnet_b0(), "width", 64.0, PAPER_COEFFICIENTS, max_mult=2.0)  # w <= 2: ~4x at most
+    assert not arm.on_level and arm.macs_ratio < 8
+
+
+def test_a_dimension_that_does_not_move_macs_is_refused() -> None:
+    frozen = Arch.from_dict({**efficientnet_b0().to_dict(), "name": "frozen"})
+    with pytest.raises(UserError, match="cannot be scaled by depth"):
+        solve(frozen, "depth", 2.0, PAPER_COEFFICIENTS, max_mult=1.001)
+
+
+def test_summary_means_winner_and_compound_margin() -> None:
+    rows = []
+    for method, accs in {
+        "baseline": [0.5, 0.52],
+        "depth": [0.6, 0.62],
+        "width": [0.615, 0.615],
+        "compound": [0.7, 0.72],
+    }.items():
+        for seed, acc in enumerate(accs):
+            level = 1.0 if method == "baseline" else 2.0
+            rows.append(
+                {
+                    "method": method,
+                    "level": level,
+                    "budget": 5.0,
+                    "seed": seed,
+                    "accuracy": acc,
+                    "status": "ok",
+                    "macs_ratio": level,
+                    "on_level": True,
+                }
+            )
+    entry = summarize(rows)["budgets"]["5 epochs"]["2x"]
+    assert entry["winner"] == "compound" and entry["best_single"] == "width"
+    assert entry["compound_margin"] == pytest.approx(0.71 - 0.615)
+    assert entry["methods"]["depth"]["mean"] == pytest.approx(0.61) and entry["methods"]["depth"]["n"] == 2
+
+
+def test_study_end_to_end_without_ray_and_resume_reruns_nothing_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "study"
+    assert main(["study", "scaling", "--flops", "2x", *TINY, "ray.enabled=false", f"run.dir={run}"]) == 0
+    rows = pd.read_csv(run / "study.csv")
+    assert sorted(rows["method"]) == sorted(METHODS) and set(rows["status"]) == {"ok"}
+    for col in (
+        "method",
+        "level",
+        "budget",
+        "seed",
+        "width",
+        "depth",
+        "resolution",
+        "macs",
+        "params",
+        "activations",
+        "macs_ratio",
+        "on_level",
+        "accuracy",
+        "images_per_s",
+        "status",
+    ):
+        assert col in rows.columns
+    scaled = rows[rows["method"] != "baseline"]
+    assert ((scaled["macs_ratio"] / 2 - 1).abs() <= 0.05).all() and scaled["on_level"].all()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (
+        summary["budgets"]["1 epochs"]["2x"]["winner"] in METHODS and (run / "accuracy_vs_macs.png").is_file()
+    )
+    # an interruption: two rows not finished; --resume trains exactly those
+    rows.loc[rows["method"].isin(["width", "dwr"]), ["status", "accuracy"]] = ["pending", None]
+    (run / "study.csv").write_text(rows.to_csv(index=False))
+    capsys.readouterr()
+    assert main(["study", "scaling", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] width@2x" in out and "[2/2] dwr@2x" in out and "depth@2x" not in out.split("[1/2]")[1]
+    again = pd.read_csv(run / "study.csv")
+    assert set(again["status"]) == {"ok"}
+    kept = again.set_index("id").loc[rows[rows["status"] == "ok"]["id"], "accuracy"]
+    assert (kept.values == rows[rows["status"] == "ok"]["accuracy"].values).all()
+
+
+def test_a_sweep_trains_one_dimension_at_each_multiplier(tmp_path: Path) -> None:
+    run = tmp_path / "sweep"
+    args = ["study", "scaling", "--sweep", "width", "--multipliers", "1,1.5", *TINY, "ray.enabled=false"]
+    assert main([*args, f"run.dir={run}"]) == 0
+    rows = pd.read_csv(run / "study.csv")
+    assert list(rows["multiplier"]) == [1.0, 1.5] and list(rows["width"]) == [1.0, 1.5]
+    assert (run / "accuracy_vs_multiplier.png").is_file()
+
+
+def test_study_on_a_real_local_ray_runtime(tmp_path: Path) -> None:
+    import ray
+
+    run = tmp_path / "study"
+    args = ["study", "scaling", "--flops", "2x", "--methods", "depth,compound", *TINY, "ray.num_cpus=2"]
+    assert main([*args, f"run.dir={run}"]) == 0
+    assert not ray.is_initialized()
+    assert set(pd.read_csv(run / "study.csv")["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flops", "0.5x"], "must be above 1x"),
+        (["--methods", "depth,height"], "unknown scaling method 'height'"),
+        (["--sweep", "height"], "--sweep must be one of"),
+        (["--seeds", "0"], "must be >= 1"),
+        (["--budgets", "0"], "--budgets must be epochs > 0"),
+        (["--from", "/nonexistent/run"], "not an effnas run directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in expect_usage_error(["study", "scaling", *args, f"run.root={tmp_path}"], capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_from_must_be_a_search_or_grid_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scale", "--phi", "1", f"run.dir={tmp_path / 'scale'}"]) == 0
+    capsys.readouterr()
+    line = expect_usage_error(
+        ["study", "scaling", "--from", str(tmp_path / "scale"), f"run.root={tmp_path}"], capsys
+    )
+    assert "a scale run; expected a search run or a grid run" in line
