@@ -26,6 +26,7 @@ class GridConfig:
     resolution_divisor: int = 8  # deployment resolution rounding, as in `effnas scale`
     max_candidates: int = 0  # train a spread-out subset of this many (0: every candidate)
     include_baseline: bool = True  # also train the unscaled baseline, as a reference row
+    seeds: int = 1  # trainings per point, seeds run.seed .. run.seed+seeds-1; the winner is on the mean
     upstream: Optional[str] = None  # a search run directory (--from)
     resume: Optional[str] = None
 

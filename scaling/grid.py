@@ -4,18 +4,23 @@
 
 Every (alpha, beta, gamma) >= 1 on the grid with |alpha*beta^2*gamma^2 - target| <= tol
 (`scaling.compound.enumerate_candidates`) scales the baseline by depth alpha^phi, width beta^phi
-and proxy resolution round(gamma^phi x proxy.resolution) and is trained once with the shared proxy
-trainer (`effnas.trials.run_trial`), by the executor the application hands in (Ray Tune through
-`effnas.raytune`, or in this process). The winner is the highest proxy validation accuracy. MACs are the paper's: conv + linear
-multiply-adds of the scaled model at its deployment resolution round(gamma^phi x the baseline's,
-224 for B0) with 1000 classes, whatever the proxy trains at (DESIGN.md).
+and proxy resolution round(gamma^phi x proxy.resolution) and is trained `seeds` times (seeds
+run.seed .. run.seed+seeds-1) with the shared proxy trainer (`effnas.trials.run_trial`), by the
+executor the application hands in (Ray Tune through `effnas.raytune`, or in this process). The
+winner is the highest mean proxy validation accuracy over the seeds (`pick_winner`), and `verdict`
+says whether its margin over the unscaled baseline, the paper's point and the runner-up is larger
+than the seed spread. MACs are the paper's: conv + linear multiply-adds of the scaled model at its
+deployment resolution round(gamma^phi x the baseline's, 224 for B0) with 1000 classes, whatever the
+proxy trains at (DESIGN.md).
 
-`trials.csv` is the record: it lists every planned row (status `pending`) from the start and is
-rewritten after each finished trial, so `--resume RUN_DIR` trains only what is not `ok` yet.
+`trials.csv` is the record: one row per (id, seed), every planned row (status `pending`) from the
+start, rewritten after each finished trial, so `--resume RUN_DIR` trains only what is not `ok` yet.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 BASELINE_ID = "baseline"
 COLUMNS = (
     "id",
+    "seed",
     "kind",
     "alpha",
     "beta",
@@ -55,6 +61,8 @@ COLUMNS = (
     "proxy_macs",
     "error",
 )
+# what one trial of a point records (the rest of a row is the point's, the same for every seed)
+TRIAL_KEYS = ("seed", "accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -87,6 +95,8 @@ def validate(cfg: Any) -> None:
         _read_best_arch(upstream_run(cfg.upstream, "search", "best_arch.yaml"))
     elif arch_given(cfg):
         arch_from_cfg(cfg.arch)
+    if cfg.seeds < 1:
+        raise UserError(f"seeds must be >= 1 (trainings per candidate), got {cfg.seeds}")
     if cfg.resolution_divisor < 1 or cfg.max_candidates < 0:
         raise UserError(
             f"resolution_divisor must be >= 1 and max_candidates >= 0, got {cfg.resolution_divisor}, "
@@ -129,9 +139,11 @@ def plan(
     target: float = 2.0,
     include_baseline: bool = True,
     resolution_divisor: int = 8,
+    seeds: Sequence[int] = (0,),
 ) -> list[dict[str, Any]]:
-    """One row per trial (status pending) with everything known before training: the scaled
-    multipliers, the proxy and deployment resolutions, and MACs/params from the cost model."""
+    """One row per trial, (point, seed) in plan order with seeds inner (status pending), with
+    everything known before training: the scaled multipliers, the proxy and deployment
+    resolutions, and MACs/params from the cost model."""
     from search_spaces.cost import count
 
     base_macs = count(baseline).macs
@@ -144,9 +156,10 @@ def plan(
         )
         proxy_res = scale_arch(baseline, a, b, g, phi, base_resolution=proxy_resolution).resolution
         cost = count(deploy)
-        rows.append(
+        rows += [
             {
                 "id": pid,
+                "seed": int(seed),
                 "kind": kind,
                 "alpha": a,
                 "beta": b,
@@ -170,7 +183,8 @@ def plan(
                 "error": None,
                 "_arch": deploy.to_dict(),
             }
-        )
+            for seed in seeds
+        ]
     return rows
 
 
@@ -178,31 +192,38 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in COLUMNS}
 
 
-def _read_trials(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished rows of an earlier attempt (for --resume), by id."""
+def _key(row: Mapping[str, Any]) -> tuple[str, Any]:
+    return row["id"], row.get("seed")
+
+
+def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows of an earlier attempt (for --resume), by (id, seed); a trials.csv from before the
+    `seed` column trained every point once, with `seed` (the run's)."""
     import pandas as pd
 
     if not path.is_file():
         return {}
     frame = pd.read_csv(path)
     frame = frame.astype(object).where(frame.notna(), None)
-    return {str(r["id"]): dict(r) for r in frame.to_dict("records")}
+    rows = frame.to_dict("records")
+    return {(str(r["id"]), seed if r.get("seed") is None else int(r["seed"])): dict(r) for r in rows}
 
 
 # -- the trials ---------------------------------------------------------------------------------
 class GridTrials:
-    """The grid's unfinished rows as an `effnas.trials.TrialSource`: proposed in plan order; each
-    end fills its row, rewrites trials.csv and prints one line."""
+    """The grid's unfinished rows, one per (id, seed), as an `effnas.trials.TrialSource`:
+    proposed in plan order; each end fills its row, rewrites trials.csv and prints one line."""
 
     name = "grid"
 
     def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None) -> None:
         self.order = rows
-        self.rows = {r["id"]: r for r in rows}
+        self.rows = {_key(r): r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
         self.total = len(self.queue)
+        self.many_seeds = len({r.get("seed") for r in rows}) > 1
         self.rundir = rundir
-        self.pending: dict[str, str] = {}  # executor's trial id -> row id
+        self.pending: dict[str, tuple[str, Any]] = {}  # executor's trial id -> (id, seed)
         self.finished = 0
         self.out = out  # None: sys.stdout at print time
 
@@ -217,19 +238,23 @@ class GridTrials:
         if not self.queue:
             return None
         row = self.queue.pop(0)
-        self.pending[trial_id] = row["id"]
-        return {
-            "name": row["id"],
+        self.pending[trial_id] = _key(row)
+        config = {
+            "name": f"{row['id']}_s{row['seed']}" if self.many_seeds else row["id"],  # Ray's trial dir
             "id": row["id"],
             "arch": row["_arch"],
             "resolution": int(row["resolution"]),
         }
+        if row.get("seed") is not None:
+            config["seed"] = int(row["seed"])
+        return config
 
     def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
-        pid = self.pending.pop(trial_id, None)
-        if pid is None:
+        key = self.pending.pop(trial_id, None)
+        if key is None:
             return
-        row = self.rows[pid]
+        row = self.rows[key]
+        pid = row["id"] + (f" seed {row['seed']}" if self.many_seeds else "")
         result = dict(result or {})
         status = "failed" if error else (result.get("status") or "failed")
         reason = (error if isinstance(error, str) else "trial crashed") if error else result.get("error")
@@ -261,31 +286,175 @@ def _budget(proxy: Any) -> str:
 
 
 # -- results ------------------------------------------------------------------------------------
-def pick_winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Highest proxy accuracy among finished candidates; ties to fewer MACs, then grid order."""
-    ok = [r for r in rows if r["kind"] == "candidate" and r["status"] == "ok" and r["accuracy"] is not None]
-    if not ok:
+def point_stats(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per grid point, in plan order, from the per-trial rows: the point's fields plus
+    `mean`, `std` (sample std over seeds, ddof=1; None under two finished seeds) and `n` of its
+    finished (`ok`) seeds' accuracies, `seeds` (its trials) and `complete` (every seed ok)."""
+    points: dict[str, dict[str, Any]] = {}
+    accuracies: dict[str, list[float]] = {}
+    for r in rows:
+        pid = r["id"]
+        if pid not in points:
+            points[pid] = {k: v for k, v in r.items() if k not in TRIAL_KEYS} | {"seeds": 0, "seconds": 0.0}
+            accuracies[pid] = []
+        point = points[pid]
+        point["seeds"] += 1
+        point["seconds"] += float(r.get("seconds") or 0.0)
+        if r["status"] == "ok" and r["accuracy"] is not None:
+            accuracies[pid].append(float(r["accuracy"]))
+    for pid, point in points.items():
+        acc = accuracies[pid]
+        point.update(
+            mean=statistics.fmean(acc) if acc else None,
+            std=statistics.stdev(acc) if len(acc) > 1 else None,
+            n=len(acc),
+            complete=len(acc) == point["seeds"],
+        )
+    return list(points.values())
+
+
+def ranked_candidates(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Candidates with every seed ok, best first: highest mean accuracy, ties to fewer MACs, then
+    grid order (the unscaled baseline is a reference row, never ranked)."""
+    done = [(i, p) for i, p in enumerate(points) if p["kind"] == "candidate" and p["complete"] and p["n"]]
+    return [p for _, p in sorted(done, key=lambda ip: (-ip[1]["mean"], int(ip[1]["macs"]), ip[0]))]
+
+
+def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The winning point (with its `mean`, `std`, `n`) of the per-trial rows: the highest mean
+    proxy accuracy among candidates whose every seed finished; ties to fewer MACs, then grid order."""
+    ranked = ranked_candidates(point_stats(rows))
+    return dict(ranked[0]) if ranked else None
+
+
+VERDICT_RULE = (
+    "margin = winner mean - other mean; spread = max(sqrt(s_w^2/n_w + s_x^2/n_x), one validation "
+    "image) with s the sample std (ddof=1) over a point's seeds; |margin| <= spread: tie, above: "
+    "wins, below: loses; a point with one seed has no std: no seed spread"
+)
+
+
+def verdict(winner: Mapping[str, Any], other: Mapping[str, Any], resolution: float = 0.0) -> dict[str, Any]:
+    """Is the winner's mean accuracy above `other`'s by more than seed noise? Both are point
+    statistics: `mean`, `std` (sample std over finished seeds, ddof=1; None for one seed), `n`.
+
+        margin = mean_w - mean_x
+        spread = max(sqrt(s_w^2 / n_w + s_x^2 / n_x), resolution)
+        call   = "tie" if |margin| <= spread, else "wins" (margin > 0) or "loses" (margin < 0);
+                 "no seed spread (seeds=1)" when a side has a single seed: there is no std to
+                 measure the margin against, and one run per point cannot call a tie either.
+
+    Why this spread: the winner is chosen on its mean over n seeds, so what is judged is a
+    difference of two means, and sqrt(s_w^2/n_w + s_x^2/n_x) is the standard error of the
+    difference of two independent means. It shrinks as seeds are added, so more seeds resolve a
+    smaller margin, which is what `--seeds` is for; max(s_w, s_x) would not shrink and answers
+    another question (would a single retrain keep the order). One standard error is a lenient
+    bar, not a significance test, and the winner is the largest of many noisy means, so its
+    margin over the runner-up is biased upwards: "wins" means "not visibly noise", no more.
+    `resolution` floors the spread at the metric's step (the grid passes one validation image,
+    1 / len(val)): on a near-saturated split a few seeds can land on the same count, std 0, and
+    a one-image margin would otherwise be a win.
+    """
+    margin = float(winner["mean"]) - float(other["mean"])
+    out = {
+        "id": other.get("id"),
+        "mean": float(other["mean"]),
+        "std": None if other.get("std") is None else float(other["std"]),
+        "n": int(other["n"]),
+        "margin": margin,
+        "spread": None,
+        "call": None,
+    }
+    n_w, n_x = int(winner["n"]), int(other["n"])
+    if min(n_w, n_x) < 2 or winner.get("std") is None or other.get("std") is None:
+        out["call"] = "no seed spread (seeds=1)" if n_w == n_x == 1 else "no seed spread (n=1)"
+        return out
+    spread = max(math.sqrt(float(winner["std"]) ** 2 / n_w + float(other["std"]) ** 2 / n_x), resolution)
+    out["spread"] = spread
+    out["call"] = "tie" if abs(margin) <= spread else ("wins" if margin > 0 else "loses")
+    return out
+
+
+COMPARISONS = {"baseline": "unscaled baseline", "paper": "paper's point", "runner_up": "runner-up"}
+
+
+def verdicts(
+    points: Sequence[Mapping[str, Any]], winner: Mapping[str, Any], resolution: float = 0.0
+) -> dict[str, dict[str, Any] | None]:
+    """`verdict` of the winner against the unscaled baseline, the paper's (1.2, 1.1, 1.15) and the
+    runner-up (None where that point was not trained, has no finished seed, or is the winner)."""
+    runner_up = ranked_candidates(points)[1:2]
+    others = {
+        "baseline": next((p for p in points if p["kind"] == "baseline"), None),
+        "paper": next((p for p in points if p["id"] == _paper_id()), None),
+        "runner_up": runner_up[0] if runner_up else None,
+    }
+    return {
+        name: None if p is None or not p["n"] or p["id"] == winner["id"] else verdict(winner, p, resolution)
+        for name, p in others.items()
+    }
+
+
+def verdict_line(name: str, v: Mapping[str, Any] | None, winner_id: str) -> str:
+    """One console line: the winner against one compared point (`verdicts`' `name`)."""
+    what = COMPARISONS[name]
+    if v is None:
+        if name == "paper" and winner_id == _paper_id():
+            return f"  vs {what}: it is the winner"
+        return f"  vs {what}: " + ("no other candidate finished" if name == "runner_up" else "not trained")
+    label = what if v["id"] == BASELINE_ID else f"{what} {v['id']}"
+    other = f"{v['mean']:.4f}" + (f" +- {v['std']:.4f}" if v["std"] is not None else "") + f" (n={v['n']})"
+    spread = f", spread {v['spread']:.4f}" if v["spread"] is not None else ""
+    return f"  vs {label} {other}: margin {v['margin']:+.4f}{spread} -> {v['call']}"
+
+
+def _paper_id() -> str:
+    return Candidate(*PAPER_COEFFICIENTS).id
+
+
+def _rounded(v: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if v is None:
         return None
-    order = {r["id"]: i for i, r in enumerate(rows)}
-    return min(ok, key=lambda r: (-float(r["accuracy"]), int(r["macs"]), order[r["id"]]))
+    return {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()}
 
 
-def plot_grid(rundir: Any, rows: Sequence[dict[str, Any]], winner: dict[str, Any]) -> None:
+def plot_grid(rundir: Any, points: Sequence[Mapping[str, Any]], winner: Mapping[str, Any]) -> None:
+    """Accuracy against each coefficient and against MACs: each point at its mean over seeds,
+    error bars one seed std where it has more than one finished seed."""
     from scaling import report
 
-    ok = [r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"]
-    base = next((r for r in rows if r["kind"] == "baseline" and r["status"] == "ok"), None)
-    paper = next((r for r in ok if (r["alpha"], r["beta"], r["gamma"]) == PAPER_COEFFICIENTS), None)
+    ok = [p for p in points if p["kind"] == "candidate" and p["n"]]
+    base = next((p for p in points if p["kind"] == "baseline" and p["n"]), None)
+    paper = next((p for p in ok if p["id"] == _paper_id()), None)
 
-    def marks(ax: Any, x: Callable[[dict[str, Any]], float]) -> None:
-        ax.scatter([x(r) for r in ok], [r["accuracy"] for r in ok], s=18, alpha=0.7, label="candidate")
-        ax.scatter(
-            [x(winner)], [winner["accuracy"]], marker="*", s=160, c="C3", label=f"winner {winner['id']}"
+    def err(ps: Sequence[Mapping[str, Any]]) -> list[float] | None:
+        stds = [p["std"] or 0.0 for p in ps]
+        return stds if any(stds) else None
+
+    def marks(ax: Any, x: Callable[[Mapping[str, Any]], float]) -> None:
+        ax.errorbar(
+            [x(p) for p in ok],
+            [p["mean"] for p in ok],
+            yerr=err(ok),
+            fmt="o",
+            ms=4,
+            alpha=0.7,
+            elinewidth=1,
+            label="candidate",
+        )
+        ax.errorbar(
+            [x(winner)],
+            [winner["mean"]],
+            yerr=err([winner]),
+            fmt="*",
+            ms=14,
+            c="C3",
+            label=f"winner {winner['id']}",
         )
         if paper is not None:
             ax.scatter(
                 [x(paper)],
-                [paper["accuracy"]],
+                [paper["mean"]],
                 marker="s",
                 s=50,
                 facecolors="none",
@@ -293,26 +462,35 @@ def plot_grid(rundir: Any, rows: Sequence[dict[str, Any]], winner: dict[str, Any
                 label="paper (1.2, 1.1, 1.15)",
             )
         if base is not None:
-            ax.axhline(base["accuracy"], color="grey", ls="--", lw=1, label="unscaled baseline")
+            ax.axhline(base["mean"], color="grey", ls="--", lw=1, label="unscaled baseline")
+            if base["std"]:
+                ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="grey", alpha=0.15)
         ax.grid(alpha=0.3)
-        ax.set_ylabel("proxy val accuracy")
+        ax.set_ylabel("proxy val accuracy (mean over seeds)")
 
     fig, axes = report.figure(3)
     for ax, name in zip(axes, ("alpha", "beta", "gamma")):
-        marks(ax, lambda r, name=name: r[name])
+        marks(ax, lambda p, name=name: p[name])
         ax.set(xlabel=name, title=f"accuracy vs {name}")
     axes[0].legend(fontsize=7)
     rundir.save_figure("accuracy_vs_coefficients.png", fig)
     report.close(fig)
 
     fig, axes = report.figure(1, width=5.5)
-    marks(axes[0], lambda r: r["macs"] / 1e9)
+    marks(axes[0], lambda p: p["macs"] / 1e9)
     axes[0].set(
         xlabel="MACs (G, conv+linear at deployment resolution, 1000 classes)", title="accuracy vs MACs"
     )
     axes[0].legend(fontsize=7)
     rundir.save_figure("accuracy_vs_macs.png", fig)
     report.close(fig)
+
+
+def _table_row(p: Mapping[str, Any]) -> dict[str, Any]:
+    """A point as the console table shows it: mean, std and finished/planned seeds."""
+    std = "-" if p["std"] is None else f"{p['std']:.4f}"
+    n = str(p["n"]) if p["complete"] else f"{p['n']}/{p['seeds']}"
+    return dict(p) | {"mean": f"{p['mean']:.4f}", "std": std, "n": n}
 
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
@@ -338,6 +516,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
 
     candidates, n_every = candidates_of(cfg)
     phi = float(cfg.phi)
+    seeds = [int(cfg.run.seed) + i for i in range(int(cfg.seeds))]
     rows = plan(
         baseline,
         candidates,
@@ -346,10 +525,11 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         float(cfg.target),
         bool(cfg.include_baseline),
         int(cfg.resolution_divisor),
+        seeds,
     )
-    previous = _read_trials(rundir.file("trials.csv")) if cfg.get("resume") else {}
+    previous = _read_trials(rundir.file("trials.csv"), int(cfg.run.seed)) if cfg.get("resume") else {}
     for row in rows:
-        old = previous.get(row["id"])
+        old = previous.get(_key(row))
         if old is not None and old.get("status") == "ok":
             row.update(
                 {
@@ -365,6 +545,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         f"(step {cfg.step:g}, alpha <= {cfg.max_alpha:g}, beta <= {cfg.max_beta:g}, gamma <= {cfg.max_gamma:g})"
         + (f", training a spread-out subset of {n_cand}" if n_cand < n_every else "")
         + (" + the unscaled baseline" if cfg.include_baseline else "")
+        + (f", each with seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else "")
         + f"; baseline {baseline.name} ({source['source']}); proxy {_budget(cfg.proxy)} on {data.name} "
         f"at {cfg.proxy.resolution}px x gamma^phi"
         + (f"; resuming: {len(rows) - len(todo)} done" if previous else ""),
@@ -383,12 +564,25 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         )
         raise KeyboardInterrupt
 
+    points = point_stats(rows)
     winner = pick_winner(rows)
-    failed = [r["id"] for r in rows if r["status"] != "ok"]
+    failed = [
+        r["id"] + (f" (seed {r['seed']})" if len(seeds) > 1 else "") for r in rows if r["status"] != "ok"
+    ]
     if winner is None:
         raise UserError(
-            f"no grid candidate finished ({len(failed)} failed or unfinished); see {rundir.file('trials.csv')}"
+            "no grid candidate finished"
+            + (f" all {len(seeds)} seeds" if len(seeds) > 1 else "")
+            + f" ({len(failed)} trial(s) failed or unfinished); see {rundir.file('trials.csv')}"
         )
+    one_image = 1.0 / len(data.val) if len(data.val) else 0.0  # the accuracy's step
+    compared = verdicts(points, winner, resolution=one_image)
+    verdict_record = {
+        "rule": VERDICT_RULE,
+        "validation_images": len(data.val),
+        **{name: _rounded(v) for name, v in compared.items()},
+    }
+    std = None if winner["std"] is None else float(winner["std"])
     proxy = OmegaConf.to_container(cfg.proxy, resolve=True)
     coefficients = {
         "alpha": winner["alpha"],
@@ -397,22 +591,28 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         "product": winner["product"],
         "phi": phi,
         "id": winner["id"],
-        "accuracy": float(winner["accuracy"]),
+        "accuracy": float(winner["mean"]),  # mean over seeds
+        "accuracy_std": std,
+        "seeds": seeds,
         "macs_ratio": float(winner["macs_ratio"]),
-        "selection": f"highest proxy validation accuracy of {n_cand} candidates",
+        "selection": f"highest mean proxy validation accuracy over {len(seeds)} seed(s) of {n_cand} candidates",
+        "verdict": verdict_record,
         "baseline": baseline.to_dict(),
         "baseline_source": source,
         "proxy": proxy,
         "data": {"name": data.name, "fingerprint": data.fingerprint},
     }
     rundir.write_yaml("coefficients.yaml", coefficients)
-    plot_grid(rundir, rows, winner)
+    plot_grid(rundir, points, winner)
 
-    ranked = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -float(r["accuracy"]))
-    print(f"\ngrid: top of {len(ranked)} finished (of {len(rows)}):")
+    shown = sorted((p for p in points if p["n"]), key=lambda p: -p["mean"])
+    print(
+        f"\ngrid: top of {len(shown)} finished (of {len(points)}), accuracy as mean over "
+        f"{len(seeds)} seed(s), std over seeds:"
+    )
     print(
         report.format_table(
-            ranked[:10],
+            [_table_row(p) for p in shown[:10]],
             [
                 "id",
                 "alpha",
@@ -422,24 +622,24 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                 "resolution",
                 "macs",
                 "macs_ratio",
-                "accuracy",
+                "mean",
+                "std",
+                "n",
                 "seconds",
             ],
         )
     )
-    by_id = {r["id"]: r for r in rows}
-    paper = by_id.get(Candidate(*PAPER_COEFFICIENTS).id)
+    by_id = {p["id"]: p for p in points}
+    paper = by_id.get(_paper_id())
     base = by_id.get(BASELINE_ID)
     print(
         f"winner {winner['id']}: alpha={winner['alpha']:g} beta={winner['beta']:g} gamma={winner['gamma']:g} "
-        f"(product {winner['product']:.4f}), proxy accuracy {float(winner['accuracy']):.4f}"
-        + (
-            f"; paper point {paper['id']}: {float(paper['accuracy']):.4f}"
-            if paper and paper["status"] == "ok"
-            else ""
-        )
-        + (f"; unscaled baseline: {float(base['accuracy']):.4f}" if base and base["status"] == "ok" else "")
+        f"(product {winner['product']:.4f}), proxy accuracy {float(winner['mean']):.4f}"
+        + (f" +- {std:.4f}" if std is not None else "")
+        + f" (n={winner['n']})"
     )
+    for name, v in compared.items():
+        print(verdict_line(name, v, winner["id"]))
     violations = [
         r["id"] for r in rows if r["kind"] == "candidate" and abs(r["product"] - cfg.target) > cfg.tol + 1e-9
     ]
@@ -451,19 +651,23 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         "ok": len(rows) - len(failed),
         "failed": failed,
         "constraint_holds": not violations,
+        "seeds": seeds,
         "winner": {
             k: winner[k]
-            for k in ("id", "alpha", "beta", "gamma", "product", "macs", "macs_ratio", "resolution")
+            for k in ("id", "alpha", "beta", "gamma", "product", "macs", "macs_ratio", "resolution", "n")
         }
-        | {"accuracy": float(winner["accuracy"])},
+        | {"accuracy": float(winner["mean"]), "std": std},
         "paper_point": None
         if paper is None
         else {
             "id": paper["id"],
-            "accuracy": paper["accuracy"],
-            "rank": next((i + 1 for i, r in enumerate(ranked) if r["id"] == paper["id"]), None),
+            "accuracy": paper["mean"],
+            "std": paper["std"],
+            "n": paper["n"],
+            "rank": next((i + 1 for i, p in enumerate(shown) if p["id"] == paper["id"]), None),
         },
-        "baseline_accuracy": None if base is None else base["accuracy"],
+        "baseline_accuracy": None if base is None else base["mean"],
+        "verdict": verdict_record,
         "baseline": source,
         "grid": {
             "step": cfg.step,

@@ -1,4 +1,5 @@
-"""`effnas grid`: the plan, the trial record, the winner, resume, bad input, and a real Ray run."""
+"""`effnas grid`: the plan, the trial record, the winner on the mean over seeds, the verdict,
+resume, bad input, and a real Ray run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from conftest import expect_usage_error as _error
 from effnas.cli import main
 from effnas.rundir import RunDir
 from scaling.compound import Candidate, enumerate_candidates
-from scaling.grid import COLUMNS, GridTrials, pick_winner, plan
+from scaling.grid import COLUMNS, GridTrials, pick_winner, plan, point_stats, verdict, verdicts
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.official import efficientnet_b0
@@ -54,6 +55,15 @@ def test_plan_scales_the_baseline_by_eq3() -> None:
         42,
         4.0,
     )
+    # one row per (point, seed), seeds inner; the point's columns are the same for every seed
+    seeded = plan(b0, [Candidate(1.2, 1.1, 1.15)], phi=1.0, proxy_resolution=32, seeds=(7, 8))
+    assert [(r["id"], r["seed"]) for r in seeded] == [
+        ("baseline", 7),
+        ("baseline", 8),
+        ("a1.2_b1.1_g1.15", 7),
+        ("a1.2_b1.1_g1.15", 8),
+    ]
+    assert seeded[2]["macs"] == seeded[3]["macs"] == paper["macs"]
 
 
 def test_grid_trials_propose_in_plan_order_and_record_every_end(tmp_path: Path) -> None:
@@ -67,6 +77,7 @@ def test_grid_trials_propose_in_plan_order_and_record_every_end(tmp_path: Path) 
     assert [c["id"] for c in configs[:3]] == ["baseline", "a1.2_b1.1_g1.15", "a2_b1_g1"]
     assert configs[3] is None and trials.remaining == 0
     assert configs[2]["resolution"] == rows[2]["resolution"] and configs[2]["arch"]["depth"] == 2.0
+    assert {c["seed"] for c in configs[:3]} == {0} and configs[0]["name"] == "baseline"
     trials.complete("t2", {"status": "ok", "accuracy": 0.5, "loss": 1.2, "seconds": 3.21, "epochs": 2.0})
     trials.complete("t0", {"status": "failed", "accuracy": None, "error": "diverged at step 3"})
     trials.complete("t1", {}, error="RuntimeError: worker died")
@@ -92,7 +103,8 @@ def test_grid_without_ray_records_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert list(trials["id"]) == ["baseline", "a1.2_b1.1_g1.15"] and set(trials["status"]) == {"ok"}
     assert not (run / "ray").exists()
     trials.loc[trials["id"] == "baseline", ["status", "accuracy"]] = ["pending", None]
-    (run / "trials.csv").write_text(trials.to_csv(index=False))
+    # a trials.csv from before the seed column: every row is the run's seed
+    (run / "trials.csv").write_text(trials.drop(columns="seed").to_csv(index=False))
     assert main(["grid", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
     assert "resuming: 1 done" in out and "[1/1] baseline" in out and "] a1.2" not in out
@@ -109,6 +121,108 @@ def test_winner_is_the_best_candidate_never_the_reference_row() -> None:
     assert pick_winner(rows[:1] + rows[3:]) is None
 
 
+def _trial(pid: str, seed: int, acc: float | None, macs: int = 100, kind: str = "candidate") -> dict:
+    status = "failed" if acc is None else "ok"
+    return {"id": pid, "seed": seed, "kind": kind, "status": status, "accuracy": acc, "macs": macs}
+
+
+def test_winner_is_the_best_mean_of_candidates_with_every_seed() -> None:
+    rows = [
+        *(_trial("baseline", s, 1.0, macs=1, kind="baseline") for s in (0, 1)),
+        _trial("c", 0, 1.0),  # the best single run, but its second seed failed
+        _trial("c", 1, None),
+        *(_trial("a", s, acc, macs=300) for s, acc in ((0, 0.5), (1, 1.0))),  # mean 0.75
+        *(_trial("b", s, 0.75, macs=200) for s in (0, 1)),  # mean 0.75, fewer MACs
+        *(_trial("d", s, 0.75, macs=200) for s in (0, 1)),  # same as b, later in the grid
+        *(_trial("e", s, acc) for s, acc in ((0, 0.625), (1, 0.75))),
+    ]
+    winner = pick_winner(rows)
+    assert (winner["id"], winner["mean"], winner["std"], winner["n"]) == ("b", 0.75, 0.0, 2)
+    points = {p["id"]: p for p in point_stats(rows)}
+    assert (points["c"]["n"], points["c"]["complete"]) == (1, False)
+    assert points["a"]["std"] == pytest.approx(0.5 / 2**0.5)  # sample std (ddof=1)
+    assert pick_winner([r for r in rows if r["id"] in ("baseline", "c")]) is None
+    # the runner-up is ranked by the same rule; c (a failed seed) is never compared as one
+    assert verdicts(list(points.values()), winner)["runner_up"]["id"] == "d"
+
+
+def test_verdict_calls_a_margin_inside_the_seed_spread_a_tie() -> None:
+    w = {"id": "w", "mean": 0.90, "std": 0.01, "n": 3}
+    spread = (2 * 0.01**2 / 3) ** 0.5  # standard error of the difference of the two means
+
+    def call(mean: float, std: float | None = 0.01, n: int = 3, **kw: float) -> dict:
+        return verdict(w, {"id": "x", "mean": mean, "std": std, "n": n}, **kw)
+
+    wins, tie, loses = call(0.88), call(0.895), call(0.92)
+    assert (wins["call"], tie["call"], loses["call"]) == ("wins", "tie", "loses")
+    assert wins["spread"] == pytest.approx(spread) and wins["margin"] == pytest.approx(0.02)
+    assert tie["margin"] == pytest.approx(0.005) and tie["margin"] < spread
+    assert (tie["mean"], tie["std"], tie["n"], tie["id"]) == (0.895, 0.01, 3, "x")
+    # one seed each: no spread to call anything with, said as such (not "tie")
+    one = verdict({"mean": 0.9954, "std": None, "n": 1}, {"mean": 0.9907, "std": None, "n": 1})
+    assert one["call"] == "no seed spread (seeds=1)" and one["spread"] is None
+    assert one["margin"] == pytest.approx(0.0047)
+    assert call(0.80, std=None, n=1)["call"] == "no seed spread (n=1)"  # the other point's seeds failed
+    # seeds that all land on the same count: std 0, floored at one validation image
+    same = {"mean": 0.75, "std": 0.0, "n": 2}
+    other = {"mean": 0.75 - 1 / 512, "std": 0.0, "n": 2}  # one image of 512 below
+    assert verdict(same, other)["call"] == "wins"
+    assert verdict(same, other, resolution=1 / 512)["call"] == "tie"
+
+
+def test_grid_with_seeds_records_each_seed_and_resumes_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "grid"
+    tiny = [*TINY, "seeds=2", "run.seed=5", "max_candidates=1", "ray.enabled=false", f"run.dir={run}"]
+    assert main(["grid", "--phi", "1", *tiny]) == 0
+    out = capsys.readouterr().out
+    trials = pd.read_csv(run / "trials.csv")
+    assert list(zip(trials["id"], trials["seed"])) == [
+        ("baseline", 5),
+        ("baseline", 6),
+        ("a1.2_b1.1_g1.15", 5),
+        ("a1.2_b1.1_g1.15", 6),
+    ]
+    assert set(trials["status"]) == {"ok"}
+    coeffs = yaml.safe_load((run / "coefficients.yaml").read_text())
+    paper = trials[trials["id"] == "a1.2_b1.1_g1.15"]["accuracy"]
+    assert coeffs["id"] == "a1.2_b1.1_g1.15" and coeffs["seeds"] == [5, 6]
+    assert coeffs["accuracy"] == pytest.approx(paper.mean())
+    assert coeffs["accuracy_std"] == pytest.approx(paper.std(ddof=1), abs=1e-9)
+    base = coeffs["verdict"]["baseline"]
+    base_acc = trials[trials["id"] == "baseline"]["accuracy"]
+    assert base["n"] == 2 and base["mean"] == pytest.approx(base_acc.mean(), abs=1e-6)
+    assert base["margin"] == pytest.approx(paper.mean() - base_acc.mean(), abs=1e-6)
+    assert base["call"] in ("wins", "tie", "loses") and base["spread"] > 0  # >= one validation image
+    assert coeffs["verdict"]["paper"] is None and coeffs["verdict"]["runner_up"] is None  # winner, alone
+    assert json.loads((run / "summary.json").read_text())["verdict"] == coeffs["verdict"]
+    assert (
+        "vs unscaled baseline" in out
+        and f"-> {base['call']}" in out
+        and "paper's point: it is the winner" in out
+    )
+    assert out.count("] baseline seed") == 2 and out.count("] a1.2_b1.1_g1.15 seed") == 2
+
+    # --resume trains only the (id, seed) whose result is gone
+    trials.loc[(trials["id"] == "baseline") & (trials["seed"] == 6), ["status", "accuracy"]] = [
+        "pending",
+        None,
+    ]
+    (run / "trials.csv").write_text(trials.to_csv(index=False))
+    assert main(["grid", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "resuming: 3 done" in out
+        and "[1/1] baseline seed 6" in out
+        and sum(line.startswith("[") for line in out.splitlines()) == 1
+    )
+    again = pd.read_csv(run / "trials.csv")
+    assert set(again["status"]) == {"ok"} and len(again) == 4
+    kept = again["seed"].eq(5) | again["id"].ne("baseline")
+    assert again[kept]["accuracy"].tolist() == trials[kept]["accuracy"].tolist()
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -117,6 +231,7 @@ def test_winner_is_the_best_candidate_never_the_reference_row() -> None:
         (["--phi", "0"], "--phi must be > 0"),
         (["--phi", "x"], "phi"),
         (["step=0"], "step must be > 0"),
+        (["seeds=0"], "seeds must be >= 1"),
         (["--from", "/nonexistent/search/run"], "no such directory"),
     ],
 )
