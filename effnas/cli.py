@@ -154,8 +154,12 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
     stage = STAGES[args.stage]
     overrides: list[str] = []
     arch_file: Path | None = None
+    bare: list[str] = []
     for token in args.overrides:
         if "=" not in token:
+            if stage.positionals:
+                bare.append(token)
+                continue
             if token.endswith((".yaml", ".yml")) and "arch" in stage.groups:
                 arch_file = Path(token)
                 continue
@@ -178,6 +182,8 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
             overrides.append(f"{key}={text}")
     if stage.subcommands:
         overrides.append(f"kind={args.kind}")
+    if bare:
+        overrides.append(f"{stage.positionals}={_override_value(bare)}")
     arch = getattr(args, "arch", None)
     if arch:
         if arch.endswith((".yaml", ".yml")) or Path(arch).is_file():

@@ -40,6 +40,7 @@ class Stage:
     resume: bool = False  # `--resume RUN_DIR` continues an interrupted run
     writes_run: bool = True  # False: prints only (describe)
     subcommands: tuple[str, ...] = ()  # `effnas study scaling`: the first positional, config key `kind`
+    positionals: str | None = None  # the list key bare arguments fill (`effnas report RUN_DIR...`)
 
     def schema_class(self) -> type:
         module, _, name = self.schema.partition(":")
@@ -86,7 +87,16 @@ STAGES: dict[str, Stage] = {
             "scaling.config:GridConfig",
             ("arch", "data", "proxy"),
             "grid over (alpha, beta, gamma) with alpha*beta^2*gamma^2 ~ 2, on the proxy",
-            flags=(Flag("--phi", "phi", "compound coefficient of the grid (default 1)"), _FROM_SEARCH),
+            flags=(
+                Flag("--phi", "phi", "compound coefficient of the grid (default 1)"),
+                _FROM_SEARCH,
+                Flag(
+                    "--seeds",
+                    "seeds",
+                    "train each candidate N times (seeds run.seed .. run.seed+N-1)",
+                    "positive_int",
+                ),
+            ),
             trials=True,
             resume=True,
         ),
@@ -177,6 +187,7 @@ STAGES: dict[str, Stage] = {
             "effnas.report:ReportConfig",
             (),
             "one Markdown report (+ PNGs) of search, grid, scale, study and train runs, laid out as the paper",
+            positionals="runs",
             flags=(
                 Flag(
                     "--runs",
