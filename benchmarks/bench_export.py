@@ -7,8 +7,8 @@ random images (as `effnas export` does without --weights): export seconds, file 
 on one thread (torch.set_num_threads(1); onnxruntime 1 intra-op, 1 inter-op thread): median of
 `--runs` timed runs after `--warmup` untimed ones, each runtime measured back to back. Models are
 arch option names (conf/arch/) or arch YAML files (a search's best_arch.yaml, a scale run's
-b3.yaml); by default B0..B3, plus the searched baseline of results/search/2026-11-30_05-16-47
-when that run is here. Usage:
+b3.yaml); by default B0..B3, MobileNetV2 and the newest search run's best_arch.yaml under
+results/search/ when there is one. Usage:
 python benchmarks/bench_export.py [--archs efficientnet_b0,mobilenet_v2,path/to/best_arch.yaml] [--runs 20]
 """
 
@@ -37,7 +37,14 @@ from search_spaces.arch import Arch
 from search_spaces.builder import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-SEARCHED = REPO / "results" / "search" / "2026-11-30_05-16-47" / "best_arch.yaml"
+
+
+def newest_searched() -> Path | None:
+    """The best_arch.yaml of the newest search run under results/search/, if any."""
+    found = sorted((REPO / "results" / "search").glob("*/best_arch.yaml"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 DEFAULT_ARCHS = ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"]
 
 
@@ -104,7 +111,8 @@ def load_average() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = ",".join(DEFAULT_ARCHS + ([str(SEARCHED)] if SEARCHED.is_file() else []))
+    searched = newest_searched()
+    default = ",".join([*DEFAULT_ARCHS, "mobilenet_v2", *([str(searched)] if searched else [])])
     ap.add_argument("--archs", default=default, help="comma-separated arch names or YAML files")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per runtime (median)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed runs before them")
