@@ -594,12 +594,6 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     if trials.remaining:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
-    if any(r["status"] == "pending" for r in rows):
-        print(
-            f"study: interrupted; continue with `effnas study scaling --resume {rundir.path}`",
-            file=sys.stderr,
-        )
-        raise KeyboardInterrupt
     summary = summarize(rows)
     plot(rundir, rows, cfg.sweep)
     for budget, levels in summary["budgets"].items():
@@ -614,7 +608,20 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                     f" | compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
                 )
             print(line)
+    pending = sum(r["status"] == "pending" for r in rows)
+    if pending:  # what finished is summarised and plotted all the same (`complete: false`)
+        rundir.write_json(
+            "summary.json",
+            {"stage": "study", "status": "interrupted", "complete": False, "pending": pending, **summary},
+        )
+        print(
+            f"study: interrupted with {pending} trial(s) pending; continue with "
+            f"`effnas study scaling --resume {rundir.path}`",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
     return {
+        "complete": True,
         **summary,
         "baseline": baseline.name,
         "coefficients": list(coeffs),

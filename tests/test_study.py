@@ -173,3 +173,30 @@ def test_from_must_be_a_search_or_grid_run(tmp_path: Path, capsys: pytest.Captur
         ["study", "scaling", "--from", str(tmp_path / "scale"), f"run.root={tmp_path}"], capsys
     )
     assert "a scale run; expected a search run or a grid run" in line
+
+
+def test_an_interrupted_study_still_summarises_what_finished(tmp_path: Path) -> None:
+    """A long study stopped halfway leaves its table, plot and a summary marked incomplete."""
+    from effnas.config import compose
+    from effnas.rundir import RunDir
+    from effnas.trials import run_trial
+    from scaling import study
+
+    overrides = [o for o in TINY if not o.startswith("budgets")] + [
+        "budgets=[1,2]",
+        "methods=[baseline,depth]",
+    ]
+    cfg = compose("study", ["kind=scaling", *overrides, f"run.root={tmp_path}"])
+    rundir = RunDir.create(tmp_path, "study")
+
+    def first_budget_only(source, setup, scheduling) -> None:  # then "Ctrl-C"
+        for n in range(2):
+            config = source.propose(f"t{n}")
+            source.complete(f"t{n}", run_trial(config, setup))
+
+    with pytest.raises(KeyboardInterrupt):
+        study.run(cfg, rundir, first_budget_only)
+    summary = json.loads((rundir.path / "summary.json").read_text())
+    assert summary["complete"] is False and summary["pending"] == 2 and summary["status"] == "interrupted"
+    assert summary["budgets"]["1 epochs"]["2x"]["methods"]["depth"]["n"] == 1
+    assert (rundir.path / "accuracy_vs_macs.png").is_file()
