@@ -59,14 +59,10 @@ def load_arch(spec: str) -> Arch:
 
 
 def median_ms(call, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    """Median milliseconds, timed the way `effnas latency` times (deploy.latency.measure)."""
+    from deploy.latency import measure
+
+    return statistics.median(measure(call, runs, warmup))
 
 
 def bench(arch: Arch, folder: Path, runs: int, warmup: int, opset: int) -> dict:
