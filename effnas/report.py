@@ -1,7 +1,7 @@
 """`effnas report`: search, grid, scale, study and train runs laid out as the paper does, in one
 Markdown file with its PNGs.
 
-    effnas report --runs results/search/<run> results/grid/<run> results/scale/<run> ...
+    effnas report results/search/<run> results/grid/<run> results/scale/<run> ...
 
 This module owns the report: reading other stages' run directories through their files only
 (manifest.json, summary.json, .hydra/config.yaml and each stage's tables; never their code), the
@@ -25,6 +25,7 @@ from omegaconf import MISSING
 from effnas.errors import UserError
 from effnas.runfiles import read_json, stage_of
 from effnas.units import format_flops
+from search_spaces.official import PAPER_COEFFICIENTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,6 @@ class ReportConfig:
     title: str = MISSING
 
 
-PAPER_POINT = (1.2, 1.1, 1.15)  # EfficientNet §3.3: alpha, beta, gamma found by the paper's grid
 METHOD_ORDER = ("baseline", "depth", "width", "resolution", "compound", "dwr")  # the study's methods
 SINGLE = ("depth", "width", "resolution")
 
@@ -474,7 +474,8 @@ def grid_points(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _is_paper(row: Mapping[str, Any]) -> bool:
     return all(
-        math.isclose(float(row[k]), v, abs_tol=1e-9) for k, v in zip(("alpha", "beta", "gamma"), PAPER_POINT)
+        math.isclose(float(row[k]), v, abs_tol=1e-9)
+        for k, v in zip(("alpha", "beta", "gamma"), PAPER_COEFFICIENTS)
     )
 
 

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 from effnas.errors import UserError
 from search_spaces.arch import Arch
-
-# The paper's grid-search result at phi = 1 (EfficientNet §3.3); product 1.92.
-PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
+from search_spaces.official import PAPER_COEFFICIENTS  # the grid's reference point (product 1.92)
 
 
 def constraint_product(alpha: float, beta: float, gamma: float) -> float:

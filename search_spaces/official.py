@@ -23,6 +23,10 @@ B0_BLOCKS = (
     "r1_k3_s11_e6_i192_o320_se0.25",
 )
 
+# (alpha, beta, gamma) the paper's grid found at phi = 1 (EfficientNet §3.3); the grid, the scaler,
+# the study and the report all compare against it.
+PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
+
 # name: (width, depth, resolution, dropout) -- the released table, not alpha^phi etc.
 OFFICIAL_TABLE: dict[str, tuple[float, float, int, float]] = {
     "efficientnet_b0": (1.0, 1.0, 224, 0.2),
