@@ -140,3 +140,12 @@ def test_installed_wheel_runs_from_anywhere(
     (run,) = (root / "train").iterdir()
     assert {"manifest.json", "summary.json"} <= {p.name for p in run.iterdir()}
     assert json.loads((run / "summary.json").read_text())["status"] == "done"
+
+    # the stages in the `deploy` package and their conf/ files ship too: a latency run from the wheel
+    _run(
+        [bin_ / "effnas", "latency", "tiny.yaml", "runs=1", "warmup=0", "resolution=32", f"run.root={root}"],
+        elsewhere,
+        env,
+    )
+    (run,) = (root / "latency").iterdir()
+    assert {"manifest.json", "summary.json", "latency.csv"} <= {p.name for p in run.iterdir()}
