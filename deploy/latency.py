@@ -99,6 +99,11 @@ def validate(cfg: Any) -> None:
         raise UserError("--runtime onnxruntime runs on the CPU here; use --runtime torch with --device cuda")
     if cfg.build_table and cfg.compare:
         raise UserError("give --build-table or --compare, not both")
+    if cfg.build_table and cfg.resolution is not None:
+        raise UserError(
+            f"--build-table times each part at its architecture's own resolution (where the search "
+            f"prices it); drop resolution={cfg.resolution}"
+        )
     if cfg.table and not cfg.build_table:
         from search_spaces.latency import LatencyTable, TableError
 
@@ -168,15 +173,15 @@ def resolve_arch(spec: str) -> Arch:
 # -- measuring ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setup:
-    """How every measurement of a run is taken."""
+    """How every measurement of a run is taken (`setup_of`: the values are conf/latency.yaml's)."""
 
-    batch: int = 1
-    threads: int = 1
-    runs: int = 20
-    warmup: int = 5
-    runtime: str = "torch"
-    device: str = "cpu"
-    channels_last: bool = True
+    batch: int
+    threads: int
+    runs: int
+    warmup: int
+    runtime: str
+    device: str
+    channels_last: bool
 
 
 def machine() -> dict[str, Any]:
@@ -463,11 +468,10 @@ def build_table(cfg: Any, rundir: Any, setup: Setup) -> dict[str, Any]:
                 flush=True,
             )
     table = LatencyTable(ms, 0.0, {"machine": machine(), **setup.__dict__, **kw, "parts_of": source})
-    # the fixed overhead: what a whole forward pass costs beyond its parts
+    # whole networks: the first `calibrate` fit overhead and scale, the rest check the table
     rng = random.Random(int(cfg.run.seed))
-    pool = [a for a in (archs if cfg.table_archs else [])] or [
-        space.decode(space.sample(rng)) for _ in range(int(cfg.calibrate) + int(cfg.evaluate))
-    ]
+    n = int(cfg.calibrate) + int(cfg.evaluate)
+    pool = archs if cfg.table_archs else [space.decode(space.sample(rng)) for _ in range(n)]
     calib, check = pool[: int(cfg.calibrate)], pool[int(cfg.calibrate) :]
     table.scale, table.overhead_ms = calibrate(
         [table.parts_sum(parts(a, **kw)) for a in calib], [_measured(a, setup, kw) for a in calib]

@@ -73,7 +73,7 @@ def test_small_space_table_round_trip_and_prediction(tmp_path: Path) -> None:
         "space.repeats=[-1]",
     ]
     run = tmp_path / "run"
-    args = ["latency", "--build-table", *space_args, "resolution=32", "table_runs=2", "runs=2", "warmup=1"]
+    args = ["latency", "--build-table", *space_args, "table_runs=2", "runs=2", "warmup=1"]
     assert main([*args, "calibrate=1", "evaluate=3", f"run.dir={run}"]) == 0
     table = LatencyTable.load(run / "latency_table.json")
     summary = json.loads((run / "summary.json").read_text())
@@ -110,6 +110,7 @@ def test_a_table_file_that_is_not_one_is_refused(tmp_path: Path) -> None:
         (["--table", "/nonexistent/table.json"], "latency table /nonexistent/table.json does not exist"),
         (["--accuracy", "b0=high"], "expected NAME=NUMBER"),
         (["--build-table", "--compare", "efficientnet_b0"], "not both"),
+        (["--build-table", "resolution=32"], "drop resolution=32"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
