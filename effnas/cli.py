@@ -104,6 +104,7 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
         kwargs["type"] = _mapping
     elif flag.kind != "text":
         kwargs["type"] = {
+            "int": int,
             "positive_int": _positive_int,
             "flops": _checked_by("parse_flops"),
             "duration": _checked_by("parse_duration"),
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES.values():
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=fmt)
         p.config_stage = stage
-        for flag in stage.flags:
+        for flag in stage.all_flags:
             _add_flag(p, flag)
         if "arch" in stage.groups:
             p.add_argument("--arch", help="a registered arch name or an arch YAML file")
@@ -132,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {stage.name} run")
         if stage.subcommands:
             p.add_argument("kind", choices=stage.subcommands, help=f"which {stage.name}")
-        p.add_argument("--seed", dest="run_seed", type=int, help="run.seed")
         p.add_argument(
             "--config-dir",
             dest="config_dirs",
@@ -168,7 +168,7 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
             fail(f"unknown config key in {token!r}: adding keys is not allowed")
         overrides.append(token)
     set_by: dict[str, str] = {}  # config key -> the flag that set it
-    for flag in (*stage.flags, Flag("--seed", "run.seed", "")):
+    for flag in stage.all_flags:
         value = getattr(args, flag.key.replace(".", "_"), None)
         if value is None:
             continue
@@ -398,7 +398,7 @@ def _flags_first(argv: list[str]) -> list[str]:
     several pieces, and a list flag (`--methods depth width`) would swallow what follows it."""
     if not argv or argv[0] not in STAGES:
         return argv
-    kinds = {f.name: f.kind for f in STAGES[argv[0]].flags}
+    kinds = {f.name: f.kind for f in STAGES[argv[0]].all_flags}
     flags: list[str] = []
     positionals: list[str] = []
     tokens = argv[1:]

@@ -22,7 +22,9 @@ class Flag:
     name: str  # "--target-flops"
     key: str  # the config key it sets
     help: str
-    kind: str = "text"  # text | positive_int | flops | duration | latency | choice | switch | list | mapping
+    kind: str = (
+        "text"  # text | int | positive_int | flops | duration | latency | choice | switch | list | mapping
+    )
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     also: tuple[str, ...] = ()  # overrides the flag implies (`--target-latency` -> target_flops=null)
@@ -42,6 +44,11 @@ class Stage:
     subcommands: tuple[str, ...] = ()  # `effnas study scaling`: the first positional, config key `kind`
     positionals: str | None = None  # the list key bare arguments fill (`effnas report RUN_DIR...`)
 
+    @property
+    def all_flags(self) -> tuple[Flag, ...]:
+        """The stage's own flags and those every stage has."""
+        return (*self.flags, SEED)
+
     def schema_class(self) -> type:
         module, _, name = self.schema.partition(":")
         return getattr(importlib.import_module(module), name)
@@ -50,6 +57,7 @@ class Stage:
         return importlib.import_module(self.module)
 
 
+SEED = Flag("--seed", "run.seed", "run.seed", "int")
 _FROM_SEARCH = Flag("--from", "upstream", "a search run: its best_arch.yaml", metavar="RUN_DIR")
 _FROM_GRID = Flag("--from", "upstream", "a grid run: its coefficients.yaml", metavar="RUN_DIR")
 
