@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default (scikit-learn's digits): search -> grid -> scale -> train.
+## The main job on the embedded default (scikit-learn's digits): search -> grid -> scale -> train
+## B0 and B1, one run directory per stage inside results/pipeline/<timestamp>/ (budgets for minutes).
 demo: $(STAMP)
-	$(PY) -m effnas.demo
+	$(VENV)/bin/effnas pipeline --target-flops 400M --phi 1..7 --train b0,b1 \
+		search.trials=8 search.sampler=evolution grid.max_candidates=6
 
 test: $(STAMP)
 	$(PY) -m ruff check .

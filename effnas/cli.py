@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", metavar="<stage>", parser_class=_Parser)
     fmt = argparse.RawDescriptionHelpFormatter
     for stage in STAGES.values():
-        p = sub.add_parser(stage.name, help=stage.help, description=stage.help, formatter_class=fmt)
+        description = f"{stage.help}\n\n{stage.notes}" if stage.notes else stage.help
+        p = sub.add_parser(stage.name, help=stage.help, description=description, formatter_class=fmt)
         p.config_stage = stage
         for flag in stage.all_flags:
             _add_flag(p, flag)
@@ -155,6 +156,7 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
     overrides: list[str] = []
     arch_file: Path | None = None
     bare: list[str] = []
+    routed: dict[str, list[str]] = {}  # list key -> overrides kept as text (Stage.routes)
     for token in args.overrides:
         if "=" not in token:
             if stage.positionals:
@@ -166,6 +168,10 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
             fail(f"{token!r} is neither key=value nor an arch YAML file")
         if token.lstrip("~").startswith("+"):
             fail(f"unknown config key in {token!r}: adding keys is not allowed")
+        route = _route(stage, token)
+        if route is not None:
+            routed.setdefault(route[0], []).append(route[1])
+            continue
         overrides.append(token)
     set_by: dict[str, str] = {}  # config key -> the flag that set it
     for flag in stage.all_flags:
@@ -184,6 +190,7 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
         overrides.append(f"kind={args.kind}")
     if bare:
         overrides.append(f"{stage.positionals}={_override_value(bare)}")
+    overrides += [f"{key}={_override_value(items)}" for key, items in routed.items()]
     arch = getattr(args, "arch", None)
     if arch:
         if arch.endswith((".yaml", ".yml")) or Path(arch).is_file():
@@ -192,6 +199,19 @@ def to_overrides(args: argparse.Namespace) -> tuple[list[str], Path | None, Path
             overrides.append(f"arch={arch}")
     resume = getattr(args, "resume", None)
     return overrides, arch_file, Path(resume) if resume else None
+
+
+def _route(stage: Stage, token: str) -> tuple[str, str] | None:
+    """(list key, the override as that key keeps it) when `token` matches one of `stage.routes`."""
+    body = token.lstrip("~")
+    tilde, key = token[: len(token) - len(body)], body.split("=", 1)[0]
+    for prefix, target in stage.routes:
+        if prefix.endswith("."):
+            if key.startswith(prefix) and len(key) > len(prefix):
+                return target, tilde + body[len(prefix) :]
+        elif key == prefix or key.startswith(prefix + "."):
+            return target, token
+    return None
 
 
 def _mapping(text: str) -> list[str]:

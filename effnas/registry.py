@@ -43,6 +43,11 @@ class Stage:
     writes_run: bool = True  # False: prints only (describe)
     subcommands: tuple[str, ...] = ()  # `effnas study scaling`: the first positional, config key `kind`
     positionals: str | None = None  # the list key bare arguments fill (`effnas report RUN_DIR...`)
+    # (prefix, list key): an override whose key starts with the prefix is kept as text in that
+    # list key instead of set (`effnas pipeline search.trials=4` -> search: [trials=4]); a prefix
+    # ending in "." is cut off, another is kept (`data=cifar10` -> shared: [data=cifar10])
+    routes: tuple[tuple[str, str], ...] = ()
+    notes: str = ""  # more of `effnas <stage> --help`'s description
 
     @property
     def all_flags(self) -> tuple[Flag, ...]:
@@ -206,6 +211,49 @@ STAGES: dict[str, Stage] = {
                 ),
                 Flag("--title", "title", "the report's heading"),
             ),
+        ),
+        Stage(
+            "pipeline",
+            "effnas.pipeline",
+            "effnas.pipeline:PipelineConfig",
+            (),
+            "the whole method: search -> grid -> scale -> train, one run directory per stage in one",
+            flags=(
+                Flag(
+                    "--target-flops", "target_flops", "the search's T: MACs at 224x224 (e.g. 400M)", "flops"
+                ),
+                Flag("--phi", "phi", "the models to scale: 3, 1..7 or 1,3,5"),
+                Flag(
+                    "--train",
+                    "models",
+                    "models to train: b0 (the searched baseline), b1..b7 (scaled); none: --train none",
+                    "list",
+                    metavar="MODEL",
+                ),
+            ),
+            resume=True,
+            routes=(
+                ("search.", "search"),
+                ("grid.", "grid"),
+                ("scale.", "scale"),
+                ("train.", "train"),
+                ("data", "shared"),
+                ("proxy", "shared"),
+                ("ray", "shared"),
+            ),
+            notes="""\
+Runs each stage as `effnas <stage>` would, into <run>/search, <run>/grid, <run>/scale and
+<run>/train_<model>; grid reads the search run, scale the grid run, each model its YAML.
+
+Overrides:
+  search.KEY=V, grid.KEY=V, scale.KEY=V, train.KEY=V   that stage only
+                      (search.trials=4  grid.seeds=1  scale.mode=official  train.proxy.epochs=10)
+  data=..., data.KEY=V, proxy=..., proxy.KEY=V, ray.KEY=V
+                      every stage that has the key (search and grid; scale has none)
+  run.seed, run.threads, run.device   the pipeline's and every stage's
+The models train on the data and proxy the grid ran with (its recorded config), then train.*.
+--resume RUN_DIR skips finished stages, resumes an interrupted search or grid (their own
+--resume: no finished trial is trained again) and restarts an interrupted scale or train.""",
         ),
         Stage(
             "describe",

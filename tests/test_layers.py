@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "effnas.rundir",
             "effnas.rerun",
             "effnas.cli",
-            "effnas.demo",
+            "effnas.pipeline",
             "effnas.__main__",
         ),
     ),
