@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from omegaconf import MISSING
+
 from effnas.data.config import DataConfig
 from effnas.proxy_config import ProxyConfig
 from search_spaces.mnasnet import SpaceConfig
@@ -20,13 +22,27 @@ class RewardConfig:
 
 @dataclass
 class SamplerConfig:
-    name: str = "random"  # random | tpe | nsga2 | evolution | controller
+    name: str = "random"  # random | tpe | nsga2 | evolution | controller | local | bananas
     population: int = 16  # evolution (aging population) / nsga2 (generation size)
     sample_size: int = 4  # evolution tournament size
     n_startup: int = 8  # tpe: random trials before the model
     lr: float = 0.1  # controller: policy-gradient step on the logits
     baseline_decay: float = 0.9  # controller: moving-average reward baseline
     entropy: float = 0.0  # controller: entropy bonus
+    n_init: int = 10  # local, bananas: uniform samples before climbing / the predictor
+    batch: int = 5  # bananas: proposals per refit of the predictor
+    candidates: int = 200  # bananas: mutated candidates scored per refit
+    parents: int = 10  # bananas: the best architectures the candidates are mutated from
+    trees: int = 100  # bananas: the random forest's trees (the ensemble)
+
+
+@dataclass
+class EvaluatorConfig:
+    """How a trial is scored: `proxy` trains it; `surrogate` predicts (nas/surrogate.py)."""
+
+    name: str = MISSING  # proxy | surrogate
+    path: Optional[str] = None  # surrogate: a surrogate run directory or its surrogate.pkl
+    noise: float = 0.0  # surrogate: std of the Gaussian noise added to each prediction
 
 
 @dataclass
@@ -35,6 +51,7 @@ class SearchConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     target_flops: Optional[str] = "400M"  # T: MACs at 224x224 with 1000 classes
     target_latency: Optional[str] = None  # or T as predicted latency (15ms), from latency_table

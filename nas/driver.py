@@ -139,6 +139,7 @@ class Search:
                 "trial": row["id"],
                 "name": f"trial{row['id']}",
                 "arch": arch.to_dict(),
+                "choices": list(ask.choices),
                 "macs": cost.macs,
                 "cost": row[self.objective],
             }

@@ -179,6 +179,15 @@ class MnasNetSpace:
             for combo in _product(*(range(len(self.lists[_CONFIG_KEYS[f]])) for f in STAGE_FIELDS))
         }
 
+    def fingerprint(self) -> str:
+        """A short digest of what defines the space (base skeleton and every choice list, in
+        order): choice vectors mean the same architectures exactly when two spaces share it."""
+        import hashlib
+        import json
+
+        spec = {"base": list(self.base.blocks), **{k: list(v) for k, v in self.lists.items()}}
+        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
     def describe(self) -> str:
         per_stage = math.prod(len(self.lists[_CONFIG_KEYS[f]]) for f in STAGE_FIELDS)
         return (

@@ -228,3 +228,55 @@ def test_controller_moves_probability_towards_rewarded_choices(space: MnasNetSpa
         sampler.tell(Ask(2 + 2 * i, bad), Outcome("ok", 0.1, 1, 0.1))
     probs = sampler.probabilities()
     assert all(p[0] > 1.0 / len(p) > p[-1] for p in probs)
+
+
+def test_local_search_climbs_from_the_best_start_and_moves_to_a_better_neighbour(
+    space: MnasNetSpace,
+) -> None:
+    sampler = make_sampler("local", space, 0, n_init=4)
+    start = []
+    for _ in range(4):
+        ask = sampler.ask()
+        start.append(ask.choices)
+        sampler.tell(ask, outcome(ask.choices))
+    best = max(start, key=synthetic)
+    ask = sampler.ask()
+    assert sum(a != b for a, b in zip(ask.choices, best)) == 1  # a neighbour of the best start
+    better = tuple(0 if i == 0 else c for i, c in enumerate(best))
+    if better == best:
+        better = tuple(0 if i == 1 else c for i, c in enumerate(best))
+    sampler.tell(ask, Outcome("ok", 0.99, 1, 0.99))  # the neighbour wins: climb from it
+    nxt = sampler.ask().choices
+    assert sum(a != b for a, b in zip(nxt, ask.choices)) == 1
+
+
+def test_local_search_restarts_at_a_local_optimum() -> None:
+    tiny = MnasNetSpace.from_config(
+        space_config(ops=["ds"], kernels=[3], se=[0.0], skip=[True], filters=[1.0], repeats=[0, 1])
+    )
+    sampler = make_sampler("local", tiny, 0, n_init=1)
+    first = sampler.ask()
+    sampler.tell(first, Outcome("ok", 0.9, 1, 0.9))
+    for _ in range(7):  # its 7 neighbours (one repeats choice each), all worse
+        ask = sampler.ask()
+        assert sum(a != b for a, b in zip(ask.choices, first.choices)) == 1
+        sampler.tell(ask, Outcome("ok", 0.1, 1, 0.1))
+    assert sampler.incumbent is not None
+    sampler.ask()  # every neighbour told and none better: a restart
+    assert sampler.incumbent is None
+
+
+def test_bananas_refits_per_batch_and_avoids_rejected_macs(space: MnasNetSpace) -> None:
+    from search_spaces.cost import count
+
+    sampler = make_sampler("bananas", space, 0, n_init=6, batch=3, candidates=40, trees=20)
+    for _ in range(6):
+        ask = sampler.ask()
+        macs = count(space.decode(ask.choices)).macs
+        sampler.tell(ask, outcome(ask.choices) if macs < 4e8 else Outcome("rejected", None, macs, None))
+    limit = sampler.reject_macs
+    for _ in range(9):
+        ask = sampler.ask()
+        assert count(space.decode(ask.choices)).macs < limit
+        sampler.tell(ask, outcome(ask.choices))
+    assert sampler.fits == 3

@@ -5,6 +5,8 @@ tpe         Optuna's TPE on the reward
 nsga2       Optuna's NSGA-II on (accuracy, MACs)
 evolution   regularized (aging) evolution, one-choice mutations
 controller  MnasNet's method: a policy over the choices trained by REINFORCE
+local       local search: hill climbing over one-decision neighbours, random restarts
+bananas     a predictor ensemble (random forest) + Thompson sampling over mutations of the best
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from search_spaces.mnasnet import MnasNetSpace
 
 __all__ = ["SAMPLERS", "Ask", "History", "Outcome", "Sampler", "make_sampler"]
 
-SAMPLERS = ("random", "tpe", "nsga2", "evolution", "controller")
+SAMPLERS = ("random", "tpe", "nsga2", "evolution", "controller", "local", "bananas")
 
 
 def sampler_class(name: str) -> type[Sampler]:
@@ -32,6 +34,14 @@ def sampler_class(name: str) -> type[Sampler]:
         from nas.samplers.controller import ControllerSampler
 
         return ControllerSampler
+    if name == "local":
+        from nas.samplers.local_search import LocalSearchSampler
+
+        return LocalSearchSampler
+    if name == "bananas":
+        from nas.samplers.bananas import BananasSampler
+
+        return BananasSampler
     if name in ("tpe", "nsga2"):
         from nas.samplers.optuna_samplers import NSGA2Sampler, TPESampler
 
