@@ -46,12 +46,15 @@ def check_run(run: Any) -> None:
 
 def full_schema(stage: Stage) -> type:
     """The schema Hydra composes `stage` against: its own, plus `run` for every stage and `ray`
-    for trial stages (the application's and the adapter's settings, declared once)."""
+    and `mlflow` for trial stages (the application's, the adapter's and the trial log's
+    settings, declared once)."""
     added: list[Any] = [("run", RunConfig, dataclasses.field(default_factory=RunConfig))]
     if stage.trials:
         from effnas.raytune import RayConfig
+        from effnas.trial_log import MlflowConfig
 
         added.append(("ray", RayConfig, dataclasses.field(default_factory=RayConfig)))
+        added.append(("mlflow", MlflowConfig, dataclasses.field(default_factory=MlflowConfig)))
     base = stage.schema_class()
     return dataclasses.make_dataclass(base.__name__, added, bases=(base,))
 

@@ -6,8 +6,9 @@
 Samples the factorized space (`search_spaces.mnasnet`), prices each sample with the analytic
 cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy (as Ray
 Tune trials, or in this process with `ray.enabled=false`), and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
-trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study
-(study.db, for tpe/nsga2), reward_over_trials.png, accuracy_vs_macs.png, and the summary.
+trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study of
+every trial whatever the sampler (study.db, or any `storage=` URL; `effnas.trial_log`),
+reward_over_trials.png, accuracy_vs_macs.png, and the summary.
 """
 
 from __future__ import annotations
@@ -23,15 +24,38 @@ if TYPE_CHECKING:
     from effnas.trials import Executor
 
 SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
+# what the trial log (Optuna study, MLflow) gets of each trials.csv row besides its choices
+LOGGED = (
+    "arch",
+    "macs",
+    "params",
+    "activations",
+    "latency_ms",
+    "accuracy",
+    "reward",
+    "seconds",
+    "epochs",
+    "error",
+)
+ARTIFACTS = (
+    "trials.csv",
+    "pareto.csv",
+    "best_arch.yaml",
+    "reward_over_trials.png",
+    "accuracy_vs_macs.png",
+    "accuracy_vs_latency.png",
+)
 
 
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
+    from effnas.trial_log import check
     from effnas.units import parse_duration
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
 
     objective_of(cfg)
+    check(cfg)
     latency_table_of(cfg, space_of(cfg))
     if int(cfg.trials) < 1:
         raise UserError(f"--trials must be >= 1, got {cfg.trials}")
@@ -118,6 +142,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from effnas.data import load_dataset
     from effnas.proxy_config import budget, checked
+    from effnas.trial_log import Choice, TrialLog, study_of
     from effnas.trials import EarlyStop, Scheduling, TrialSetup
     from effnas.units import format_flops, parse_duration
     from nas.driver import RewardMetric, Search
@@ -144,10 +169,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
-    storage = cfg.storage or f"sqlite:///{rundir.file('study.db').resolve()}"
-    study_name = cfg.study_name or f"effnas-search-{rundir.path.name}"
-    if cfg.sampler.name in ("tpe", "nsga2"):
-        rundir.record(study={"storage": _redact(storage), "name": study_name})
+    storage, study_name = study_of(rundir, cfg, "search")
     options = {k: cfg.sampler[k] for k in cfg.sampler if k != "name"}
     sampler = make_sampler(
         cfg.sampler.name,
@@ -159,9 +181,20 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         **options,
     )
     elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
+    # Every trial also goes to the run's Optuna study (and MLflow): a sampler that asks and tells
+    # through the study already (tpe, nsga2) has its trials annotated there, not copied.
+    log = TrialLog.open(
+        rundir,
+        cfg,
+        "search",
+        {d.name: Choice(range(len(d.values))) for d in space.dims},
+        study=getattr(sampler, "study", None),
+    )
+    log.sync(trial_entries(rows, space))  # a resumed run: what finished before the study heard of it
 
     def save(all_rows: list[dict[str, Any]]) -> None:
-        write_trials(rundir, all_rows)
+        write_trials(rundir, all_rows)  # the record first: the study is rebuilt from it on resume
+        log.sync(trial_entries(all_rows, space))
         rundir.record(search_seconds=round(search.elapsed(), 2))
 
     search = Search(
@@ -203,6 +236,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         sampler.close()
         rundir.record(search_seconds=round(search.elapsed(), 2))
     summary = write_outputs(cfg, rundir, space, search.rows, target, reward_fn)
+    log.finish(rundir, ARTIFACTS, "KILLED" if interrupted else "FINISHED")
     if interrupted:
         raise KeyboardInterrupt
     best = summary.get("best_macs")
@@ -220,11 +254,23 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     return summary
 
 
-def _redact(url: str) -> str:
-    """A storage URL without its password (manifests get shared)."""
-    import re
+def trial_entries(rows: list[dict[str, Any]], space: Any) -> list[Any]:
+    """trials.csv rows as the trial log's entries: the choice vector, the reward, the rest."""
+    from effnas.trial_log import Entry
 
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+    names = [d.name for d in space.dims]
+    return [
+        Entry(
+            key=str(r["id"]),
+            status=r["status"],
+            params=dict(zip(names, (int(c) for c in str(r["choices"]).split()))),
+            value=r["reward"],
+            attrs={k: r.get(k) for k in LOGGED},
+            number=None if r.get("sampler_key") is None else int(r["sampler_key"]),
+        )
+        for r in rows
+        if r["status"] != "pending"
+    ]
 
 
 def write_trials(rundir: Any, rows: list[dict[str, Any]]) -> None:

@@ -85,7 +85,9 @@ def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: phi, the grid, the baseline (the proxy and
     Ray settings are checked by the application for every stage)."""
     from effnas.runfiles import upstream_run
+    from effnas.trial_log import check
 
+    check(cfg)
     if not cfg.phi > 0:
         raise UserError(f"--phi must be > 0 for a grid, got {cfg.phi}")
     candidates_of(cfg)
@@ -216,8 +218,9 @@ class GridTrials:
 
     name = "grid"
 
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None) -> None:
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None, log: Any = None) -> None:
         self.order = rows
+        self.log = log  # an effnas.trial_log.TrialLog: every finished row also goes to the study
         self.rows = {_key(r): r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
         self.total = len(self.queue)
@@ -233,6 +236,8 @@ class GridTrials:
 
     def save(self) -> None:
         self.rundir.write_csv("trials.csv", [_public(r) for r in self.order])
+        if self.log is not None:
+            self.log.sync(trial_entries(self.order))
 
     def propose(self, trial_id: str) -> dict[str, Any] | None:
         if not self.queue:
@@ -277,6 +282,42 @@ class GridTrials:
             file=self.out or sys.stdout,
             flush=True,
         )
+
+
+def trial_space(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The grid's trials as the trial log's parameters: the point's alpha, beta, gamma."""
+    from effnas.trial_log import Range
+
+    return {k: Range.over(r[k] for r in rows) for k in ("alpha", "beta", "gamma")}
+
+
+def trial_entries(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """trials.csv rows as the trial log's entries, one per (point, seed); value: proxy accuracy."""
+    from effnas.trial_log import Entry
+
+    logged = ("id", "seed", "kind", "product", "depth", "width", "resolution", "deploy_resolution")
+    logged += (
+        "macs",
+        "macs_ratio",
+        "activations",
+        "params",
+        "accuracy",
+        "loss",
+        "seconds",
+        "epochs",
+        "error",
+    )
+    return [
+        Entry(
+            key=f"{r['id']}/seed{r['seed']}",
+            status=r["status"],
+            params={k: float(r[k]) for k in ("alpha", "beta", "gamma")},
+            value=r["accuracy"],
+            attrs={**{k: r.get(k) for k in logged}, "arch": " ".join(r["_arch"]["blocks"])},
+        )
+        for r in rows
+        if r["status"] != "pending"
+    ]
 
 
 def _budget(proxy: Any) -> str:
@@ -537,7 +578,10 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                     for k in ("accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
                 }
             )
-    trials = GridTrials(rows, rundir)
+    from effnas.trial_log import TrialLog
+
+    log = TrialLog.open(rundir, cfg, "grid", trial_space(rows))
+    trials = GridTrials(rows, rundir, log=log)
     todo = list(trials.queue)
     n_cand = len(candidates)
     print(
@@ -551,11 +595,13 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         + (f"; resuming: {len(rows) - len(todo)} done" if previous else ""),
         flush=True,
     )
-    trials.save()
+    trials.save()  # also a resumed run's finished rows the study lacks
     if todo:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
     unfinished = [r["id"] for r in rows if r["status"] == "pending"]
+    if unfinished:
+        log.finish(rundir, ["trials.csv"], "KILLED")
     if unfinished:  # Tune returns from fit() on Ctrl-C with trials still pending
         print(
             f"grid: interrupted with {len(unfinished)} trial(s) unfinished; continue with "
@@ -604,6 +650,9 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     }
     rundir.write_yaml("coefficients.yaml", coefficients)
     plot_grid(rundir, points, winner)
+    log.finish(
+        rundir, ["trials.csv", "coefficients.yaml", "accuracy_vs_coefficients.png", "accuracy_vs_macs.png"]
+    )
 
     shown = sorted((p for p in points if p["n"]), key=lambda p: -p["mean"])
     print(

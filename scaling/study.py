@@ -99,6 +99,8 @@ class StudyConfig:
     resolution_divisor: int = MISSING
     upstream: Optional[str] = MISSING  # a search run (best_arch.yaml) or a grid run (coefficients)
     resume: Optional[str] = MISSING
+    storage: Optional[str] = MISSING  # Optuna storage URL of the run's study (effnas.trial_log)
+    study_name: Optional[str] = MISSING
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -281,8 +283,11 @@ def sweep_arm(baseline: Arch, method: str, mult: float, divisor: int) -> Arm:
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: kind, levels, methods, seeds, budgets, sweep,
     the baseline and that each method can reach each level (solved here, in milliseconds)."""
+    from effnas.trial_log import check
+
     if cfg.kind not in KINDS:
         raise UserError(f"unknown study {cfg.kind!r}; expected one of {', '.join(KINDS)}")
+    check(cfg)
     if int(cfg.seeds) < 1:
         raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
     if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
@@ -370,8 +375,9 @@ class StudyTrials:
 
     name = "study"
 
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any) -> None:
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None) -> None:
         self.rows = rows
+        self.log = log  # an effnas.trial_log.TrialLog: every finished row also goes to the study
         self.by_id = {r["id"]: r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
         self.total = len(self.queue)
@@ -386,6 +392,8 @@ class StudyTrials:
 
     def save(self) -> None:
         self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
+        if self.log is not None:
+            self.log.sync(trial_entries(self.rows))
 
     def propose(self, trial_id: str) -> dict[str, Any] | None:
         if not self.queue:
@@ -425,6 +433,44 @@ class StudyTrials:
             f"res {row['proxy_resolution']:<4} {acc}  {row['seconds']}s  ETA {eta / 60:.1f} min",
             flush=True,
         )
+
+
+def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The study's trials as the trial log's parameters: method, budget, the multipliers."""
+    from effnas.trial_log import Choice, Range
+
+    return {
+        "method": Choice(METHODS),
+        "budget": Choice(sorted({float(r["budget"]) for r in rows})),
+        "depth": Range.over(r["depth"] for r in rows),
+        "width": Range.over(r["width"] for r in rows),
+        "resolution": Range.over(r["resolution"] for r in rows),
+    }
+
+
+def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """study.csv rows as the trial log's entries (value: proxy accuracy)."""
+    from effnas.trial_log import Entry
+
+    logged = ("level", "seed", "multiplier", "macs", "params", "activations", "macs_ratio", "accuracy")
+    return [
+        Entry(
+            key=str(r["id"]),
+            status=r["status"],
+            params={"method": r["method"], "budget": float(r["budget"]), **{k: float(r[k]) for k in SCALED}},
+            value=r["accuracy"],
+            attrs={
+                **{k: r.get(k) for k in (*logged, "images_per_s", "seconds", "error")},
+                "arch": " ".join(r["_arch"]["blocks"]),
+                "proxy_resolution": r["proxy_resolution"],
+            },
+        )
+        for r in rows
+        if r["status"] != "pending"
+    ]
+
+
+SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged with
 
 
 def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
@@ -564,7 +610,10 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         old = previous.get(row["id"])
         if old is not None and old.get("status") == "ok":
             row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
-    trials = StudyTrials(rows, rundir)
+    from effnas.trial_log import TrialLog
+
+    log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
+    trials = StudyTrials(rows, rundir, log)
     print(
         f"study scaling: baseline {baseline.name} ({source['baseline']}), compound coefficients "
         f"{tuple(coeffs)} ({source['coefficients']}); {len(rows)} trials on {data.name} at "
@@ -590,12 +639,18 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             ],
         )
     )
-    trials.save()
+    trials.save()  # also a resumed run's finished rows the study lacks
     if trials.remaining:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
     summary = summarize(rows)
     plot(rundir, rows, cfg.sweep)
+    pending = sum(r["status"] == "pending" for r in rows)
+    log.finish(
+        rundir,
+        ["study.csv", "accuracy_vs_macs.png", "accuracy_vs_multiplier.png"],
+        "KILLED" if pending else "FINISHED",
+    )
     for budget, levels in summary["budgets"].items():
         for level, entry in levels.items():
             line = f"{budget}, {level}: " + ", ".join(
@@ -608,7 +663,6 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                     f" | compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
                 )
             print(line)
-    pending = sum(r["status"] == "pending" for r in rows)
     if pending:  # what finished is summarised and plotted all the same (`complete: false`)
         rundir.write_json(
             "summary.json",
