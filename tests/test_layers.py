@@ -46,9 +46,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "effnas.kernels",
             "effnas.lanes",
             "effnas.trials",
+            "effnas.trial_log",
         ),
     ),
-    ("stages", ("nas.*", "scaling.*", "effnas.train", "effnas.describe", "effnas.report", "deploy.*")),
+    (
+        "stages",
+        (
+            "nas.*",
+            "scaling.*",
+            "effnas.train",
+            "effnas.describe",
+            "effnas.report",
+            "effnas.dashboard",
+            "deploy.*",
+        ),
+    ),
     ("adapter", ("effnas.raytune",)),
     (
         "application",
@@ -71,6 +83,7 @@ STAGE_GROUPS = {
     "describe": "effnas.describe",
     "deploy": "deploy.*",
     "report": "effnas.report",
+    "dashboard": "effnas.dashboard",
 }
 NO_TORCH = "vocabulary"
 RAY_ONLY_IN = {"effnas.raytune"}
