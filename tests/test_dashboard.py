@@ -1,0 +1,133 @@
+"""`effnas dashboard RUN_DIR`: the run's Optuna study served by optuna-dashboard, seen in a real
+headless browser (Chromium driven by Selenium), and its bad input (one line, exit 2).
+
+The browser test skips, saying why, where no Chromium and chromedriver can be found (Debian:
+`apt-get install chromium chromium-driver`; .ci/run installs them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import expect_usage_error
+
+from effnas.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 3-trial search (trials scored by a stand-in for the proxy trainer)."""
+    import effnas.trials
+
+    def fake_trial(config: dict, setup: Any, report: Any = None, cpus: int = 1) -> dict:
+        acc = 0.5 + 0.01 * len(config["arch"]["blocks"][0])
+        return {"status": "ok", "accuracy": acc, "seconds": 0.1, "epochs": 1.0}
+
+    run = tmp_path_factory.mktemp("dashboard") / "search"
+    real, effnas.trials.run_trial = effnas.trials.run_trial, fake_trial
+    try:
+        argv = ["search", "--trials", "3", "reject_above=null", "ray.enabled=false", "data.max_train=300"]
+        assert main([*argv, f"run.dir={run}"]) == 0
+    finally:
+        effnas.trials.run_trial = real
+    return run
+
+
+def browser() -> Any:
+    """A headless Chromium under Selenium, or a skip saying what is missing."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+    )
+    from selenium.webdriver.chrome.service import Service
+
+    binary = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip("no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=Service(driver))
+
+
+def test_the_dashboard_shows_the_run_study_in_a_browser(search_run: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser()
+    name = json.loads((search_run / "manifest.json").read_text())["study"]["name"]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "effnas", "dashboard", str(search_run), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url, seen = None, []
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = server.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            seen.append(line)
+            if "(Ctrl-C to stop)" in line:
+                url = line.split()[1]
+        assert url == f"http://127.0.0.1:{port}/dashboard/studies/1", seen
+        assert f"study {name} (3 trials)" in "".join(seen)
+
+        def body_shows(text: str) -> Any:
+            return lambda d: text in d.find_element(By.TAG_NAME, "body").text
+
+        page.get(url)  # the study's page: its name as the heading
+        WebDriverWait(page, 60).until(body_shows(name))
+        page.get(f"{url}/trials")  # its trial list: the count the run recorded
+        WebDriverWait(page, 60).until(body_shows("3 Trials"))
+        assert "Trial 2" in page.find_element(By.TAG_NAME, "body").text
+    finally:
+        page.quit()
+        server.send_signal(signal.SIGINT)  # Ctrl-C: the server stops, the command ends normally
+        try:
+            code = server.wait(timeout=30)
+        finally:
+            if server.poll() is None:
+                server.kill()
+    assert code == 0
+
+
+def test_bad_input_is_one_line_exit_2(
+    search_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "give one run directory" in expect_usage_error(["dashboard"], capsys)
+    assert "no such directory" in expect_usage_error(["dashboard", str(tmp_path / "nope")], capsys)
+    assert "not an effnas run directory" in expect_usage_error(["dashboard", str(tmp_path)], capsys)
+    scale = tmp_path / "scale-run"
+    scale.mkdir()
+    (scale / "manifest.json").write_text(json.dumps({"stage": "scale"}))
+    assert "this scale run has no Optuna study" in expect_usage_error(["dashboard", str(scale)], capsys)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = expect_usage_error(["dashboard", str(search_run), "--port", str(port)], capsys)
+        assert f"cannot listen on 127.0.0.1:{port}" in err
