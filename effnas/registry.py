@@ -134,29 +134,41 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "study",
-            "scaling.study",
+            "scaling.studies",
             "scaling.study:StudyConfig",
             ("arch", "data", "proxy"),
-            "scaling study: compound vs one dimension at equal MACs, trained (paper Tables 3/7, Figs 3/8)",
+            "trained studies: `scaling`, compound vs one dimension at equal MACs (paper Tables 3/7, "
+            "Figs 3/8); `search`, the searched arch vs random ones of its MACs and the base",
             flags=(
                 Flag("--flops", "flops", "MACs levels as multiples of the baseline's: 2x or 2x,4x"),
                 Flag(
                     "--from",
                     "upstream",
-                    "a search run (its best arch) or a grid run (its coefficients)",
+                    "a search run (its best arch; `search`: also its space and reward) or a grid run",
                     metavar="RUN_DIR",
+                ),
+                Flag(
+                    "--random",
+                    "random",
+                    "search: random archs of the searched one's MACs (default 4)",
+                    "positive_int",
                 ),
                 Flag(
                     "--methods", "methods", "baseline,depth,width,resolution,compound,dwr (a subset)", "list"
                 ),
                 Flag("--seeds", "seeds", "train each arm this many times (default 2)", "positive_int"),
-                Flag("--budgets", "budgets", "proxy epochs, e.g. 5,15: does the ranking hold?", "list"),
+                Flag(
+                    "--budgets",
+                    "budgets",
+                    "proxy epochs, e.g. 5,15: does the ranking hold? (default: scaling 4, search 16)",
+                    "list",
+                ),
                 Flag("--sweep", "sweep", "width | depth | resolution alone at --multipliers (Figure 3)"),
                 Flag("--multipliers", "multipliers", "the sweep's multipliers, e.g. 1,1.4,1.8,2.6", "list"),
             ),
             trials=True,
             resume=True,
-            subcommands=("scaling",),
+            subcommands=("scaling", "search"),
         ),
         Stage(
             "latency",

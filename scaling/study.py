@@ -81,7 +81,7 @@ COLUMNS = (
 class StudyConfig:
     """Schema of `conf/study.yaml` (`run` and `ray` are added by the stage registry)."""
 
-    kind: str = MISSING  # scaling (the `effnas study <kind>` subcommand)
+    kind: str = MISSING  # scaling | search (the `effnas study <kind>` subcommand)
     arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's, or the official B0
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
@@ -89,12 +89,15 @@ class StudyConfig:
     methods: list[str] = MISSING
     seeds: int = MISSING
     budgets: list[float] = MISSING  # proxy epochs; several: does the ranking hold?
+    default_budgets: dict[str, list[float]] = MISSING  # per kind, when --budgets is not given
     sweep: Optional[str] = MISSING  # width | depth | resolution: Figure 3's curve instead
     multipliers: list[float] = MISSING
     alpha: Optional[float] = MISSING  # compound coefficients; unset: --from's or the paper's
     beta: Optional[float] = MISSING
     gamma: Optional[float] = MISSING
     tolerance: float = MISSING  # a method is on its level within this relative MACs error
+    random: int = MISSING  # study search: random archs of the searched one's MACs
+    max_draws: int = MISSING  # study search: rejection-sampling draws before giving up
     max_multiplier: float = MISSING  # the largest multiplier a dimension may take
     resolution_divisor: int = MISSING
     upstream: Optional[str] = MISSING  # a search run (best_arch.yaml) or a grid run (coefficients)

@@ -1,0 +1,581 @@
+"""`effnas study search`: is the architecture a search found better than random ones of the same
+cost, once all are trained with a longer recipe? (The control Yang et al. 2020, "NAS evaluation is
+frustratingly hard", and Li & Talwalkar 2019 ask every NAS result for.)
+
+    effnas study search --from results/search/<run> [--random 4] [--seeds 2] [--budgets 16]
+    effnas study search --resume results/study/<run>
+
+From the search run it reads best_arch.yaml, the space it sampled (`.hydra/config.yaml`'s
+`space`) and its reward (target T, exponents, unit). It trains, with the same seeds, budgets,
+data and proxy recipe:
+- `searched`: the search's best architecture;
+- `random1..N`: architectures drawn uniformly from the same space, kept when their MACs (224 px,
+  1000 classes, the paper's unit) are within `tolerance` (5%) of the searched one's: rejection
+  sampling, at most `max_draws` draws, an error naming the closest miss when too few land;
+- `base`: the space's skeleton unchanged (EfficientNet-B0 for the default space).
+Each architecture is written to `archs/<label>.yaml` (`effnas train archs/random1.yaml` retrains
+it). Trials run through the executor the application hands in (Ray Tune, or in this process);
+`study.csv` is rewritten after each, so `--resume` trains only what has not finished. Writes
+`study.csv` (one row per trial, with the search's reward), `summary.json` (per budget: each
+architecture's mean and spread over seeds, the searched one's rank in accuracy and in reward,
+its margin over the best random one and over the base against the seed spread) and
+`accuracy_vs_macs.png`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from effnas.errors import UserError
+from scaling.study import StudyTrials, _read_previous
+from search_spaces.arch import Arch
+
+if TYPE_CHECKING:
+    from effnas.trials import Executor
+    from search_spaces.mnasnet import MnasNetSpace
+
+ROLES = ("searched", "random", "base")
+COLUMNS = (
+    "id",
+    "arch",
+    "role",
+    "name",
+    "budget",
+    "seed",
+    "macs",
+    "params",
+    "activations",
+    "macs_ratio",
+    "latency_ms",
+    "proxy_resolution",
+    "accuracy",
+    "reward",
+    "images_per_s",
+    "seconds",
+    "status",
+    "error",
+)
+
+
+# -- the search run -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    """The search's reward, ACC x (cost / T)^w with w = a at or below T and b above (MnasNet eq. 2).
+    The formula of `nas.reward`, restated because stages hand over through files, never imports;
+    tests/test_search_study.py checks the two agree."""
+
+    target: float
+    a: float
+    b: float
+    unit: str = "MACs"  # or "ms": cost is the latency the search's table predicts
+
+    def __call__(self, accuracy: float, cost: float) -> float:
+        w = self.a if cost <= self.target else self.b
+        return float(accuracy) * math.pow(float(cost) / self.target, w)
+
+
+def exponents(kind: str, w: float) -> tuple[float, float]:
+    """(a, b) of a reward config: soft, w both sides; hard, 0 below T and -1 above (MnasNet §3)."""
+    if kind == "soft":
+        return float(w), float(w)
+    if kind == "hard":
+        return 0.0, -1.0
+    raise UserError(f"the search's reward.kind {kind!r} is neither soft nor hard")
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What the study reads from a search run directory."""
+
+    path: Path
+    best: Arch
+    space: MnasNetSpace
+    objective: Objective
+    latency_of: Callable[[Arch], float] | None  # the search's latency predictor (latency target)
+    dataset: dict[str, Any]  # the manifest's dataset record
+    images: float | None  # images one search trial trained on (its proxy budget)
+
+
+def read_search_run(upstream: str | None) -> SearchRun:
+    """The search run at `upstream`, checked: a search run, with a best architecture, its space
+    and its reward recorded. Each failure is one UserError line."""
+    from omegaconf import OmegaConf
+
+    from effnas.runfiles import read_json, stage_of
+    from effnas.units import parse_flops
+    from search_spaces.arch import ArchError
+    from search_spaces.mnasnet import MnasNetSpace, SpaceError
+
+    if not upstream:
+        raise UserError(
+            "effnas study search needs --from RUN_DIR, a search run (its best arch, space, reward)"
+        )
+    run = Path(upstream)
+    stage = stage_of(run) if run.is_dir() else None
+    if stage != "search":
+        what = f"a {stage} run" if stage else "not an effnas run directory"
+        raise UserError(f"--from {run}: {what}; effnas study search needs a search run")
+    manifest = read_json(run / "manifest.json")
+    best_file = run / "best_arch.yaml"
+    if not best_file.is_file():
+        why = "it is still running" if manifest.get("status") == "running" else "no trial finished"
+        raise UserError(f"--from {run}: the search has no best architecture yet (no best_arch.yaml: {why})")
+    try:
+        best = Arch.from_yaml(best_file.read_text())
+    except (ArchError, UnicodeDecodeError) as exc:
+        raise UserError(f"--from {run}: best_arch.yaml: {str(exc).splitlines()[0]}") from None
+    recorded = run / ".hydra" / "config.yaml"
+    if not recorded.is_file():
+        raise UserError(f"--from {run}: no .hydra/config.yaml, so the search's space and reward are unknown")
+    cfg = OmegaConf.load(recorded)
+    try:
+        space = MnasNetSpace.from_config(cfg.space)
+    except SpaceError as exc:
+        raise UserError(f"--from {run}: its space: {exc}") from None
+    target = manifest.get("target") or {}
+    value, unit = target.get("value"), target.get("unit", "MACs")
+    if value is None:
+        value = parse_flops(cfg.target_flops) if cfg.get("target_flops") is not None else None
+    if value is None or not float(value) > 0:
+        raise UserError(f"--from {run}: the search recorded no target T")
+    latency_of = None
+    if unit == "ms":
+        from search_spaces.latency import LatencyTable, TableError
+
+        try:
+            table = LatencyTable.load(str(manifest.get("latency_table")))
+        except TableError as exc:
+            raise UserError(f"--from {run}: the search's reward needs its latency table: {exc}") from None
+        latency_of = table.predict
+    objective = Objective(float(value), *exponents(str(cfg.reward.kind), float(cfg.reward.w)), unit)
+    dataset = dict(manifest.get("dataset") or {})
+    proxy = cfg.get("proxy") or {}
+    if proxy.get("images") is not None:
+        images: float | None = float(proxy["images"])
+    elif proxy.get("epochs") is not None and dataset.get("train"):
+        images = float(proxy["epochs"]) * int(dataset["train"])
+    else:
+        images = None
+    return SearchRun(run, best, space, objective, latency_of, dataset, images)
+
+
+# -- the architectures --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # searched | random1..N | base
+    role: str  # searched | random | base
+    arch: Arch
+
+
+def sample_matched(
+    space: MnasNetSpace,
+    macs: int,
+    n: int,
+    tolerance: float,
+    rng: random.Random,
+    max_draws: int,
+    exclude: Sequence[Sequence[str]] = (),
+) -> tuple[list[Arch], dict[str, Any]]:
+    """`n` distinct architectures drawn uniformly from `space` whose MACs are within `tolerance`
+    (relative) of `macs`: rejection sampling, so they are a uniform sample of the space's
+    architectures of that cost. Fails (UserError) when fewer than `n` land in `max_draws` draws."""
+    from effnas.units import format_flops
+    from search_spaces.cost import count
+
+    found: dict[tuple[str, ...], Arch] = {}
+    seen = {tuple(blocks) for blocks in exclude}
+    closest_miss = math.inf
+    draws = 0
+    while len(found) < n and draws < max_draws:
+        draws += 1
+        arch = space.decode(space.sample(rng))
+        key = tuple(arch.blocks)
+        if key in seen or key in found:
+            continue
+        err = abs(count(arch).macs / macs - 1)
+        if err <= tolerance:
+            found[key] = arch
+        else:
+            closest_miss = min(closest_miss, err)
+    if len(found) < n:
+        got = f"only {len(found)} of {n}" if found else f"none of {n}"
+        hint = f"ask for fewer (--random {len(found)}), " if found else ""
+        raise UserError(
+            f"{got} random architectures of the search's space land within {tolerance:.0%} of the "
+            f"searched one's {format_flops(macs)} MACs in {max_draws} draws (closest miss {closest_miss:.1%} "
+            f"off); {hint}allow more draws (max_draws=) or a wider tolerance (tolerance=)"
+        )
+    archs = list(found.values())
+    reached = max(abs(count(a).macs / macs - 1) for a in archs)
+    return archs, {"draws": draws, "tolerance": tolerance, "tolerance_reached": round(reached, 5)}
+
+
+def candidates(cfg: Any, search: SearchRun) -> tuple[list[Candidate], dict[str, Any]]:
+    """searched, random1..N (seeded by run.seed), base; and the sampling's record."""
+    from search_spaces.cost import count
+
+    base = search.space.base
+    randoms, record = sample_matched(
+        search.space,
+        count(search.best).macs,
+        int(cfg.random),
+        float(cfg.tolerance),
+        random.Random(int(cfg.run.seed)),
+        int(cfg.max_draws),
+        exclude=(search.best.blocks, base.blocks),
+    )
+    found = [
+        Candidate("searched", "searched", search.best),
+        *(Candidate(f"random{i}", "random", a) for i, a in enumerate(randoms, 1)),
+        Candidate("base", "base", base),
+    ]
+    return found, record
+
+
+def _saved(rundir: Any, n_random: int) -> list[Candidate] | None:
+    """The candidates a first attempt wrote to archs/ (what --resume trains), or None."""
+    labels = ["searched", *(f"random{i}" for i in range(1, n_random + 1)), "base"]
+    paths = [rundir.file(f"archs/{label}.yaml") for label in labels]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [
+        Candidate(label, "random" if label.startswith("random") else label, Arch.from_yaml(p.read_text()))
+        for label, p in zip(labels, paths)
+    ]
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def validate(cfg: Any) -> None:
+    """Cheap checks before a run directory exists: the study's numbers, the search run, and that
+    its space has enough architectures of the searched one's MACs (sampled here, in seconds)."""
+    from search_spaces.arch_config import arch_given
+
+    if int(cfg.seeds) < 1:
+        raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
+    if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
+        raise UserError(f"--budgets must be epochs > 0, got {list(cfg.budgets or [])}")
+    if not 0 < float(cfg.tolerance) < 1:
+        raise UserError(f"tolerance must be in (0, 1), got {cfg.tolerance}")
+    if int(cfg.random) < 1:
+        raise UserError(f"--random must be >= 1 (random architectures to compare with), got {cfg.random}")
+    if int(cfg.max_draws) < 1:
+        raise UserError(f"max_draws must be >= 1, got {cfg.max_draws}")
+    if arch_given(cfg):
+        raise UserError("effnas study search trains the search run's architectures: give --from, not --arch")
+    if cfg.sweep is not None:
+        raise UserError("--sweep belongs to effnas study scaling")
+    search = read_search_run(cfg.upstream)
+    if not cfg.get("resume"):
+        candidates(cfg, search)
+
+
+# -- the trials ---------------------------------------------------------------------------------
+def plan(cfg: Any, found: Sequence[Candidate], search: SearchRun) -> list[dict[str, Any]]:
+    """Every trial (status pending), budgets outermost, seeds innermost."""
+    from search_spaces.cost import count
+
+    reference = count(found[0].arch).macs
+    rows = []
+    seed0 = int(cfg.run.seed)
+    for budget in cfg.budgets:
+        for c in found:
+            cost = count(c.arch)
+            latency = search.latency_of(c.arch) if search.latency_of is not None else None
+            for k in range(int(cfg.seeds)):
+                rows.append(
+                    {
+                        "id": f"{c.label}/{float(budget):g}ep/seed{seed0 + k}",
+                        "arch": c.label,
+                        "role": c.role,
+                        "name": c.arch.name,
+                        "budget": float(budget),
+                        "seed": seed0 + k,
+                        "macs": cost.macs,
+                        "params": cost.params,
+                        "activations": cost.activations,
+                        "macs_ratio": round(cost.macs / reference, 4),
+                        "latency_ms": None if latency is None else round(latency, 4),
+                        "proxy_resolution": int(cfg.proxy.resolution),
+                        "accuracy": None,
+                        "reward": None,
+                        "images_per_s": None,
+                        "seconds": None,
+                        "status": "pending",
+                        "error": None,
+                        "_arch": c.arch.to_dict(),
+                        "_cost": latency if latency is not None else cost.macs,
+                    }
+                )
+    return rows
+
+
+class SearchStudyTrials(StudyTrials):
+    """The scaling study's trial source over this study's rows; each save adds the reward."""
+
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any, objective: Objective) -> None:
+        super().__init__(rows, rundir)
+        self.objective = objective
+
+    def save(self) -> None:
+        for r in self.rows:
+            ok = r["status"] == "ok" and r["accuracy"] is not None
+            r["reward"] = round(self.objective(float(r["accuracy"]), r["_cost"]), 6) if ok else None
+        self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
+
+
+# -- results ------------------------------------------------------------------------------------
+def rank(scores: Mapping[str, float], label: str) -> int:
+    """1 + how many score strictly higher (ties share the better rank)."""
+    return 1 + sum(1 for other, s in scores.items() if other != label and s > scores[label])
+
+
+def _stats(values: Sequence[float]) -> tuple[float | None, float | None]:
+    mean = round(statistics.fmean(values), 6) if values else None
+    std = round(statistics.stdev(values), 6) if len(values) > 1 else None
+    return mean, std
+
+
+def summarize(rows: Sequence[dict[str, Any]], resolution: float = 0.0) -> dict[str, Any]:
+    """Per budget: each architecture's accuracy and reward (mean, sample std over seeds, n), the
+    rankings, the searched one's rank in each, and its margin over the best random architecture
+    and over the base against the seed spread (`scaling.grid.verdict`; `resolution`: one
+    validation image floors the spread)."""
+    from scaling.grid import verdict
+
+    out: dict[str, Any] = {}
+    for budget in sorted({r["budget"] for r in rows}):
+        mine = [r for r in rows if r["budget"] == budget]
+        archs: dict[str, Any] = {}
+        for label in dict.fromkeys(r["arch"] for r in mine):
+            trials = [r for r in mine if r["arch"] == label]
+            ok = [r for r in trials if r["status"] == "ok" and r["accuracy"] is not None]
+            acc_mean, acc_std = _stats([float(r["accuracy"]) for r in ok])
+            rew_mean, rew_std = _stats([float(r["reward"]) for r in ok if r.get("reward") is not None])
+            first = trials[0]
+            archs[label] = {
+                "role": first["role"],
+                "name": first["name"],
+                "macs": int(first["macs"]),
+                "macs_ratio": float(first["macs_ratio"]),
+                "mean": acc_mean,
+                "std": acc_std,
+                "n": len(ok),
+                "reward_mean": rew_mean,
+                "reward_std": rew_std,
+            }
+        acc = {k: v["mean"] for k, v in archs.items() if v["mean"] is not None}
+        rew = {k: v["reward_mean"] for k, v in archs.items() if v["reward_mean"] is not None}
+        entry: dict[str, Any] = {
+            "archs": archs,
+            "accuracy_ranking": sorted(acc, key=lambda k: -acc[k]),
+            "reward_ranking": sorted(rew, key=lambda k: -rew[k]),
+        }
+        if "searched" in acc:
+            entry["searched_rank"] = {
+                "accuracy": rank(acc, "searched"),
+                "reward": rank(rew, "searched") if "searched" in rew else None,
+                "of": len(acc),
+            }
+            searched = {"id": "searched", **archs["searched"]}
+            randoms = [k for k in acc if archs[k]["role"] == "random"]
+            if randoms:
+                best = max(randoms, key=lambda k: acc[k])
+                v = verdict(searched, {"id": best, **archs[best]}, resolution)
+                entry["vs_best_random"] = {
+                    **_rounded(v),
+                    "inside_seed_spread": None if v["spread"] is None else abs(v["margin"]) <= v["spread"],
+                }
+            if "base" in acc:
+                v = verdict(searched, {"id": "base", **archs["base"]}, resolution)
+                entry["vs_base"] = {
+                    **_rounded(v),
+                    "inside_seed_spread": None if v["spread"] is None else abs(v["margin"]) <= v["spread"],
+                }
+        out[f"{budget:g} epochs"] = entry
+    return {"budgets": out}
+
+
+def _rounded(v: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()}
+
+
+def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Accuracy vs MACs per budget, mean and std over seeds: random ones grey, the base blue, the
+    searched one a red star."""
+    import pandas as pd
+
+    from scaling import report
+
+    frame = pd.DataFrame([r for r in rows if r["status"] == "ok"])
+    if frame.empty:
+        return
+    frame["gmacs"] = frame["macs"] / 1e9
+    budgets = sorted(frame["budget"].unique())
+    style = {
+        "random": {"marker": "o", "color": "0.55", "markersize": 6},
+        "base": {"marker": "s", "color": "tab:blue", "markersize": 7},
+        "searched": {"marker": "*", "color": "tab:red", "markersize": 14},
+    }
+    fig, axes = report.figure(len(budgets), width=5.0)
+    for ax, budget in zip(axes, budgets):
+        sub = frame[frame["budget"] == budget]
+        stats = (
+            sub.groupby(["arch", "role", "gmacs"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
+        )
+        for role in ("random", "base", "searched"):  # the searched one drawn last, on top
+            part = stats[stats["role"] == role]
+            if part.empty:
+                continue
+            ax.errorbar(
+                part["gmacs"],
+                part["mean"],
+                yerr=part["std"].fillna(0),
+                linestyle="none",
+                capsize=3,
+                label=role,
+                zorder=3 if role == "searched" else 2,
+                **style[role],
+            )
+            for _, p in part.iterrows():
+                ax.annotate(
+                    p["arch"], (p["gmacs"], p["mean"]), fontsize=6, xytext=(4, 3), textcoords="offset points"
+                )
+        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel="proxy val accuracy")
+        ax.set_title(f"searched vs random of its MACs, {budget:g} epochs", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    rundir.save_figure("accuracy_vs_macs.png", fig)
+    report.close(fig)
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
+    """The search study; `execute` runs its trials (Ray Tune, or in this process)."""
+    from effnas.data import load_dataset
+    from effnas.trials import Scheduling, TrialSetup
+    from effnas.units import format_flops
+    from scaling import report
+
+    t0 = time.time()
+    search = read_search_run(cfg.upstream)
+    resuming = bool(cfg.get("resume"))
+    found = _saved(rundir, int(cfg.random)) if resuming else None
+    if found is None:
+        found, sampling = candidates(cfg, search)
+        for c in found:
+            rundir.write_text(f"archs/{c.label}.yaml", c.arch.to_yaml())
+        rundir.record_upstream(search.path, "search", "best arch, space, reward")
+        rundir.record(search_study={"search_run": str(search.path.resolve()), **sampling})
+    sampling = {k: v for k, v in rundir.manifest.get("search_study", {}).items() if k != "search_run"}
+    data = load_dataset(cfg.data)  # fail on bad data before any trial; record what was used
+    rundir.record_dataset(data)
+    same_data = search.dataset.get("fingerprint") == data.fingerprint
+    if not same_data:
+        print(
+            f"study search: warning: the data ({data.name}, {len(data.train)} training images) is not "
+            f"what the search trained on ({search.dataset.get('name')}, {search.dataset.get('train')}); "
+            "give the search's data=... overrides to compare like with like",
+            file=sys.stderr,
+        )
+    longer = {
+        f"{float(b):g} epochs": round(float(b) * len(data.train) / search.images, 3)
+        if search.images
+        else None
+        for b in cfg.budgets
+    }
+    for budget, ratio in longer.items():
+        if ratio is not None and ratio <= 1:
+            print(
+                f"study search: warning: {budget} is {ratio:g}x the search's proxy budget, not longer",
+                file=sys.stderr,
+            )
+    rows = plan(cfg, found, search)
+    previous = _read_previous(rundir.file("study.csv")) if resuming else {}
+    for row in rows:
+        old = previous.get(row["id"])
+        if old is not None and old.get("status") == "ok":
+            row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
+    trials = SearchStudyTrials(rows, rundir, search.objective)
+    obj = search.objective
+    print(
+        f"study search: {search.best.name} from {search.path} vs {len(found) - 2} random architectures "
+        f"of its MACs (within {float(cfg.tolerance):.0%}, reached {sampling.get('tolerance_reached', 0):.1%}) "
+        f"vs {found[-1].arch.name}; reward ACC x (cost / {obj.target:g} {obj.unit})^(a={obj.a:g}, b={obj.b:g}); "
+        f"{len(rows)} trials on {data.name}, budgets {list(cfg.budgets)} epochs"
+        + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    shown = {r["arch"]: r for r in rows}.values()
+    print(report.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
+    trials.save()
+    if trials.remaining:
+        execute(trials, TrialSetup.of(cfg), Scheduling())
+    trials.save()
+    summary = summarize(rows, 1.0 / max(1, len(data.val)))
+    plot(rundir, rows)
+    for budget, entry in summary["budgets"].items():
+        print(f"{budget}:")
+        for label, v in entry["archs"].items():
+            if v["mean"] is None:
+                continue
+            spread = f" +- {v['std']:.4f}" if v["std"] is not None else ""
+            print(
+                f"  {label:<9} {format_flops(v['macs']):>8} MACs  acc {v['mean']:.4f}{spread} "
+                f"(n={v['n']})  reward {v['reward_mean']:.4f}"
+            )
+        if "searched_rank" in entry:
+            r = entry["searched_rank"]
+            line = (
+                f"  searched ranks {r['accuracy']}/{r['of']} in accuracy, {r['reward']}/{r['of']} in reward"
+            )
+            b = entry.get("vs_best_random")
+            if b:
+                line += f"; vs best random ({b['id']}): margin {b['margin']:+.4f}, {b['call']}"
+            print(line)
+    pending = sum(r["status"] == "pending" for r in rows)
+    record = {
+        "search_run": str(search.path.resolve()),
+        "searched": search.best.name,
+        "base": found[-1].arch.name,
+        "random": len(found) - 2,
+        "reward": {"target": obj.target, "unit": obj.unit, "a": obj.a, "b": obj.b},
+        "sampling": sampling,
+        "same_data_as_search": same_data,
+        "budget_vs_search": longer,
+        **summary,
+    }
+    if pending:  # what finished is summarised and plotted all the same (`complete: false`)
+        rundir.write_json(
+            "summary.json",
+            {
+                "stage": "study",
+                "kind": "search",
+                "status": "interrupted",
+                "complete": False,
+                "pending": pending,
+            }
+            | record,
+        )
+        print(
+            f"study: interrupted with {pending} trial(s) pending; continue with "
+            f"`effnas study search --resume {rundir.path}`",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt
+    return {
+        "kind": "search",
+        "complete": True,
+        **record,
+        "trials": len(rows),
+        "failed": [r["id"] for r in rows if r["status"] != "ok"],
+        "wall_seconds": round(time.time() - t0, 1),
+    }
