@@ -272,9 +272,24 @@ def validate(cfg: Any) -> None:
         raise UserError("effnas study search trains the search run's architectures: give --from, not --arch")
     if cfg.sweep is not None:
         raise UserError("--sweep belongs to effnas study scaling")
-    search = read_search_run(cfg.upstream)
+    search = read_search_run(upstream_of(cfg))
     if not cfg.get("resume"):
         candidates(cfg, search)
+
+
+def upstream_of(cfg: Any) -> str | None:
+    """`--from` as given; on `--resume`, the absolute path the first attempt recorded (the
+    resume may run from another directory than the relative `--from` was given in)."""
+    if cfg.get("resume"):
+        from effnas.runfiles import read_json
+
+        manifest = Path(str(cfg.resume)) / "manifest.json"
+        recorded = (
+            read_json(manifest).get("search_study", {}).get("search_run") if manifest.is_file() else None
+        )
+        if recorded:
+            return str(recorded)
+    return cfg.upstream
 
 
 # -- the trials ---------------------------------------------------------------------------------
@@ -465,7 +480,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     from scaling import report
 
     t0 = time.time()
-    search = read_search_run(cfg.upstream)
+    search = read_search_run(upstream_of(cfg))
     resuming = bool(cfg.get("resume"))
     found = _saved(rundir, int(cfg.random)) if resuming else None
     if found is None:

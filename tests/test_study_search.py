@@ -261,3 +261,51 @@ def test_a_latency_search_whose_table_is_gone_is_one_line_exit_2(
         ["study", "search", "--from", str(run), f"run.root={tmp_path / 'runs'}"], capsys
     )
     assert "the search's reward needs its latency table" in line and "gone.json does not exist" in line
+
+
+def test_an_interrupted_study_summarises_what_finished_and_resumes_from_elsewhere(
+    search_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after one of three trials: a summary marked incomplete; the resume, from another
+    directory than the relative --from was given in, trains the other two on the same archs."""
+    from omegaconf import open_dict
+
+    from effnas.config import compose
+    from effnas.rundir import RunDir
+    from effnas.trials import run_trial
+    from scaling import studies
+
+    monkeypatch.chdir(search_run.parent)
+    overrides = [*TINY, "proxy.images=null", "budgets=[0.25]", "random=1", "seeds=1"]
+    cfg = compose("study", ["kind=search", *overrides, f"upstream={search_run.name}"])
+    rundir = RunDir.create(tmp_path, "study")
+    rundir.start_manifest(cfg, ["effnas", "study", "search"])
+    trained: list[str] = []
+
+    def first(n: int | None):
+        def execute(source, setup, scheduling) -> None:  # after n trials: "Ctrl-C"
+            while n is None or len(trained) < n:
+                config = source.propose(f"t{len(trained)}")
+                if config is None:
+                    return
+                trained.append(config["name"])
+                source.complete(f"t{len(trained) - 1}", run_trial(config, setup))
+
+        return execute
+
+    with pytest.raises(KeyboardInterrupt):
+        studies.run(cfg, rundir, first(1))
+    summary = json.loads((rundir.path / "summary.json").read_text())
+    assert summary["complete"] is False and summary["pending"] == 2
+    assert summary["budgets"]["0.25 epochs"]["archs"]["searched"]["n"] == 1
+    assert (rundir.path / "accuracy_vs_macs.png").is_file()
+    archs = {p.name: p.read_text() for p in (rundir.path / "archs").iterdir()}
+
+    monkeypatch.chdir(tmp_path)  # the relative --from does not resolve here
+    with open_dict(cfg):
+        cfg.resume = str(rundir.path)
+    studies.validate(cfg)
+    assert studies.run(cfg, rundir, first(None))["complete"] is True
+    assert trained == ["searched_0.25ep_seed0", "random1_0.25ep_seed0", "base_0.25ep_seed0"]
+    assert {p.name: p.read_text() for p in (rundir.path / "archs").iterdir()} == archs
+    assert set(pd.read_csv(rundir.path / "study.csv")["status"]) == {"ok"}
