@@ -136,9 +136,14 @@ def study_of(rundir: Any, cfg: Any, stage: str) -> tuple[str, str]:
     manifest records (a resumed run, a second call); a new one gets `study_name=` or
     `effnas-<stage>-<run dir>-<8 hex>` (the suffix keeps runs apart in a database they share)."""
     storage = cfg.get("storage") or f"sqlite:///{rundir.file('study.db').resolve()}"
-    recorded = (rundir.manifest.get("study") or {}).get("name")  # this run's, or a resumed one's
-    name = recorded or cfg.get("study_name") or f"effnas-{stage}-{rundir.path.name}-{uuid.uuid4().hex[:8]}"
-    rundir.record(study={"storage": redact(storage), "name": name})
+    recorded = rundir.manifest.get("study") or {}  # this run's, or a resumed one's
+    name = (
+        recorded.get("name")
+        or cfg.get("study_name")
+        or f"effnas-{stage}-{rundir.path.name}-{uuid.uuid4().hex[:8]}"
+    )
+    owner = recorded.get("owner") or uuid.uuid4().hex  # who may write into the study (TrialLog.open)
+    rundir.record(study={"storage": redact(storage), "name": name, "owner": owner})
     return storage, name
 
 
@@ -187,6 +192,18 @@ class TrialLog:
                 directions=list(directions),
                 load_if_exists=True,
             )
+        # one study per run: another run's study of the same name (a shared database, an explicit
+        # study_name) would take this run's trials as its own, and keys would collide. A run is
+        # known by the token its manifest keeps, so a run directory moved elsewhere still owns it.
+        token = rundir.manifest["study"]["owner"]
+        owner = study.user_attrs.get("effnas_owner")
+        if owner is not None and owner != token:
+            raise UserError(
+                f"study {study.study_name!r} already holds the trials of run "
+                f"{study.user_attrs.get('effnas_run')}; give this run its own study_name (or leave it unset)"
+            )
+        if owner is None:
+            study.set_user_attr("effnas_owner", token)
             study.set_user_attr("effnas_run", str(rundir.path.resolve()))
             study.set_user_attr("effnas_stage", stage)
         ml = _MlflowRun.open(rundir, cfg, stage, study.study_name) if _mlflow_on(cfg) else None

@@ -21,6 +21,7 @@ import pytest
 from conftest import expect_usage_error, space_config
 
 from effnas.cli import main
+from effnas.errors import UserError
 from effnas.trial_log import KEY_ATTR, Choice, Entry, Range, TrialLog
 
 T = 400_000_000
@@ -47,6 +48,10 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 def load(run: Path) -> optuna.Study:
     study = json.loads((run / "manifest.json").read_text())["study"]
     return optuna.load_study(study_name=study["name"], storage=study["storage"])
+
+
+def study_storage(run: Path) -> str:
+    return json.loads((run / "manifest.json").read_text())["study"]["storage"]
 
 
 def keyed(study: optuna.Study) -> Counter:
@@ -98,6 +103,11 @@ def test_the_log_maps_statuses_to_states_and_records_each_key_once(tmp_path: Pat
     again = TrialLog.open(run, cfg, "search", space)
     assert again.sync([*entries, Entry("4", "ok", {"op": 3, "alpha": 1.5}, 0.9)]) == 1
     assert len(load(run.path).trials) == 5 and run.manifest["study"]["name"] == study.study_name
+    # another run may not write into it (an explicit study_name, a database both use)
+    other = RunDir.create(tmp_path, "search")
+    named = OmegaConf.create({"storage": study_storage(run.path), "study_name": study.study_name})
+    with pytest.raises(UserError, match=f"already holds the trials of run {run.path.resolve()}"):
+        TrialLog.open(other, named, "search", space)
 
 
 def test_every_sampler_records_every_trial_in_the_run_study(tmp_path: Path) -> None:
