@@ -6,11 +6,13 @@ of truth it resumes from. After each rewrite of that table it hands the rows to 
 as `Entry`s; the log adds to the study every finished entry whose key it has not recorded yet,
 so a resumed run, or one killed between the table and the study, never records a trial twice.
 The stage needs nothing else from its sampler: an Optuna-backed sampler that asks and tells
-through the run's study already (`attach`) gets its trials annotated instead of copied.
+through the run's study already (`TrialLog.open(..., study=sampler.study)`) gets its trials
+annotated instead of copied (while they run: a trial killed before its annotation keeps the
+sampler's own record, params, value and state, without the log's attributes).
 
     log = TrialLog.open(rundir, cfg, "search", {"op": Choice(range(4))})
     log.sync([Entry("0", "ok", {"op": 2}, value=0.71, attrs={"macs": 3.9e8, "arch": "..."})])
-    log.finish(["trials.csv", "best_arch.yaml"])   # MLflow: the run's files as artifacts
+    log.finish(rundir, ["trials.csv", "best_arch.yaml"])   # MLflow: the run's files as artifacts
 
 The study is an Optuna storage URL (default: SQLite `study.db` in the run directory; any
 `storage=` URL, e.g. PostgreSQL, which several runs may share under distinct study names); its
@@ -75,7 +77,7 @@ class Entry:
     `pending` entry is skipped until it finishes); params: the trial's point (names as in
     `TrialLog`'s space); value: the objective (reward, or accuracy); attrs: what else is known
     (macs, params, accuracy, reward, arch, error, seconds); number: the trial's number in a study
-    an Optuna sampler owns (`attach`), else None."""
+    an Optuna sampler asks and tells through (`TrialLog.open(study=...)`), else None."""
 
     key: str
     status: str
