@@ -362,7 +362,10 @@ def run_stage(
     except BaseException:
         run.record(status="crashed")
         raise
-    run.finish(summary)
+    else:
+        run.finish(summary)
+    finally:
+        run.release()  # the run directory's lock (RunDir.create/open took it)
     return run.path, summary
 
 
@@ -482,7 +485,8 @@ def resumed_config(stage: str, run_dir: Path) -> Any:
 
     from effnas.rundir import RunDir
 
-    RunDir.open(run_dir, stage)  # validates: exists, is a run of this stage
+    # validates: exists, is a run of this stage, no other process has it (refused before composing)
+    RunDir.open(run_dir, stage).release()
     cfg = compose_config(stage, [])
     with open_dict(cfg):
         del cfg["hydra"]

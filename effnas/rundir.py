@@ -4,11 +4,17 @@ run lifecycle; the file helpers underneath are `effnas.runfiles`).
 A run directory holds `.hydra/` (Hydra's config.yaml, hydra.yaml, overrides.yaml),
 `manifest.json` (versions, git state, seed, threads, device, dataset fingerprint, upstream runs),
 `summary.json` (the stage's headline result) and the stage's own tables and files.
+
+One process at a time: a run directory is locked while a stage writes it (`RunLock`, an OS lock
+on `.effnas.lock` that the kernel drops when the holder dies, so a kill -9 never leaves it
+stuck); a second `effnas ... --resume RUN` is refused with the holder's pid and host.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import json
 import os
 import platform
 import subprocess
@@ -21,6 +27,7 @@ from typing import Any
 from effnas.errors import UserError
 from effnas.runfiles import atomic_write, read_json, require_run, write_json
 
+LOCK_NAME = ".effnas.lock"
 LIBRARIES = ("torch", "ray", "optuna", "fvcore", "pandas", "hydra-core", "numpy", "scikit-learn")
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,13 +64,90 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-class RunDir:
-    """One stage run's directory. Stages write through it; nothing is written non-atomically."""
+class RunLock:
+    """An exclusive `flock` on `<run>/.effnas.lock`, held from `acquire` until `release` or the
+    holder's death: the kernel drops a dead process's flock, so a crash or kill -9 never leaves
+    a run locked. The file names the holder (pid, host, command) for the refusal message; a clean
+    release deletes it. flock works across hosts on a local disk and NFSv4 (Linux), not on every
+    network file system."""
 
-    def __init__(self, path: str | os.PathLike[str], stage: str) -> None:
+    def __init__(self, run: Path, fd: int) -> None:
+        self.path = run / LOCK_NAME
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, run: str | os.PathLike[str], argv: list[str] | None = None) -> RunLock:
+        """Lock run directory `run` or raise a UserError naming the process that holds it."""
+        path = Path(run) / LOCK_NAME
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(
+                    f"run directory {Path(run)} is in use by another effnas process ({holder}); "
+                    "wait for it to end or stop it, then retry"
+                ) from None
+            # A releaser unlinks the file while still holding it: a lock won on an unlinked
+            # file locks nothing, so start again on the path's current file.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        info = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "since": _dt.datetime.now().isoformat(timespec="seconds"),
+            "command": argv if argv is not None else sys.argv,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        return cls(Path(run), fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Delete the lock file, then drop the lock (in that order: see `acquire`)."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __del__(self) -> None:  # a RunDir dropped without `release` (a test, a notebook)
+        self.release()
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from its file (best effort: the holder may be writing it right now)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "holder unknown"
+    command = " ".join(str(a) for a in info.get("command") or [])
+    return f"pid {info['pid']} on {info.get('host', '?')} since {info.get('since', '?')}" + (
+        f": {command}" if command else ""
+    )
+
+
+class RunDir:
+    """One stage run's directory. Stages write through it; nothing is written non-atomically.
+    `create` and `open` lock it for this process (`RunLock`) until `release`."""
+
+    def __init__(self, path: str | os.PathLike[str], stage: str, lock: RunLock | None = None) -> None:
         self.path = Path(path)
         self.stage = stage
         self.manifest: dict[str, Any] = {}
+        self.lock = lock
         self._t0 = time.time()
 
     # -- creation ---------------------------------------------------------------------------
@@ -81,15 +165,21 @@ class RunDir:
             while path.exists():
                 path, n = base.with_name(f"{stamp}_{n}"), n + 1
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path, stage)
+        return cls(path, stage, RunLock.acquire(path))
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], stage: str) -> RunDir:
-        """An existing run directory of `stage` (for --resume); refuses other stages' runs."""
+        """An existing run directory of `stage` (for --resume), locked for this process; refuses
+        other stages' runs and a run another process holds (before anything is written)."""
         path = require_run(path, stage, "--resume")
-        run = cls(path, stage)
+        run = cls(path, stage, RunLock.acquire(path))
         run.manifest = read_json(path / "manifest.json")
         return run
+
+    def release(self) -> None:
+        """Unlock the run directory (the end of a stage run; a dead process's lock goes by itself)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # -- files -------------------------------------------------------------------------------
     def file(self, name: str) -> Path:

@@ -7,6 +7,7 @@ atomically, and an upstream run is read only after checking that it is one. The 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -17,11 +18,16 @@ from effnas.errors import UserError
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write via a temp file in the same directory and rename: readers never see half a file."""
+    """Write via a temp file in the same directory and rename: readers never see half a file.
+
+    The temp file is `.<name>.<pid>.<random>.tmp`, fsynced before the rename (`os.replace` is
+    atomic on POSIX): a writer killed at any moment leaves `path` whole, old or new, and at
+    most its own temp file, which the next write of `path` deletes once its pid is gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
@@ -31,6 +37,25 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of `path` left by writers that died (pid no longer running here)."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _jsonable(obj: Any) -> Any:
