@@ -10,6 +10,7 @@ the speed of the whole product (docs/proxy.md has the measurements and the desig
   (`proxy.compile=auto`), evaluation under `inference_mode`, and no host sync per step
   (losses go to a device buffer read once per report);
 - a diverging run (NaN/inf loss) ends as `status="failed"` with the step, never an exception;
+  so does one over `proxy.trial_timeout` (checked after every step, from the call's start);
 - on CPU the same seed gives bit-identical metrics (with the same thread count).
 
 Budget, optimizer and schedule follow the EfficientNet paper §5.2 where it says something (RMSProp
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from effnas.data import Dataset
     from search_spaces.arch import Arch
 
-from effnas.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked
+from effnas.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, time_limit
 
 
 @dataclass
@@ -69,6 +70,10 @@ class TrialResult:
 
 class Diverged(Exception):
     """Raised inside the loop when the loss stops being finite; becomes a failed result."""
+
+
+class TimeLimit(Exception):
+    """Raised inside the loop past `proxy.trial_timeout`; becomes a failed result."""
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -122,13 +127,15 @@ def evaluate(
         torch.manual_seed(seed)  # weights, dropout, stochastic depth; data draw from their own
         trainer = ProxyTrainer(arch, proxy, data, resolution=resolution, seed=seed, device=dev)
         result = trainer.result
+        limit = time_limit(trainer.proxy)
+        trainer.deadline = None if limit is None else t0 + limit
         try:
             trainer.train(report, progress)
             if test:
                 if data.test is None:
                     raise ValueError(f"dataset {data.name} has no test split")
                 result.test_accuracy, _ = trainer.score(trainer.test_x, trainer.test_y)
-        except Diverged as exc:
+        except (Diverged, TimeLimit) as exc:
             result.status, result.error = "failed", str(exc)
             result.accuracy = result.loss = result.test_accuracy = None
         except torch.OutOfMemoryError as exc:
@@ -182,6 +189,7 @@ class ProxyTrainer:
         )
         self.proxy, self.dev, self.result = proxy, torch.device(dev), result
         self.cuda = self.dev.type == "cuda"
+        self.deadline: float | None = None  # perf_counter() past which `train` stops (evaluate sets it)
         self.memory_format = torch.channels_last if proxy.channels_last else torch.contiguous_format
         # -- data: uint8 at the proxy resolution, resident on the training device --------------
         self.train_x, self.train_y = self._tensors(data.train, res)
@@ -321,6 +329,13 @@ class ProxyTrainer:
             else:
                 images += self.batch
             done = step + 1
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                limit, given = f"{time_limit(self.proxy):g}s", str(self.proxy.trial_timeout)
+                raise TimeLimit(
+                    f"exceeded the trial time limit of {limit}"
+                    + (f" ({given})" if given != limit else "")
+                    + f" at step {done} of {self.total_steps}"
+                )
             if done - checked >= check_every or done % self.report_steps == 0 or done == self.total_steps:
                 checked = self._check_finite(losses, checked, done)
             if done % self.report_steps == 0 or done == self.total_steps:

@@ -58,6 +58,7 @@ class ProxyConfig:
     eval_batch_size: int = MISSING
     bn_calibration: int = MISSING
     report_every: float = MISSING
+    trial_timeout: Optional[str] = MISSING  # a duration (90s, 10m, 2h) or null: no limit
 
 
 def as_proxy(node: Any) -> ProxyConfig:
@@ -123,6 +124,18 @@ def check(proxy: ProxyConfig) -> None:
     for ok, rule, value in rules:
         if not ok:
             raise UserError(f"{rule}, got {value}")
+    if p.trial_timeout is not None:
+        try:
+            time_limit(p)
+        except UserError as exc:
+            raise UserError(f"proxy.trial_timeout: {exc}") from None
+
+
+def time_limit(proxy: ProxyConfig) -> float | None:
+    """`proxy.trial_timeout` in seconds (None: no limit): wall time one proxy run may take."""
+    from effnas.units import parse_duration
+
+    return None if proxy.trial_timeout is None else parse_duration(proxy.trial_timeout)
 
 
 def checked(node: Any) -> ProxyConfig:

@@ -47,6 +47,10 @@ class RayConfig:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0  # 0 = as many as resources allow
     object_store_mb: int = 256
+    # Restarts of a crashed trial (its worker or node died, or the trainable raised) from
+    # scratch, wherever resources are free, before it is recorded as failed; -1: without end.
+    # Training failures (NaN loss, out of memory, time limit) are results, never retried.
+    max_failures: int = 2
 
 
 def check(ray_cfg: Any) -> None:
@@ -63,6 +67,8 @@ def check(ray_cfg: Any) -> None:
             f"ray.max_concurrent must be >= 0 and ray.object_store_mb >= 75, "
             f"got {ray_cfg.max_concurrent}, {ray_cfg.object_store_mb}"
         )
+    if int(getattr(ray_cfg, "max_failures", 0)) < -1:
+        raise UserError(f"ray.max_failures must be >= 0 or -1 (no limit), got {ray_cfg.max_failures}")
 
 
 @contextmanager
@@ -284,7 +290,7 @@ def run(source: TrialSource, setup: TrialSetup, scheduling: Scheduling, ray_cfg:
                 storage_path=str(storage.resolve()),
                 verbose=0,
                 callbacks=[_error_callback(source)],
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=int(getattr(ray_cfg, "max_failures", 0))),
             ),
         )
         tuner.fit()

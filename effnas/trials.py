@@ -159,14 +159,24 @@ def _failed(error: str, t0: float) -> dict[str, Any]:
 
 def run_inline(source: TrialSource, evaluate: Callable[[dict[str, Any]], Mapping[str, Any]]) -> None:
     """Drive `source` to its end in this process, one trial at a time: `evaluate(config)` gives
-    each trial's final result (`run_trial` bound to a setup, or a stand-in in tests)."""
+    each trial's final result (`run_trial` bound to a setup, or a stand-in in tests). A trial
+    that raises is recorded as failed with the exception's first line (as a crashed Ray trial
+    is) and the run goes on; Ctrl-C still ends it."""
     n = 0
     while True:
         trial_id = f"inline-{n}"
         config = source.propose(trial_id)
         if config is None:
             return
-        source.complete(trial_id, evaluate(config))
+        try:
+            result = evaluate(config)
+        except Exception as exc:
+            lines = str(exc).strip().splitlines()
+            error = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+            print(f"trial failed: {error}", file=sys.stderr)
+            source.complete(trial_id, None, error=error)
+        else:
+            source.complete(trial_id, result)
         n += 1
 
 
