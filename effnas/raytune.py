@@ -5,6 +5,8 @@ read plain dicts back; this module turns a source into a Tune `Searcher` (sugges
 `propose`, completion -> `complete`) behind a `ConcurrencyLimiter`, each trial
 `effnas.trials.run_trial` with per-trial resources, optionally under ASHA on the stage's metric.
 The source (and any Optuna study it keeps) stays in this driver process; workers only train.
+A trial whose worker or node dies is restarted elsewhere up to `ray.max_failures` times, then
+reaches the source as an error (docs/reliability.md).
 Scale-out (DESIGN.md): `ray.address=auto` or `host:port` joins an existing cluster instead of
 starting a local runtime; then the run directory (Tune's storage) must be on a shared path.
 """

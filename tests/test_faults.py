@@ -1,0 +1,398 @@
+"""Faults a long run must survive (docs/reliability.md): a second process on the same run
+directory, writers killed mid-write, kill -9 of a grid or study driver followed by `--resume`,
+trials that raise, diverge or overrun their time limit, and a Ray node dying mid-trial.
+Real processes, real files, a real Ray cluster; a tiny B0 (width and depth x0.25) on digits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import expect_usage_error
+
+from effnas.cli import main
+from effnas.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "proxy.images=64",
+    "proxy.batch_size=16",
+    "proxy.resolution=8",
+    "proxy.compile=off",
+    "proxy.bn_calibration=32",
+    "data.max_train=300",
+    "run.threads=1",
+]
+FINISHED = ("ok", "failed")
+
+
+@pytest.fixture
+def tiny_arch(tmp_path: Path) -> Path:
+    from search_spaces.official import efficientnet_b0
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(efficientnet_b0().scaled(width=0.25, depth=0.25, name="tiny").to_yaml())
+    return path
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen:
+    """`effnas ARGV` in its own process group (its children die with it), stderr to `log`."""
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "effnas", *argv],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def _wait_finished(table: Path, n: int, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Until `n` rows of `table` are finished; the writer must still be running then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if table.is_file() and pd.read_csv(table)["status"].isin(FINISHED).sum() >= n:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"exited {proc.returncode} before the kill: {log.read_text()[-2000:]}"
+    assert time.time() < deadline, "no trial finished in time"
+
+
+def _trained_lines(out: str) -> list[str]:
+    """The ids a grid or study run trained, from its progress lines `[k/n] id ...`."""
+    return [m.group(1) for m in re.finditer(r"^\[\d+/\d+\] (\S+)", out, re.M)]
+
+
+# -- 1. one process per run directory ---------------------------------------------------------
+
+
+def test_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
+    from effnas.rundir import LOCK_NAME, RunDir, RunLock
+
+    run = RunDir.create(tmp_path, "grid")  # creating a run takes its lock
+    with pytest.raises(UserError, match=rf"in use by another effnas process \(pid {os.getpid()} on "):
+        RunLock.acquire(run.path)
+    run.release()
+    assert not (run.path / LOCK_NAME).exists()  # a clean release leaves nothing behind
+
+    hold = (
+        "import time; from effnas.rundir import RunLock; "
+        f"lock = RunLock.acquire({str(run.path)!r}); print('held', flush=True); time.sleep(600)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, stdout=subprocess.PIPE, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with pytest.raises(UserError, match=rf"pid {holder.pid} on "):
+            RunLock.acquire(run.path)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run.path / LOCK_NAME).exists()  # kill -9: the file stays, the kernel dropped the lock
+    lock = RunLock.acquire(run.path)
+    assert lock.held
+    lock.release()
+
+
+# -- 2. atomic writes under SIGKILL ------------------------------------------------------------
+
+
+def _write_forever(path: Path) -> None:
+    """The writer child: rewrite a JSON and a CSV result, each a new complete version, for ever."""
+    from effnas.rundir import RunDir
+
+    run = RunDir(path, "test")
+    n = int(json.loads((path / "state.json").read_text())["n"])
+    while True:
+        n += 1
+        run.write_json("state.json", {"n": n, "pad": "x" * 300_000})
+        run.write_csv("table.csv", [{"n": n, "i": i, "text": "y" * 100} for i in range(2000)])
+
+
+def test_atomic_writes_survive_sigkill_at_any_moment(tmp_path: Path) -> None:
+    from effnas.rundir import RunDir
+
+    run = RunDir(tmp_path, "test")
+    run.write_json("state.json", {"n": 0, "pad": "x" * 300_000})
+    run.write_csv("table.csv", [{"n": 0, "i": i, "text": "y" * 100} for i in range(2000)])
+    rng = random.Random(0)
+    versions, killed, stale_seen = set(), set(), 0
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:  # the child never returns into pytest
+            try:
+                _write_forever(tmp_path)
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.02, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        # whole, old or new: parseable, every field complete, one version throughout
+        state = json.loads((tmp_path / "state.json").read_text())
+        assert set(state) == {"n", "pad"} and len(state["pad"]) == 300_000
+        table = pd.read_csv(tmp_path / "table.csv")
+        assert len(table) == 2000 and table["n"].nunique() == 1 and list(table["i"]) == list(range(2000))
+        assert (table["text"].str.len() == 100).all()
+        versions.add(state["n"])
+        # what killed writers leave: temp files, never under the result's name, and no pile: a
+        # write removes its file's dead temps first, so at most one per file at any time
+        killed.add(pid)
+        temps = [
+            re.fullmatch(r"\.(state\.json|table\.csv)\.(\d+)\.\w+\.tmp", p.name) for p in tmp_path.iterdir()
+        ]
+        temps = [t for t in temps if t is not None]
+        assert len(temps) == sum(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+        assert {int(t.group(2)) for t in temps} <= killed
+        assert len({t.group(1) for t in temps}) == len(temps), [t.group(0) for t in temps]
+        stale_seen += bool(temps)
+    assert len(versions) > 10  # the writers got somewhere between kills
+    assert stale_seen > 0  # some kills landed mid-write (else this test proved nothing)
+    run.write_json("state.json", {"n": -1})
+    run.write_csv("table.csv", [{"n": -1}])
+    # the next write of each file removed the dead writers' temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "table.csv"]
+
+
+# -- 3. kill -9 mid-grid and mid-study, then --resume --------------------------------------------
+
+
+def _killed_then_resumed(
+    argv: list[str], run: Path, table: str, resume: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Start `argv` as its own process; once a trial finished, check that a second process is
+    refused the run, kill -9 the first's process group, resume in this process. -> (table
+    after the kill, table after the resume, ids the resume trained)."""
+    log = run.parent / f"{run.name}.log"
+    proc = _start(argv, log)
+    try:
+        _wait_finished(run / table, 1, proc, log)
+        line = expect_usage_error([*resume, str(run)], capsys)
+        assert f"run directory {run} is in use by another effnas process (pid {proc.pid} on " in line
+        assert "resumed" not in json.loads((run / "manifest.json").read_text())  # nothing written
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        _kill_group(proc)
+    before = pd.read_csv(run / table)
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"  # killed, not ended
+    assert main([*resume, str(run)]) == 0  # the dead driver's lock went with it
+    trained = _trained_lines(capsys.readouterr().out)
+    after = pd.read_csv(run / table)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done" and len(manifest["resumed"]) == 1
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".effnas.lock"]
+    return before, after, trained
+
+
+def _each_trained_once(before: pd.DataFrame, after: pd.DataFrame, trained: list[str], key: list[str]) -> None:
+    done = before["status"] == "ok"
+    assert 1 <= done.sum() < len(before), "the kill did not land mid-run"
+    assert len(after) == len(before) and set(after["status"]) == {"ok"}
+    assert not after.duplicated(key).any()
+    # every trial finished before the kill is kept as it was and not trained again ...
+    pd.testing.assert_frame_equal(after[done].reset_index(drop=True), before[done].reset_index(drop=True))
+    # ... and the resume trained exactly the others, each once
+    assert sorted(trained) == sorted(before.loc[~done, "id"])
+
+
+def test_kill_9_mid_grid_then_resume_trains_each_candidate_once(
+    tmp_path: Path, tiny_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "grid"
+    argv = ["grid", "--phi", "1", "--arch", str(tiny_arch), "max_candidates=3", *TINY]
+    argv += ["ray.enabled=false", f"run.dir={run}"]
+    before, after, trained = _killed_then_resumed(argv, run, "trials.csv", ["grid", "--resume"], capsys)
+    assert len(after) == 4  # the baseline and 3 candidates
+    _each_trained_once(before, after, trained, ["id", "seed"])
+    assert (run / "coefficients.yaml").is_file()
+
+
+def test_kill_9_mid_study_then_resume_trains_each_arm_once(
+    tmp_path: Path, tiny_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "study"
+    argv = ["study", "scaling", "--flops", "2x", "--arch", str(tiny_arch)]
+    argv += ["--methods", "baseline,depth,width,resolution", *TINY, "seeds=1", "budgets=[0.2]"]
+    argv += ["ray.enabled=false", f"run.dir={run}"]
+    resume = ["study", "scaling", "--resume"]
+    before, after, trained = _killed_then_resumed(argv, run, "study.csv", resume, capsys)
+    assert len(after) == 4
+    _each_trained_once(before, after, trained, ["id"])
+    assert json.loads((run / "summary.json").read_text())["complete"] is True
+
+
+# -- 4. failed trials are recorded and the run goes on ------------------------------------------
+
+
+class _Mixed:
+    """A TrialSource whose first trial raises in the trial runner (no arch: KeyError), then a
+    sound one; records what came back."""
+
+    name = "mixed"
+
+    def __init__(self, arch: dict[str, Any]) -> None:
+        self.todo: list[tuple[str, dict[str, Any]]] = [("raises", {}), ("sound", {"arch": arch})]
+        self.pending: dict[str, str] = {}
+        self.done: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    @property
+    def remaining(self) -> int:
+        return len(self.todo)
+
+    def propose(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.todo:
+            return None
+        name, config = self.todo.pop(0)
+        self.pending[trial_id] = name
+        return {"name": name, **config}
+
+    def complete(self, trial_id: str, result: Any, error: Any = False) -> None:
+        self.done[self.pending.pop(trial_id)] = (dict(result or {}), error)
+
+
+def test_a_trial_that_raises_is_recorded_and_the_next_one_runs(tiny_arch: Path) -> None:
+    from effnas.config import compose
+    from effnas.trials import Scheduling, TrialSetup, inline_executor
+    from search_spaces.arch import Arch
+
+    setup = TrialSetup.of(compose("train", TINY))
+    source = _Mixed(Arch.from_yaml(tiny_arch.read_text()).to_dict())
+    inline_executor(source, setup, Scheduling())
+    assert source.done["raises"] == ({}, "KeyError: 'arch'")
+    assert source.done["sound"][0]["status"] == "ok" and source.remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("proxy.lr=1e12", r"loss became nan at step \d+"),
+        ("proxy.trial_timeout=0.001s", r"exceeded the trial time limit of 0\.001s at step 1 of 4"),
+    ],
+)
+def test_diverged_and_overdue_trials_are_failed_rows_with_their_reason(
+    override: str, reason: str, tmp_path: Path, tiny_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "grid"
+    argv = ["grid", "--phi", "1", "--arch", str(tiny_arch), "max_candidates=1", *TINY, override]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "ray.enabled=false", f"run.dir={run}"])
+    assert exc.value.code == 2
+    assert "no grid candidate finished (2 trial(s) failed" in capsys.readouterr().err
+    rows = pd.read_csv(run / "trials.csv")
+    assert list(rows["status"]) == ["failed", "failed"]  # the first failure did not stop the grid
+    assert all(re.search(reason, e) for e in rows["error"]), list(rows["error"])
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("proxy.trial_timeout=soon", "proxy.trial_timeout: bad duration 'soon'"),
+        ("ray.max_failures=-2", "ray.max_failures must be >= 0 or -1"),
+    ],
+)
+def test_bad_fault_settings_are_one_line(
+    override: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in expect_usage_error(["grid", override, f"run.root={tmp_path}"], capsys)
+    assert not any(tmp_path.iterdir())
+
+
+# -- 5. a Ray node dies mid-trial ---------------------------------------------------------------
+
+
+def _training_on(node: Any) -> bool:
+    """Whether a Tune trial is training in a worker process of `node` (under its raylet; Ray
+    titles a busy function trainable `ray::ImplicitFunc.train`). Linux /proc."""
+    from ray._private import ray_constants
+
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    parents, titles = {}, {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            titles[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    for pid, title in titles.items():
+        if "ImplicitFunc.train" not in title:
+            continue
+        while pid > 1:
+            pid = parents.get(pid, 1)
+            if pid == raylet:
+                return True
+    return False
+
+
+@pytest.mark.slow  # a 3-node Ray cluster on 2 cores: 1.5-4.5 minutes
+def test_a_trial_on_a_node_that_dies_is_retried_on_another(
+    tmp_path: Path, tiny_arch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # This cluster runs without token auth (a test cluster in this process, private temp dir);
+    # effnas would otherwise switch its driver to token mode when ~/.ray/auth_token exists.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp_dir = tempfile.mkdtemp(prefix="effnas-cl-", dir="/tmp")  # short, private: no one joins it
+    store = 80 * 1024**2
+    cluster = Cluster()
+    events: dict[str, Any] = {}
+    try:
+        cluster.add_node(num_cpus=0, temp_dir=temp_dir, object_store_memory=store)  # the head
+        # the head has no CPU: trials run on these two, one at a time
+        workers = [cluster.add_node(num_cpus=1, object_store_memory=store) for _ in range(2)]
+        run = tmp_path / "grid"
+
+        def kill_the_trials_node() -> None:
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                busy = [node for node in workers if _training_on(node)]
+                if busy:
+                    cluster.remove_node(busy[0], allow_graceful=False)  # the node dies mid-trial
+                    events["killed"] = time.time()
+                    return
+                time.sleep(0.2)
+
+        killer = threading.Thread(target=kill_the_trials_node, daemon=True)
+        killer.start()
+        argv = ["grid", "--phi", "1", "--arch", str(tiny_arch), "max_candidates=1", "include_baseline=false"]
+        argv += [*TINY, "proxy.images=1500", "ray.max_concurrent=1", f"ray.address={cluster.address}"]
+        assert main([*argv, f"run.dir={run}"]) == 0
+        killer.join(timeout=60)
+        assert "killed" in events
+        rows = pd.read_csv(run / "trials.csv")
+        assert len(rows) == 1 and rows.loc[0, "status"] == "ok"  # retried, finished, recorded once
+        # Tune's record of the trial: it failed once (the node) and was restarted
+        (state,) = (run / "ray").glob("grid0/experiment_state-*.json")
+        assert re.search(r'num_failures\\*": 1\b', state.read_text())
+        assert not ray.is_initialized()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
