@@ -256,8 +256,10 @@ def _saved(rundir: Any, n_random: int) -> list[Candidate] | None:
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: the study's numbers, the search run, and that
     its space has enough architectures of the searched one's MACs (sampled here, in seconds)."""
+    from effnas.trial_log import check
     from search_spaces.arch_config import arch_given
 
+    check(cfg)
     if int(cfg.seeds) < 1:
         raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
     if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
@@ -335,8 +337,10 @@ def plan(cfg: Any, found: Sequence[Candidate], search: SearchRun) -> list[dict[s
 class SearchStudyTrials(StudyTrials):
     """The scaling study's trial source over this study's rows; each save adds the reward."""
 
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any, objective: Objective) -> None:
-        super().__init__(rows, rundir)
+    def __init__(
+        self, rows: list[dict[str, Any]], rundir: Any, objective: Objective, log: Any = None
+    ) -> None:
+        super().__init__(rows, rundir, log)
         self.objective = objective
 
     def save(self) -> None:
@@ -344,6 +348,40 @@ class SearchStudyTrials(StudyTrials):
             ok = r["status"] == "ok" and r["accuracy"] is not None
             r["reward"] = round(self.objective(float(r["accuracy"]), r["_cost"]), 6) if ok else None
         self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
+        if self.log is not None:
+            self.log.sync(trial_entries(self.rows))
+
+
+def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The study's trials as the trial log's parameters: which architecture, its role, the budget."""
+    from effnas.trial_log import Choice
+
+    return {
+        "arch": Choice(dict.fromkeys(r["arch"] for r in rows)),
+        "role": Choice(dict.fromkeys(r["role"] for r in rows)),
+        "budget": Choice(sorted({float(r["budget"]) for r in rows})),
+    }
+
+
+def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """study.csv rows as the trial log's entries (value: proxy accuracy; the reward an attribute)."""
+    from effnas.trial_log import Entry
+
+    logged = ("name", "seed", "macs", "params", "activations", "macs_ratio", "latency_ms", "accuracy")
+    return [
+        Entry(
+            key=str(r["id"]),
+            status=r["status"],
+            params={"arch": r["arch"], "role": r["role"], "budget": float(r["budget"])},
+            value=r["accuracy"],
+            attrs={
+                **{k: r.get(k) for k in (*logged, "reward", "images_per_s", "seconds", "error")},
+                "blocks": " ".join(r["_arch"]["blocks"]),
+            },
+        )
+        for r in rows
+        if r["status"] != "pending"
+    ]
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -518,7 +556,10 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         old = previous.get(row["id"])
         if old is not None and old.get("status") == "ok":
             row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
-    trials = SearchStudyTrials(rows, rundir, search.objective)
+    from effnas.trial_log import TrialLog
+
+    log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
+    trials = SearchStudyTrials(rows, rundir, search.objective, log)
     obj = search.objective
     print(
         f"study search: {search.best.name} from {search.path} vs {len(found) - 2} random architectures "
@@ -557,6 +598,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                 line += f"; vs best random ({b['id']}): margin {b['margin']:+.4f}, {b['call']}"
             print(line)
     pending = sum(r["status"] == "pending" for r in rows)
+    log.finish(rundir, ["study.csv", "accuracy_vs_macs.png"], "KILLED" if pending else "FINISHED")
     record = {
         "search_run": str(search.path.resolve()),
         "searched": search.best.name,

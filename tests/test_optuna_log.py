@@ -198,6 +198,14 @@ def test_search_killed_between_record_and_study_resumes_without_duplicates(
         assert t.state.name == ("COMPLETE" if r.status == "ok" else "FAIL")
         if r.status == "ok":
             assert t.values[0] == pytest.approx(r.reward)
+    if sampler == "random":  # and the study of this search (`effnas study search`) has its own
+        follow = tmp_path / "study-search"
+        argv = ["study", "search", "--from", str(run), "--random", "1", "seeds=1", "budgets=[1]", *TINY]
+        assert main([*argv, f"run.dir={follow}"]) == 0
+        rows = pd.read_csv(follow / "study.csv")
+        trials = load(follow).trials
+        assert keyed(load(follow)) == Counter(rows["id"]) and len(trials) == 3
+        assert {t.params["role"] for t in trials} == {"searched", "random", "base"}
 
 
 def test_grid_and_study_record_each_trial_once_across_a_resume(
