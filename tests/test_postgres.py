@@ -141,3 +141,15 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
     assert other_name != name
     assert _keys(other_trials) == Counter(str(i) for i in pd.read_csv(other / "trials.csv")["id"])
     assert len(_study(run, postgres)[1]) == 4  # the first run's study is untouched
+
+    # `effnas dashboard` finds the study; the manifest's URL lacks the password, so it asks for it
+    from omegaconf import OmegaConf
+
+    from effnas.dashboard import locate
+    from effnas.errors import UserError
+
+    cfg = OmegaConf.create({"runs": [str(run)], "storage": None})
+    with pytest.raises(UserError, match="recorded without its password; give it: storage=URL"):
+        locate(cfg)
+    found = locate(OmegaConf.merge(cfg, {"storage": postgres}))
+    assert found.name == name and found.trials == 4
