@@ -73,7 +73,7 @@ STAGES: dict[str, Stage] = {
             "search",
             "nas.stage",
             "nas.config:SearchConfig",
-            ("data", "proxy", "sampler", "space"),
+            ("data", "proxy", "sampler", "space", "evaluator"),
             "NAS for the baseline: sample, train on the proxy, score ACC*(MACs/T)^w",
             flags=(
                 Flag(
@@ -89,7 +89,9 @@ STAGES: dict[str, Stage] = {
                 Flag("--latency-table", "latency_table", "a latency table of this machine", metavar="PATH"),
                 Flag("--trials", "trials", "number of architectures to try", "positive_int"),
                 Flag("--time-budget", "time_budget", "stop starting trials after this (30m, 2h)", "duration"),
-                Flag("--sampler", "sampler", "random | tpe | nsga2 | evolution | controller"),
+                Flag(
+                    "--sampler", "sampler", "random | tpe | nsga2 | evolution | controller | local | bananas"
+                ),
             ),
             trials=True,
             resume=True,
@@ -205,6 +207,19 @@ STAGES: dict[str, Stage] = {
                 Flag("--resolution", "resolution", "input size (default: run's, arch's)", "positive_int"),
                 Flag("--num-classes", "num_classes", "classes (default: the run's, 1000)", "positive_int"),
             ),
+        ),
+        Stage(
+            "surrogate",
+            "nas.surrogate_fit",
+            "nas.surrogate_fit:SurrogateFitConfig",
+            ("space",),
+            "fit a surrogate of proxy accuracy on trained architectures (for evaluator=surrogate)",
+            positionals="sources",
+            flags=(
+                Flag("--model", "model", "auto | gbr | rf | ridge | knn"),
+                Flag("--folds", "folds", "k of the k-fold validation (default 5)", "positive_int"),
+            ),
+            subcommands=("fit",),
         ),
         Stage(  # added by the report engineer for tests/test_report.py; keep or re-add as is
             "report",

@@ -62,6 +62,8 @@ class SearchConfig:
     asha: bool = False  # early-stop trials on the reward of intermediate reports
     asha_grace_period: int = 1  # reports before ASHA may stop a trial
     asha_reduction_factor: float = 3.0
+    prerank: Optional[str] = MISSING  # naswot | synflow: zero-cost pre-ranking (random sampler)
+    prerank_candidates: int = MISSING  # K: proposals scored per trained trial
     storage: Optional[str] = None  # Optuna storage URL; default SQLite file study.db in the run dir
     study_name: Optional[str] = None  # default: effnas-search-<run dir name>
     resume: Optional[str] = None

@@ -49,6 +49,8 @@ class Search:
         save: Callable[[list[dict[str, Any]]], None] | None = None,
         out: TextIO | None = None,
         latency_of: Callable[[Arch], float] | None = None,
+        prerank: Callable[[list[tuple[int, ...]]], list[float]] | None = None,
+        prerank_candidates: int = 1,
     ) -> None:
         """`latency_of`: predicted latency (ms) of an arch, recorded for every trial; when the
         reward's unit is "ms" it is also the reward's cost (MnasNet's latency objective)."""
@@ -59,6 +61,9 @@ class Search:
         self.elapsed_before = float(elapsed_before)
         self.deadline = None if time_budget is None else self.t0 + float(time_budget) - self.elapsed_before
         self.latency_of = latency_of
+        # zero-cost pre-ranking: of `prerank_candidates` proposals within the MACs filter, only the
+        # best-scored trains (the others are never told: only random search may use it)
+        self.prerank, self.prerank_candidates = prerank, max(1, int(prerank_candidates))
         self.objective = "latency_ms" if reward_fn.unit == "ms" else "macs"  # the reward's cost
         if self.objective == "latency_ms" and latency_of is None:
             raise ValueError("a latency target needs latency_of (a latency table)")
@@ -106,6 +111,9 @@ class Search:
 
         while self._may_start():
             ask = self.sampler.ask()
+            zero_cost = None
+            if self.prerank is not None:
+                ask, zero_cost = self._preranked(ask)
             arch = self.space.decode(ask.choices)
             cost = count(arch)
             row = {
@@ -126,6 +134,7 @@ class Search:
                 "choices": " ".join(str(c) for c in ask.choices),
                 "sampler_key": ask.key,
                 "error": None,
+                "zero_cost": zero_cost,
             }
             self.next_id += 1
             if self.reject_over is not None and row[self.objective] > self.reject_over:
@@ -144,6 +153,24 @@ class Search:
                 "cost": row[self.objective],
             }
         return None
+
+    def _preranked(self, first: Ask) -> tuple[Ask, float | None]:
+        """The best-scored of `prerank_candidates` proposals within the MACs filter (the first
+        proposal, unscored, when none is)."""
+        from search_spaces.cost import count
+
+        asks = [first, *(self.sampler.ask() for _ in range(self.prerank_candidates - 1))]
+        within = []
+        for ask in asks:
+            arch = self.space.decode(ask.choices)
+            cost = count(arch).macs if self.objective == "macs" else self.latency_of(arch)  # type: ignore[misc]
+            if self.reject_over is None or cost <= self.reject_over:
+                within.append(ask)
+        if not within:
+            return first, None
+        scores = self.prerank([a.choices for a in within])
+        best = max(range(len(within)), key=lambda i: scores[i])
+        return within[best], round(float(scores[best]), 4)
 
     def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
         """Record the end of a trial: its final result (`status` present), the last intermediate

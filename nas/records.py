@@ -32,6 +32,7 @@ COLUMNS = (
     "choices",
     "sampler_key",
     "error",
+    "zero_cost",
 )
 TRAINED = ("ok", "stopped", "failed")  # statuses that consumed a training run (the --trials budget)
 
@@ -50,7 +51,7 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
         for key in ("id", "macs", "params", "activations", "sampler_key", "proxy_macs"):
             if row[key] is not None:
                 row[key] = int(row[key])
-        for key in ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss"):
+        for key in ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss", "zero_cost"):
             if row[key] is not None:
                 row[key] = float(row[key])
         rows.append(row)

@@ -75,7 +75,27 @@ def validate(cfg: Any) -> None:
             f"controller needs lr > 0, 0 <= baseline_decay < 1, entropy >= 0; got lr={s.lr} "
             f"baseline_decay={s.baseline_decay} entropy={s.entropy}"
         )
-    space_of(cfg)
+    if s.name in ("local", "bananas") and int(s.n_init) < (1 if s.name == "local" else 2):
+        raise UserError(f"sampler.n_init must be >= {1 if s.name == 'local' else 2}, got {s.n_init}")
+    bananas_ok = 1 <= int(s.batch) <= int(s.candidates) and int(s.parents) >= 1 and int(s.trees) >= 1
+    if s.name == "bananas" and not bananas_ok:
+        raise UserError(
+            f"bananas needs 1 <= batch <= candidates, parents >= 1, trees >= 1; got batch={s.batch} "
+            f"candidates={s.candidates} parents={s.parents} trees={s.trees}"
+        )
+    if cfg.prerank is not None:
+        from effnas.zero_cost import PROXIES
+
+        if cfg.prerank not in PROXIES:
+            raise UserError(f"unknown prerank proxy {cfg.prerank!r}; expected one of {', '.join(PROXIES)}")
+        if cfg.sampler.name != "random":
+            raise UserError(
+                f"prerank needs sampler=random (got {cfg.sampler.name}): it discards proposals a "
+                "learning sampler would expect to be told about"
+            )
+        if int(cfg.prerank_candidates) < 1:
+            raise UserError(f"prerank_candidates must be >= 1, got {cfg.prerank_candidates}")
+    evaluator_of(cfg, space_of(cfg))
     if cfg.reward.kind not in KINDS:
         raise UserError(f"unknown reward.kind {cfg.reward.kind!r}; expected soft or hard")
     if cfg.reject_above is not None and not cfg.reject_above > 0:
@@ -108,6 +128,62 @@ def objective_of(cfg: Any) -> tuple[float, str]:
     if cfg.target_flops is None:
         raise UserError("give a target: --target-flops (e.g. 400M) or --target-latency (e.g. 15ms)")
     return float(parse_flops(cfg.target_flops)), "MACs"
+
+
+def prerank_of(cfg: Any, space: Any, data: Any) -> Any:
+    """Zero-cost pre-ranking (`prerank=naswot|synflow`): choice vectors -> scores of the networks
+    the proxy would train, at initialization, on one fixed batch of the training data."""
+    if not cfg.prerank:
+        return None
+    from effnas.zero_cost import batch_of, score
+
+    if data is None:
+        from effnas.data import load_dataset
+
+        data = load_dataset(cfg.data)
+    images = batch_of(data, 64, int(cfg.proxy.resolution), seed=int(cfg.run.seed))
+    print(
+        f"search: zero-cost pre-ranking: {cfg.prerank} on one batch of 64, the best of "
+        f"{cfg.prerank_candidates} random proposals trains",
+        file=sys.stderr,
+    )
+
+    def scores(rows: list[tuple[int, ...]]) -> list[float]:
+        return [
+            score(
+                space.decode(choices),
+                str(cfg.prerank),
+                images,
+                num_classes=int(cfg.proxy.num_classes or data.num_classes),
+                stem_stride=cfg.proxy.stem_stride,
+                seed=int(cfg.run.seed),
+            )
+            for choices in rows
+        ]
+
+    return scores
+
+
+def evaluator_of(cfg: Any, space: Any) -> Any:
+    """None for the proxy trainer (the application's executor trains), or the loaded surrogate
+    checked against this run's space."""
+    name = cfg.evaluator.name
+    if name == "proxy":
+        return None
+    if name != "surrogate":
+        raise UserError(f"unknown evaluator {name!r}; expected proxy or surrogate")
+    from nas.surrogate import Surrogate, SurrogateError
+
+    if not cfg.evaluator.path:
+        raise UserError("evaluator=surrogate needs evaluator.path=<an effnas surrogate fit run or its .pkl>")
+    if not cfg.evaluator.noise >= 0:
+        raise UserError(f"evaluator.noise must be >= 0, got {cfg.evaluator.noise}")
+    try:
+        surrogate = Surrogate.load(cfg.evaluator.path)
+        surrogate.check_space(space, cfg.evaluator.path)
+    except SurrogateError as exc:
+        raise UserError(str(exc)) from None
+    return surrogate
 
 
 def latency_table_of(cfg: Any, space: Any) -> Any:
@@ -159,8 +235,29 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         print(f"search: predicted latency from {cfg.latency_table} ({len(table.ms)} parts)", file=sys.stderr)
     print(f"search: {space.describe()}", file=sys.stderr)
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
-    data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
-    rundir.record_dataset(data)
+    surrogate = evaluator_of(cfg, space)
+    if surrogate is None:
+        data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
+        rundir.record_dataset(data)
+    else:
+        from nas.surrogate import executor
+
+        print(
+            f"search: trials scored by the {surrogate.kind} surrogate {cfg.evaluator.path} (fitted on "
+            f"{surrogate.rows} architectures, k-fold Kendall {surrogate.cv['kendall']:.3f}); nothing trains",
+            file=sys.stderr,
+        )
+        execute = executor(surrogate, space, float(cfg.evaluator.noise), int(cfg.run.seed))
+        rundir.record(
+            evaluator={
+                "name": "surrogate",
+                "path": str(Path(cfg.evaluator.path).resolve()),
+                "model": surrogate.kind,
+                "rows": surrogate.rows,
+                "cv_kendall": surrogate.cv["kendall"],
+                "noise": float(cfg.evaluator.noise),
+            }
+        )
     rundir.record(
         space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
         target_macs=int(target) if unit == "MACs" else None,
@@ -208,6 +305,8 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         reject_above=cfg.reject_above,
         save=save,
         latency_of=None if table is None else (lambda arch: table.predict(arch)),
+        prerank=prerank_of(cfg, space, data if surrogate is None else None),
+        prerank_candidates=int(cfg.prerank_candidates),
     )
     if rows:
         print(
@@ -220,7 +319,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     try:
         if search.remaining > 0:
             early_stop = None
-            if cfg.asha:
+            if cfg.asha and surrogate is None:
                 reports = budget(checked(cfg.proxy), len(data.train)).reports
                 early_stop = EarlyStop(reports, int(cfg.asha_grace_period), float(cfg.asha_reduction_factor))
             setup = TrialSetup.of(cfg, metrics=RewardMetric(reward_fn))

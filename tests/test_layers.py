@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "effnas.kernels",
             "effnas.lanes",
             "effnas.trials",
+            "effnas.zero_cost",
             "effnas.trial_log",
         ),
     ),
