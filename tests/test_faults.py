@@ -218,12 +218,20 @@ def _each_trained_once(before: pd.DataFrame, after: pd.DataFrame, trained: list[
     assert sorted(trained) == sorted(before.loc[~done, "id"])
 
 
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "ray.enabled=false",
+        # the driver, its local Ray runtime and workers all killed; the resume starts Ray anew
+        pytest.param("ray.num_cpus=2", marks=pytest.mark.slow),
+    ],
+)
 def test_kill_9_mid_grid_then_resume_trains_each_candidate_once(
-    tmp_path: Path, tiny_arch: Path, capsys: pytest.CaptureFixture[str]
+    executor: str, tmp_path: Path, tiny_arch: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "grid"
     argv = ["grid", "--phi", "1", "--arch", str(tiny_arch), "max_candidates=3", *TINY]
-    argv += ["ray.enabled=false", f"run.dir={run}"]
+    argv += [executor, f"run.dir={run}"]
     before, after, trained = _killed_then_resumed(argv, run, "trials.csv", ["grid", "--resume"], capsys)
     assert len(after) == 4  # the baseline and 3 candidates
     _each_trained_once(before, after, trained, ["id", "seed"])
