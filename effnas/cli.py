@@ -36,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def fail(message: str, code: int = 2, prog: str = "effnas") -> NoReturn:
+    # one line, whatever a library put in the message (YAML's errors end with "in <file>, line N")
+    message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -301,6 +303,11 @@ def check_config(stage: Stage, cfg: Any) -> Any:
     check_run(cfg.run)
     if "proxy" in cfg:
         checked(cfg.proxy)
+    if "data" in cfg:  # values and directories, no image read: before a run directory exists
+        from effnas.data import check_data_config
+
+        check_data_config(cfg.data)
+    check_storage(cfg)
     if stage.trials:
         from effnas import raytune
 
@@ -310,6 +317,32 @@ def check_config(stage: Stage, cfg: Any) -> Any:
     if validate is not None:
         validate(cfg)
     return module
+
+
+def check_storage(cfg: Any) -> None:
+    """An Optuna storage that is an SQLite file must be one (a run's study.db included, on
+    --resume) and must not lie in another run's directory: that run's study database is its own
+    record, and a new study written into it would change a finished run."""
+    from effnas.runfiles import stage_of
+
+    storage = cfg.get("storage") if "storage" in cfg else None
+    resume = cfg.get("resume") if "resume" in cfg else None
+    if storage and str(storage).startswith("sqlite:///"):
+        db = Path(str(storage)[len("sqlite:///") :])
+        owner = db.resolve().parent
+        if stage_of(owner) and (not resume or owner != Path(str(resume)).resolve()):
+            raise UserError(
+                f"storage {storage}: the study database of another run ({stage_of(owner)} run {owner}); "
+                "give a storage of your own or leave storage unset (the run's own study.db)"
+            )
+    elif not storage and resume:
+        db = Path(str(resume)) / "study.db"
+    else:
+        return
+    if db.is_file() and db.stat().st_size:
+        with db.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise UserError(f"{db} is not an SQLite database (corrupt?); restore it or start a new run")
 
 
 def _executor(cfg: Any, run: Any) -> Any:
@@ -387,6 +420,7 @@ def _record_arch_file_upstream(run: Any, cfg: Any) -> None:
 def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     """Re-execute RUN_DIR's recorded config into a new run and compare summaries."""
     from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
 
     from effnas.rerun import compare_summaries
     from effnas.runfiles import read_json, stage_of
@@ -399,8 +433,11 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
         raise UserError(f"{run_dir} has no .hydra/config.yaml to re-run")
     cfg = compose_config(stage, [])
     with open_dict(cfg):
-        cfg.merge_with(OmegaConf.load(recorded))
-        cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
+        merge_recorded(cfg, recorded)
+        try:
+            cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as exc:
+            raise UserError(f"rerun override: {str(exc).splitlines()[0]}") from None
         cfg.run.dir = None
     old = read_json(run_dir / "summary.json")
     path, _ = run_stage(stage, cfg, argv, overrides=list(overrides))
@@ -481,19 +518,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def resumed_config(stage: str, run_dir: Path) -> Any:
     """The recorded config of an interrupted run, marked to resume in place."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from effnas.rundir import RunDir
 
     # validates: exists, is a run of this stage, no other process has it (refused before composing)
     RunDir.open(run_dir, stage).release()
+    check_records(run_dir)
     cfg = compose_config(stage, [])
     with open_dict(cfg):
         del cfg["hydra"]
-        cfg.merge_with(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        merge_recorded(cfg, run_dir / ".hydra" / "config.yaml")
         if "resume" in cfg:
             cfg.resume = str(run_dir)
     return cfg
+
+
+def check_records(run_dir: Path) -> None:
+    """The CSV tables a resumed run (and a pipeline's stage runs) will read back, checked whole
+    before anything is written: a truncated or edited table is refused, not half-read."""
+    from effnas.runfiles import check_table
+
+    for table in sorted([*run_dir.glob("*.csv"), *run_dir.glob("*/*.csv")]):
+        if not any(part.startswith(".") for part in table.relative_to(run_dir).parts):
+            check_table(table)
+
+
+def merge_recorded(cfg: Any, path: Path) -> None:
+    """Merge a run's recorded `.hydra/config.yaml` into `cfg`; unreadable is a UserError."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg.merge_with(OmegaConf.load(path))
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: the run's recorded config") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: the run's recorded config is unreadable: {first}") from None
 
 
 if __name__ == "__main__":

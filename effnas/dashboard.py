@@ -69,6 +69,12 @@ def locate(cfg: Any) -> Located:
         )
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{run}: its study's database {storage.removeprefix('sqlite:///')} does not exist")
+    if storage.startswith("sqlite:///"):  # Optuna would wait on a corrupt file instead of failing
+        with Path(storage.removeprefix("sqlite:///")).open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise UserError(
+                    f"{run}: {storage.removeprefix('sqlite:///')} is not an SQLite database (corrupt?)"
+                )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         opened = optuna.storages.get_storage(storage)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import MISSING
 
 from effnas.errors import UserError
-from effnas.runfiles import read_json, stage_of
+from effnas.runfiles import check_table, read_json, stage_of
 from effnas.units import format_flops
 from search_spaces.official import PAPER_COEFFICIENTS
 
@@ -193,6 +193,7 @@ def read_table(path: Path, required: Sequence[str], numeric: Sequence[str]) -> p
 
     if not path.is_file():
         raise UserError(f"{path.parent}: no {path.name} (unfinished run?)")
+    check_table(path)
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:

@@ -80,6 +80,38 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise UserError(f"corrupt JSON in {path}: {exc}") from None
 
 
+def check_table(path: str | os.PathLike[str]) -> None:
+    """A CSV table a stage wrote, checked whole before it is read: every row has the header's
+    number of fields and the file ends with a line end. Tables are written atomically, so a
+    table failing this was cut short or edited; pandas would read it quietly, a short row
+    padded with empty cells."""
+    import csv
+    import io
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable: {exc}") from None
+    if not text:
+        return
+    if not text.endswith("\n"):
+        raise UserError(f"{path}: truncated, its last line is cut off (restore it or start a new run)")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise UserError(f"{path}: corrupt: {exc}") from None
+    width = len(rows[0])
+    for n, row in enumerate(rows[1:], 1):
+        if len(row) != width:
+            raise UserError(
+                f"{path}: row {n} has {len(row)} fields, its header {width}: truncated or edited "
+                "(restore it or start a new run)"
+            )
+
+
 def stage_of(path: str | os.PathLike[str]) -> str | None:
     """The stage that wrote run directory `path`, or None if it is not a run directory."""
     manifest = Path(path) / "manifest.json"

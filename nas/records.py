@@ -41,8 +41,11 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
     """Rows of an earlier attempt's trials.csv (empty if there is none yet)."""
     import pandas as pd
 
+    from effnas.runfiles import check_table
+
     if not path.is_file() or path.stat().st_size == 0:
         return []
+    check_table(path)
     frame = pd.read_csv(path, keep_default_na=True)
     frame = frame.astype(object).where(frame.notna(), None)
     rows = []

@@ -70,7 +70,7 @@ def read_source(path: Path, space: MnasNetSpace) -> Any:
     """The trained rows of one source as a frame with `choices`, `accuracy`, `macs`, `source`."""
     import pandas as pd
 
-    from effnas.runfiles import stage_of
+    from effnas.runfiles import check_table, stage_of
 
     if path.is_dir():
         if stage_of(path) != "search":
@@ -79,6 +79,8 @@ def read_source(path: Path, space: MnasNetSpace) -> Any:
         table = path / "trials.csv"
     else:
         table = path
+    if path.is_dir() and table.is_file():
+        check_table(table)  # a run's own table: cut short or edited, not half-read
     try:
         frame = pd.read_csv(table)
     except FileNotFoundError:

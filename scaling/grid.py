@@ -203,8 +203,11 @@ def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]
     `seed` column trained every point once, with `seed` (the run's)."""
     import pandas as pd
 
+    from effnas.runfiles import check_table
+
     if not path.is_file():
         return {}
+    check_table(path)
     frame = pd.read_csv(path)
     frame = frame.astype(object).where(frame.notna(), None)
     rows = frame.to_dict("records")

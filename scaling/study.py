@@ -479,8 +479,11 @@ SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged w
 def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
     import pandas as pd
 
+    from effnas.runfiles import check_table
+
     if not path.is_file():
         return {}
+    check_table(path)
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

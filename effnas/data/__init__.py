@@ -14,9 +14,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from effnas.data.augment import augment_batch, resize_batch
     from effnas.data.dataset import DataError, Dataset, Split
-    from effnas.data.load import load_dataset
+    from effnas.data.load import check_data_config, load_dataset
 
-__all__ = ["DataError", "Dataset", "Split", "augment_batch", "load_dataset", "resize_batch"]
+__all__ = [
+    "DataError",
+    "Dataset",
+    "Split",
+    "augment_batch",
+    "check_data_config",
+    "load_dataset",
+    "resize_batch",
+]
 
 # Loaded on first use, so reading the data schema (`effnas.data.config`) costs no numpy.
 _HOME = {
@@ -24,6 +32,7 @@ _HOME = {
     "Dataset": "dataset",
     "Split": "dataset",
     "load_dataset": "load",
+    "check_data_config": "load",
     "augment_batch": "augment",
     "resize_batch": "augment",
 }

@@ -79,16 +79,15 @@ def _split(x: np.ndarray, y: np.ndarray, index: np.ndarray) -> Split:
     return Split(np.ascontiguousarray(x[index]), np.ascontiguousarray(y[index], dtype=np.int64))
 
 
-def load_dataset(cfg: Any) -> Dataset:
-    """Load, cache and split the dataset `cfg` (a `DataConfig`) describes. Raises `DataError` on bad data.
-
-    `val` is held out of the training data (stratified, `val_fraction`, seeded by `split_seed`);
-    `test` is for final reports only: the official test split, or a stratified `test_fraction`
-    hold-out made before anything else where the source has none.
-    """
+def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[int]]:
+    """The config's values checked without reading any image (the CLI runs this before a run
+    directory exists): (name, image_size, val_fraction, test_fraction, split_seed, max_train).
+    A source's directory must exist unless it is to be downloaded."""
     name = _get(cfg, "name")
     if name is None:
         raise DataError(f"data.name is not set: expected one of {', '.join(SOURCES)}")
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r} (data.name): expected one of {', '.join(SOURCES)}")
     image_size = int(_get(cfg, "image_size", 32))
     if image_size < 1:
         raise DataError(f"data.image_size must be a positive number of pixels, got {image_size}")
@@ -100,7 +99,28 @@ def load_dataset(cfg: Any) -> Dataset:
     max_train = _get(cfg, "max_train")
     if max_train is not None and int(max_train) < 1:
         raise DataError(f"data.max_train must be a positive number of images or null, got {max_train}")
+    if name != "digits" and not (name == "cifar10" and _get(cfg, "download", False)):
+        root = _directory(cfg, "root", str(name), required=True)
+        if root is not None and not root.is_dir():
+            raise DataError(f"data.root {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    return (
+        str(name),
+        image_size,
+        val_fraction,
+        test_fraction,
+        seed,
+        None if max_train is None else int(max_train),
+    )
 
+
+def load_dataset(cfg: Any) -> Dataset:
+    """Load, cache and split the dataset `cfg` (a `DataConfig`) describes. Raises `DataError` on bad data.
+
+    `val` is held out of the training data (stratified, `val_fraction`, seeded by `split_seed`);
+    `test` is for final reports only: the official test split, or a stratified `test_fraction`
+    hold-out made before anything else where the source has none.
+    """
+    name, image_size, val_fraction, test_fraction, seed, max_train = check_data_config(cfg)
     source = _source(cfg, str(name), image_size)
     raw, digest = load_or_build(source, _get(cfg, "cache_dir"))
     return split_dataset(raw, digest, source, val_fraction, test_fraction, seed, max_train)
