@@ -254,7 +254,10 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
                 if arch is not None and not arch.is_file():
                     raise UserError(f"pipeline, {child.name}: {arch} is missing (did the upstream run fail?)")
                 argv = ["effnas", child.stage, *([str(arch)] if arch else []), *overrides]
-                _banner(i + 1, len(children), child, " ".join(argv[1:3]) + " ...")
+                shown = (
+                    argv if child.stage != "train" else [*argv[:3], "<the grid's data and proxy>", *cfg.train]
+                )
+                _banner(i + 1, len(children), child, " ".join(shown))
                 child_cfg = _compose_child(child.stage, overrides, arch)
                 run_stage(child.stage, child_cfg, argv, overrides=overrides)
         except BaseException:

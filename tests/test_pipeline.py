@@ -26,6 +26,7 @@ TINY = [  # shared: every stage with a proxy and Ray settings gets them
     "proxy.batch_size=16",
     "proxy.resolution=8",
     "proxy.compile=off",
+    "proxy.bn_calibration=32",
     "ray.enabled=false",
     "run.threads=1",
 ]
