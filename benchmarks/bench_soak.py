@@ -78,14 +78,17 @@ def trained(trials_csv: Path) -> int:
 class Sampler(threading.Thread):
     """Every `every` seconds: trials ended so far, this process's RSS and open fds."""
 
-    def __init__(self, trials_csv: Path, every: float = 1.0) -> None:
+    def __init__(self, trials_csv: Path, every: float = 1.0, trials: int = 300) -> None:
         super().__init__(daemon=True)
         self.trials_csv, self.every = trials_csv, every
         self.samples: list[tuple[float, int, float, int]] = []
         self.done = threading.Event()
         self.t0 = time.time()
 
-        self.snapshots: dict[int, object] = {}  # trials -> tracemalloc snapshot (--tracemalloc)
+        # --tracemalloc: snapshots in the run (Tune frees its trials at the end), at a quarter
+        # of the trials and at the last poll before the end
+        self.marks = (max(1, trials // 4), max(2, trials * 9 // 10))
+        self.snapshots: dict[int, object] = {}
 
     def run(self) -> None:
         import tracemalloc
@@ -93,7 +96,8 @@ class Sampler(threading.Thread):
         while not self.done.wait(self.every):
             n = trained(self.trials_csv)
             self.samples.append((time.time() - self.t0, n, rss_mb(), open_fds()))
-            if tracemalloc.is_tracing() and n >= 50 and not self.snapshots:
+            due = not self.snapshots or (n >= self.marks[1] and len(self.snapshots) == 1)
+            if tracemalloc.is_tracing() and n >= self.marks[0] and due:
                 self.snapshots[n] = tracemalloc.take_snapshot()
 
 
@@ -109,7 +113,9 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=2, help="ray.num_cpus")
     ap.add_argument("--root", default="results/soak", help="where the search run directory goes")
     ap.add_argument(
-        "--tracemalloc", action="store_true", help="also print where Python memory grew after trial 50"
+        "--tracemalloc",
+        action="store_true",
+        help="also print where the driver's Python memory grew during the run (slow; RSS then counts tracemalloc's own)",
     )
     args = ap.parse_args()
     if args.tracemalloc:
@@ -126,17 +132,16 @@ def main() -> int:
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}")
     print(f"  = effnas {' '.join(argv)}", flush=True)
     before = (rss_mb(), open_fds())
-    sampler = Sampler(run_dir / "trials.csv")
+    sampler = Sampler(run_dir / "trials.csv", trials=args.trials)
     sampler.start()
     t0 = time.time()
     code = effnas(argv)
     wall = time.time() - t0
-    if args.tracemalloc and sampler.snapshots:
-        import tracemalloc
-
-        start = next(iter(sampler.snapshots.values()))
-        grew = tracemalloc.take_snapshot().compare_to(start, "traceback")  # type: ignore[arg-type]
-        print(f"\nPython allocations grown since trial {next(iter(sampler.snapshots))} (top 8):")
+    if args.tracemalloc and len(sampler.snapshots) == 2:
+        (n0, start), (n1, end) = sampler.snapshots.items()
+        grew = end.compare_to(start, "traceback")  # type: ignore[attr-defined]
+        total = sum(stat.size_diff for stat in grew) / 1024
+        print(f"\nPython allocations from trial {n0} to trial {n1}, during the run: {total:+.1f} KiB; top 8:")
         for stat in grew[:8]:
             print(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
             for line in stat.traceback.format()[-6:]:
