@@ -144,6 +144,11 @@ def evaluate(
             trainer.close()
         if keep_model:
             result.model = trainer.model
+    if not keep_model:
+        from effnas import kernels
+
+        del trainer
+        kernels.release_memory()
     result.seconds = time.perf_counter() - t0
     return result
 

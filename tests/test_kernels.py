@@ -254,3 +254,23 @@ def test_allocator_setting_keeps_freed_memory_for_every_thread() -> None:
     tuned, plain = faults("tuned"), faults("plain")
     assert plain > 50_000  # glibc's defaults: the memory goes back and is faulted in again
     assert tuned < plain / 4
+
+
+def test_release_memory_returns_the_untrimmed_heap_to_the_kernel() -> None:
+    """With trimming off (tune_allocator), freed heap stays resident until release_memory()."""
+    import subprocess
+    import sys
+
+    code = """
+import effnas.kernels as k
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20
+assert k.tune_allocator()
+blocks = [bytes(1024) + bytes([i % 256]) for i in range(200_000)]  # ~200 MB of malloc'd chunks
+high = rss(); del blocks; kept = rss()
+assert k.release_memory(); after = rss()
+print(high, kept, after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    high, kept, after = map(int, out.split())
+    assert kept > high - 50  # nothing given back by free() alone
+    assert after < kept - 150  # malloc_trim gave it back

@@ -400,6 +400,22 @@ def accelerate(model: nn.Module) -> int:
 _allocator_tuned = False
 
 
+def release_memory() -> bool:
+    """Between trials: hand the heap's free memory back to the kernel (`malloc_trim`). With
+    trimming off during training (`tune_allocator`), a process that trains one architecture after
+    another (a reused Ray Tune worker) otherwise keeps the high-water mark of every model it has
+    trained, fragmented: a CIFAR-10 collection's two workers held 5.3 and 6.7 GB after ~20
+    trials each, growing ~80 MB per trial. Measured on digits (random archs, one process, 1 epoch;
+    /tmp/memtest-style loop, load ~6): RSS after trials 1-4 was 752, 765, 938, 939 MB without it,
+    544, 551, 557, 561 MB with it. True if memory was released."""
+    if not _allocator_tuned:
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def tune_allocator() -> bool:
     """Keep freed heap memory in the process, for every thread (glibc only; once per process,
     before the threads that should share the arena allocate). True if set."""
