@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--target-flops", type=float, default=400e6)
     ap.add_argument("--csv", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--curves", default=None, help="CSV,CSV of earlier --csv runs: table and plot only")
     args = ap.parse_args()
 
     surrogate = Surrogate.load(args.surrogate)
@@ -115,6 +116,16 @@ def main() -> int:
     )
     curves: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+    if args.curves:  # tables and plot from earlier runs' --csv (runs split over processes)
+        import pandas as pd
+
+        entries = []
+        for path in args.curves.split(","):
+            frame = pd.read_csv(path)
+            for label, part in frame.groupby("sampler", sort=False):
+                if label not in curves:
+                    table = part.pivot(index="seed", columns="trial", values="best_reward")
+                    curves[str(label)], seconds[str(label)] = table.to_numpy(), float("nan")
     for label, name, options in entries:
         t0 = time.perf_counter()
         runs = [
