@@ -62,9 +62,7 @@ class BananasSampler(Sampler):
             if choices not in self.seen:
                 self.seen.add(choices)
                 return Ask(self._key(), choices)
-        choices = self.space.sample(self.rng)
-        self.seen.add(choices)
-        return Ask(self._key(), choices)
+        return self._fresh(self.seen)
 
     def tell(self, ask: Ask, outcome: Outcome) -> None:
         choices = tuple(ask.choices)

@@ -79,6 +79,12 @@ class Sampler(ABC):
         key, self._next_key = self._next_key, self._next_key + 1
         return key
 
+    def _fresh(self, seen: set[Choices]) -> Ask:
+        """A uniform sample, added to `seen` (samplers that avoid proposing a point twice)."""
+        choices = self.space.sample(self.rng)
+        seen.add(choices)
+        return Ask(self._key(), choices)
+
     @abstractmethod
     def ask(self) -> Ask:
         """A new proposal (never blocks; a sampler without enough data samples at random)."""

@@ -58,9 +58,7 @@ class LocalSearchSampler(Sampler):
                     return Ask(self._key(), choices)
             if not self.waiting:  # a local optimum: every neighbour told, none better
                 self.incumbent = None
-        choices = self.space.sample(self.rng)
-        self.seen.add(choices)
-        return Ask(self._key(), choices)
+        return self._fresh(self.seen)
 
     def tell(self, ask: Ask, outcome: Outcome) -> None:
         choices = tuple(ask.choices)
