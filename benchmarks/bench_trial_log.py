@@ -1,8 +1,9 @@
 """What recording a trial in the run's Optuna study costs (`effnas.trial_log`): one search trial
 (the 42 choices of the MnasNet space, 10 attributes) per sync, the whole table synced each time
-as the search stage does, into SQLite (the default study.db) and any storage URLs given.
+as the search stage does, into the run's default journal (study.log), an SQLite database, and any
+storage URLs given.
 
-Usage: python benchmarks/bench_trial_log.py [--trials 40] [URL ...]
+Usage: python benchmarks/bench_trial_log.py [--trials 40] [URL ...]   (journal and SQLite always)
        (e.g. postgresql+psycopg://user@127.0.0.1:5432/db)
 """
 
@@ -58,8 +59,8 @@ def main() -> None:
     print(f"$ python {' '.join(sys.argv)}")
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{'storage':<60} {'ms per trial':>12}")
-    for url in [None, *args.urls]:
-        shown = "sqlite (study.db in the run dir)" if url is None else url
+    for url in [None, f"sqlite:///{tempfile.mkdtemp()}/study.db", *args.urls]:
+        shown = "journal (study.log in the run dir: the default)" if url is None else url
         print(f"{shown:<60} {per_trial_ms(url, args.trials):>12.1f}")
 
 

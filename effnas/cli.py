@@ -320,25 +320,28 @@ def check_config(stage: Stage, cfg: Any) -> Any:
 
 
 def check_storage(cfg: Any) -> None:
-    """An Optuna storage that is an SQLite file must be one (a run's study.db included, on
-    --resume) and must not lie in another run's directory: that run's study database is its own
-    record, and a new study written into it would change a finished run."""
+    """An Optuna storage that is an SQLite file must be one and must not lie in another run's
+    directory: that run's study database is its own record, and a new study written into it would
+    change a finished run. On --resume, the run's own journal (study.log) must be one."""
     from effnas.runfiles import stage_of
+    from effnas.trial_log import JOURNAL, open_journal
 
     storage = cfg.get("storage") if "storage" in cfg else None
     resume = cfg.get("resume") if "resume" in cfg else None
-    if storage and str(storage).startswith("sqlite:///"):
-        db = Path(str(storage)[len("sqlite:///") :])
-        owner = db.resolve().parent
-        if stage_of(owner) and (not resume or owner != Path(str(resume)).resolve()):
-            raise UserError(
-                f"storage {storage}: the study database of another run ({stage_of(owner)} run {owner}); "
-                "give a storage of your own or leave storage unset (the run's own study.db)"
-            )
-    elif not storage and resume:
-        db = Path(str(resume)) / "study.db"
-    else:
+    if not storage and resume:
+        journal = Path(str(resume)) / JOURNAL
+        if journal.is_file():
+            open_journal(str(journal))
         return
+    if not (storage and str(storage).startswith("sqlite:///")):
+        return
+    db = Path(str(storage)[len("sqlite:///") :])
+    owner = db.resolve().parent
+    if stage_of(owner) and (not resume or owner != Path(str(resume)).resolve()):
+        raise UserError(
+            f"storage {storage}: the study database of another run ({stage_of(owner)} run {owner}); "
+            "give a storage of your own or leave storage unset (the run's own study.log)"
+        )
     if db.is_file() and db.stat().st_size:
         with db.open("rb") as f:
             if f.read(16) != b"SQLite format 3\x00":

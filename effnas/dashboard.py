@@ -3,7 +3,7 @@
     effnas dashboard results/search/<run> [--port 8080] [--host 127.0.0.1]
 
 Every search, grid and study run records its trials in an Optuna study (`effnas.trial_log`);
-manifest.json names it and its storage (study.db in the run directory, or the `storage=` URL).
+manifest.json names it and its storage (the journal study.log in the run directory, or the `storage=` URL).
 This serves that storage with optuna-dashboard, prints the study's URL and serves until Ctrl-C.
 A storage several runs share shows all of them; the URL opens this run's. A manifest keeps a
 storage URL without its password: give it again with `storage=URL`.
@@ -48,6 +48,7 @@ def locate(cfg: Any) -> Located:
     import optuna
 
     from effnas.runfiles import read_json, stage_of
+    from effnas.trial_log import open_journal
 
     if len(cfg.runs) != 1:
         raise UserError(f"give one run directory (effnas dashboard RUN_DIR), got {len(cfg.runs)}")
@@ -75,11 +76,15 @@ def locate(cfg: Any) -> Located:
                 raise UserError(
                     f"{run}: {storage.removeprefix('sqlite:///')} is not an SQLite database (corrupt?)"
                 )
+    if "://" not in storage and not Path(storage).is_file():
+        raise UserError(f"{run}: its study's journal {storage} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        opened = optuna.storages.get_storage(storage)
+        opened = open_journal(storage) if "://" not in storage else optuna.storages.get_storage(storage)
         study_id = opened.get_study_id_from_name(study["name"])
         trials = opened.get_n_trials(study_id)
+    except UserError:
+        raise
     except KeyError:
         raise UserError(f"{run}: study {study['name']!r} is not in {storage}") from None
     except Exception as exc:  # the storage's own errors: server down, bad URL, no driver
@@ -110,6 +115,8 @@ def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
     """Serve until Ctrl-C; returns what was served."""
     import optuna_dashboard
 
+    from effnas.trial_log import open_journal
+
     found = locate(cfg)
     host, port = str(cfg.host), int(cfg.port)
     shown = f"[{host}]" if ":" in host else host
@@ -117,7 +124,8 @@ def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
     print(f"dashboard: study {found.name} ({found.trials} trials) of {found.run}", flush=True)
     print(f"dashboard: {url}  (Ctrl-C to stop)", flush=True)
     try:
-        optuna_dashboard.run_server(found.storage, host=host, port=port)
+        served = open_journal(found.storage) if "://" not in found.storage else found.storage
+        optuna_dashboard.run_server(served, host=host, port=port)
     except KeyboardInterrupt:
         print("dashboard: stopped", file=sys.stderr)
     except OSError as exc:  # the port was taken between the check and the bind

@@ -64,6 +64,6 @@ class SearchConfig:
     asha_reduction_factor: float = 3.0
     prerank: Optional[str] = MISSING  # naswot | synflow: zero-cost pre-ranking (random sampler)
     prerank_candidates: int = MISSING  # K: proposals scored per trained trial
-    storage: Optional[str] = None  # Optuna storage URL; default SQLite file study.db in the run dir
+    storage: Optional[str] = None  # Optuna storage URL; default the journal file study.log in the run dir
     study_name: Optional[str] = None  # default: effnas-search-<run dir name>
     resume: Optional[str] = None

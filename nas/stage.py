@@ -7,7 +7,7 @@ Samples the factorized space (`search_spaces.mnasnet`), prices each sample with 
 cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy (as Ray
 Tune trials, or in this process with `ray.enabled=false`), and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
 trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study of
-every trial whatever the sampler (study.db, or any `storage=` URL; `effnas.trial_log`),
+every trial whatever the sampler (study.log, or any `storage=` URL; `effnas.trial_log`),
 reward_over_trials.png, accuracy_vs_macs.png, and the summary.
 """
 
@@ -218,7 +218,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from effnas.data import load_dataset
     from effnas.proxy_config import budget, checked
-    from effnas.trial_log import Choice, TrialLog, study_of
+    from effnas.trial_log import Choice, TrialLog, open_storage, study_of
     from effnas.trials import EarlyStop, Scheduling, TrialSetup
     from effnas.units import format_flops, parse_duration
     from nas.driver import RewardMetric, Search
@@ -272,7 +272,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         cfg.sampler.name,
         space,
         int(cfg.run.seed),
-        storage=storage,
+        storage=open_storage(storage),
         study_name=study_name,
         history=history_of(rows, "latency_ms" if unit == "ms" else "macs"),
         **options,

@@ -29,7 +29,9 @@ class GridConfig:
     seeds: int = 1  # trainings per point, seeds run.seed .. run.seed+seeds-1; the winner is on the mean
     upstream: Optional[str] = None  # a search run directory (--from)
     resume: Optional[str] = None
-    storage: Optional[str] = None  # Optuna storage URL of the run's study; default study.db in the run dir
+    storage: Optional[str] = (
+        None  # Optuna storage URL of the run's study; default the journal study.log in the run dir
+    )
     study_name: Optional[str] = None  # default: effnas-grid-<run dir name>-<8 hex>
 
 

@@ -81,11 +81,11 @@ def unlink(path: Path) -> None:
 
 
 def own_study(run: Path) -> None:
-    """Point a copied run's manifest at its own study.db (the copy's still names the original)."""
+    """Point a copied run's manifest at its own study.log (the copy's still names the original)."""
     import json
 
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["study"]["storage"] = f"sqlite:///{run / 'study.db'}"
+    manifest["study"]["storage"] = str(run / "study.log")
     (run / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -100,10 +100,10 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         "trials.csv: truncated",
         [(unfinish, "search"), (truncate, "search/trials.csv")],
     ),
-    "search/resume with a corrupt study database": (
+    "search/resume with a corrupt study journal": (
         ["search", "--resume", "{r}/search"],
-        "study.db is not an SQLite database",
-        [(unfinish, "search"), (garbage, "search/study.db")],
+        "study.log is not an Optuna journal",
+        [(unfinish, "search"), (garbage, "search/study.log")],
     ),
     "search/the study database of another run": (
         ["search", "storage=sqlite:///{r}/grid/study.db"],
@@ -240,10 +240,10 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
     # dashboard
     # (--port 0 is refused after the study is located: a case that fails to fail never serves)
     "dashboard/a run without a study": (["dashboard", "{r}/scale", "--port", "0"], "has no Optuna study", []),
-    "dashboard/corrupt study database": (
+    "dashboard/corrupt study journal": (
         ["dashboard", "{r}/search", "--port", "0"],
-        "study.db is not an SQLite database",
-        [(own_study, "search"), (garbage, "search/study.db")],
+        "study.log is not an Optuna journal",
+        [(own_study, "search"), (garbage, "search/study.log")],
     ),
     # surrogate
     "surrogate/not a search run": (["surrogate", "fit", "{r}/scale"], "not a search run", []),

@@ -20,6 +20,7 @@ import pytest
 from conftest import expect_usage_error
 
 from effnas.cli import main
+from effnas.trial_log import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +94,9 @@ def test_the_dashboard_shows_the_run_study_in_a_browser(search_run: Path) -> Non
             seen.append(line)
             if "(Ctrl-C to stop)" in line:
                 url = line.split()[1]
-        assert url == f"http://127.0.0.1:{port}/dashboard/studies/1", seen
+        journal = open_storage(str(search_run / "study.log"))  # the run's own study: its id there
+        study_id = journal.get_study_id_from_name(name)
+        assert url == f"http://127.0.0.1:{port}/dashboard/studies/{study_id}", seen
         assert f"study {name} (3 trials)" in "".join(seen)
 
         def body_shows(text: str) -> Any:

@@ -356,10 +356,14 @@ def _training_on(node: Any) -> bool:
     return False
 
 
-# Slow, not in the default suite: in a fresh-clone CI run after the other tests it failed (the retried
-# trial's actor died again: ActorDiedError twice, "no grid candidate finished"), and Ray could not start
-# for the tests after it; alone it passes (42 s here, 51 s at load 16). Flaky until that is understood.
-@pytest.mark.slow
+# In the default suite. It once failed inside a fresh-clone CI run on a machine at load 16-25 (the
+# retried trial's actor died a second time: "no grid candidate finished", and the local Ray runtimes
+# of the tests after it could not start their GCS within Ray's 30 s). What this test now does about
+# it: the head checks its nodes' health every 0.5 s so the dead node leaves the cluster's resource
+# view within a few seconds (before that, the retry can be placed on the dead node and die again);
+# the trial may fail up to 3 times (the claim is "retried elsewhere and finished once", not "in one
+# retry"); and the cluster is torn down and its address file removed whatever happens, so the tests
+# after it start their own runtime.
 def test_a_trial_on_a_node_that_dies_is_retried_on_another(
     tmp_path: Path, tiny_arch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -374,7 +378,8 @@ def test_a_trial_on_a_node_that_dies_is_retried_on_another(
     cluster = Cluster()
     events: dict[str, Any] = {}
     try:
-        cluster.add_node(num_cpus=0, temp_dir=temp_dir, object_store_memory=store)  # the head
+        health = {"health_check_period_ms": 500, "health_check_failure_threshold": 6}
+        cluster.add_node(num_cpus=0, temp_dir=temp_dir, object_store_memory=store, _system_config=health)
         # the head has no CPU: trials run on these two, one at a time
         workers = [cluster.add_node(num_cpus=1, object_store_memory=store) for _ in range(2)]
         run = tmp_path / "grid"
@@ -392,7 +397,8 @@ def test_a_trial_on_a_node_that_dies_is_retried_on_another(
         killer = threading.Thread(target=kill_the_trials_node, daemon=True)
         killer.start()
         argv = ["grid", "--phi", "1", "--arch", str(tiny_arch), "max_candidates=1", "include_baseline=false"]
-        argv += [*TINY, "proxy.images=1500", "ray.max_concurrent=1", f"ray.address={cluster.address}"]
+        argv += [*TINY, "proxy.images=1500", "ray.max_concurrent=1", "ray.max_failures=3"]
+        argv += [f"ray.address={cluster.address}"]
         assert main([*argv, f"run.dir={run}"]) == 0
         killer.join(timeout=60)
         assert "killed" in events
@@ -400,10 +406,16 @@ def test_a_trial_on_a_node_that_dies_is_retried_on_another(
         assert len(rows) == 1 and rows.loc[0, "status"] == "ok"  # retried, finished, recorded once
         # Tune's record of the trial: it failed once (the node) and was restarted
         (state,) = (run / "ray").glob("grid0/experiment_state-*.json")
-        assert re.search(r'num_failures\\*": 1\b', state.read_text())
+        failures = re.search(r'num_failures\\*": (\d+)', state.read_text())
+        assert failures and 1 <= int(failures.group(1)) <= 3
         assert not ray.is_initialized()
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            cluster.shutdown()
+        finally:
+            from ray._common.utils import reset_ray_address
+
+            reset_ray_address()  # the address file Cluster wrote, in case shutdown stopped early
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -22,7 +22,7 @@ from conftest import expect_usage_error, space_config
 
 from effnas.cli import main
 from effnas.errors import UserError
-from effnas.trial_log import KEY_ATTR, Choice, Entry, Range, TrialLog
+from effnas.trial_log import KEY_ATTR, Choice, Entry, Range, TrialLog, open_storage
 
 T = 400_000_000
 TINY = ["ray.enabled=false", "run.threads=1", "data.max_train=300"]
@@ -47,7 +47,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def load(run: Path) -> optuna.Study:
     study = json.loads((run / "manifest.json").read_text())["study"]
-    return optuna.load_study(study_name=study["name"], storage=study["storage"])
+    return optuna.load_study(study_name=study["name"], storage=open_storage(study["storage"]))
 
 
 def study_storage(run: Path) -> str:
@@ -185,7 +185,7 @@ def test_search_killed_between_record_and_study_resumes_without_duplicates(
     study = load(run)
     if sampler == "random":  # the log owns this study: each row exactly once, nothing else
         assert keyed(study) == Counter(str(i) for i in rows["id"]) and len(study.trials) == 3
-        assert not (run / "study.db").exists()
+        assert not (run / "study.log").exists()
         by_row = {int(t.user_attrs[KEY_ATTR]): t for t in study.trials}
     else:
         # tpe asks and tells through the study: the trial killed before its annotation was told

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from effnas.cli import main
+from effnas.trial_log import open_storage
 from nas.records import read_trials
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,9 @@ def test_local_ray_search_writes_the_whole_contract(
     assert (run / "accuracy_vs_macs.png").stat().st_size > 1000
     manifest = json.loads((run / "manifest.json").read_text())
     assert len(manifest["dataset"]["fingerprint"]) == 64 and manifest["space"]["size"] == 288**7
-    study = optuna.load_study(study_name=manifest["study"]["name"], storage=f"sqlite:///{run / 'study.db'}")
+    study = optuna.load_study(
+        study_name=manifest["study"]["name"], storage=open_storage(str(run / "study.log"))
+    )
     assert len(study.trials) == len(rows)  # rejected samples are in the study too (told reward 0)
     assert main(["describe", str(run / "best_arch.yaml")]) == 0
     assert "stage7" in capsys.readouterr().out

@@ -54,13 +54,13 @@ def make_sampler(
     space: MnasNetSpace,
     seed: int = 0,
     *,
-    storage: str | None = None,
+    storage: Any = None,
     study_name: str = "effnas-search",
     history: History = (),
     **options: Any,
 ) -> Sampler:
-    """A sampler by name; `options` are its config keys (population, lr, ...); `storage` and
-    `study_name` reach the Optuna ones; `history` restores an interrupted run's state."""
+    """A sampler by name; `options` are its config keys (population, lr, ...); `storage` (a URL or
+    an opened Optuna storage) and `study_name` reach the Optuna ones; `history` restores an interrupted run's state."""
     cls = sampler_class(name)
     if name in ("tpe", "nsga2"):
         options = {**options, "storage": storage, "study_name": study_name}

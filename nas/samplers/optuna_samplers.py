@@ -1,8 +1,8 @@
 """Optuna-backed samplers: TPE on the reward, NSGA-II on (accuracy up, MACs down).
 
 Each decision of the space is one `CategoricalDistribution` over its choice *indices*, so Optuna
-sees the same vector every other sampler does. The study lives in an Optuna storage (an SQLite
-file in the run directory by default; any storage URL works) and is owned by this one process:
+sees the same vector every other sampler does. The study lives in an Optuna storage (the run's
+journal file by default; any storage URL works) and is owned by this one process:
 the driver asks and tells, Ray workers only train (DESIGN.md: SQLite locks under many writers).
 
 What Optuna is told: TPE gets the reward; NSGA-II gets (accuracy, MACs) and the baseline is then
@@ -28,7 +28,7 @@ class OptunaSampler(Sampler):
         self,
         space: MnasNetSpace,
         seed: int = 0,
-        storage: str | None = None,
+        storage: Any = None,  # a URL or an opened Optuna storage (the run's journal)
         study_name: str = "effnas-search",
         **options: Any,
     ) -> None:
