@@ -124,6 +124,12 @@ TABLES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             ),
         ),
     },
+    "search study": {  # `effnas study search`: a study run whose kind is search
+        "study.csv": (
+            ("arch", "role", "name", "budget", "seed", "macs", "accuracy", "reward", "status"),
+            ("budget", "seed", "macs", "accuracy", "reward"),
+        ),
+    },
     "train": {"metrics.csv": (("epoch", "val_accuracy"), ("epoch", "val_accuracy"))},
 }
 YAML_FILES = {"grid": ("coefficients.yaml",)}
@@ -148,6 +154,12 @@ SECTIONS = {  # stage -> (heading, what the paper does there)
         "Study",
         "Single-dimension against compound scaling at matched MACs (paper Figure 8 and Table 3; "
         "Figure 3 for one dimension swept alone).",
+    ),
+    "search study": (
+        "Search against random search",
+        "Whether the searched baseline beats random architectures of its MACs from the same space, and "
+        "the space's base, once all are trained on one longer budget with the same seeds "
+        "(`effnas study search`).",
     ),
     "train": ("Train", "Architectures trained with the shared proxy trainer."),
 }
@@ -220,7 +232,11 @@ def load_run(text: str) -> Run:
     if stage is None:
         raise UserError(f"{path}: not an effnas run directory (no readable manifest.json with a stage)")
     if stage not in TABLES:
-        raise UserError(f"{path}: a {stage} run; effnas report reads {', '.join(TABLES)} runs")
+        stages = ", ".join(s for s in TABLES if s != "search study")  # that one is a kind of study run
+        raise UserError(f"{path}: a {stage} run; effnas report reads {stages} runs")
+    config = _read_yaml(path / ".hydra" / "config.yaml")
+    if stage == "study" and config.get("kind") == "search":
+        stage = "search study"
     manifest = read_json(path / "manifest.json")
     if not (path / "summary.json").is_file():
         status = manifest.get("status", "?")
@@ -228,7 +244,6 @@ def load_run(text: str) -> Run:
     summary = read_json(path / "summary.json")
     if not isinstance(summary, dict):
         raise UserError(f"{path / 'summary.json'}: expected a JSON object, got {type(summary).__name__}")
-    config = _read_yaml(path / ".hydra" / "config.yaml")
     tables = {
         name: read_table(path / name, required, numeric)
         for name, (required, numeric) in TABLES[stage].items()
@@ -251,7 +266,7 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.stage] = counts.get(run.stage, 0) + 1
-        run.label = f"{run.stage}{counts[run.stage]}"
+        run.label = f"{run.stage.replace(' ', '_')}{counts[run.stage]}"
     return runs
 
 
@@ -936,6 +951,131 @@ def study_section(run: Run, figures: Figures) -> list[str]:
     return out
 
 
+# -- search study -------------------------------------------------------------------------------
+ROLE_STYLE = {"random": ("0.55", "o", 6), "base": ("tab:blue", "s", 8), "searched": ("tab:red", "*", 14)}
+
+
+def search_study_figure(run: Run) -> Any:
+    """Accuracy against MACs, one panel per budget: mean ± sample std over seeds per
+    architecture; random ones grey, the base blue, the searched one a red star."""
+    study = run.tables["study.csv"]
+    done = study[study["status"] == "ok"]
+    budgets = sorted(done["budget"].unique()) or [0.0]
+    fig, axes = _axes(len(budgets))
+    for ax, budget in zip(axes, budgets):
+        mine = done[done["budget"] == budget]
+        for role in ("random", "base", "searched"):
+            group = (
+                mine[mine["role"] == role]
+                .groupby("arch")
+                .agg(macs=("macs", "first"), mean=("accuracy", "mean"), std=("accuracy", "std"))
+            )
+            if not len(group):
+                continue
+            color, marker, size = ROLE_STYLE[role]
+            ax.errorbar(
+                group["macs"] / 1e6,
+                group["mean"],
+                yerr=group["std"].fillna(0),
+                fmt=marker,
+                color=color,
+                markersize=size,
+                capsize=3,
+                label=role,
+            )
+        ax.set(xlabel="MACs (M, deployment resolution)", ylabel="proxy accuracy", title=f"{budget:g} epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def search_study_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
+    """One budget of summary.json: each architecture, best accuracy first."""
+    import pandas as pd
+
+    archs = entry.get("archs") or {}
+    order = list(entry.get("accuracy_ranking") or []) + [
+        k for k in archs if k not in (entry.get("accuracy_ranking") or [])
+    ]
+    rows = []
+    for rank, label in enumerate(order, 1):
+        v = archs[label]
+        rows.append(
+            {
+                "rank": rank if v.get("mean") is not None else "-",
+                "arch": label,
+                "role": v.get("role"),
+                "MACs": _flops(v.get("macs")),
+                "MACs / searched": _fixed(3)(v.get("macs_ratio")),
+                "accuracy": _mean_std(v.get("mean"), v.get("std"), v.get("n")),
+                "reward": _mean_std(v.get("reward_mean"), v.get("reward_std")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _versus(v: Mapping[str, Any] | None, what: str) -> str:
+    if not v:
+        return ""
+    spread = "no seed spread" if v.get("spread") is None else f"seed spread {v['spread']:.4f}"
+    return f"- vs {what} (`{v.get('id')}`): margin {v.get('margin', 0):+.4f} accuracy ({spread}): **{v.get('call')}**"
+
+
+def search_study_section(run: Run, figures: Figures) -> list[str]:
+    study, summary = run.tables["study.csv"], run.summary
+    budgets = ", ".join(f"{b:g}" for b in sorted(study["budget"].unique()))
+    proxy = run.config.get("proxy") if isinstance(run.config.get("proxy"), dict) else {}
+    budget = f"{budgets} epochs (the study's `budget` column){_recipe(proxy)}"
+    out = [
+        f"### `{run.path}`: `{summary.get('searched', '?')}` from `{summary.get('search_run', '?')}` vs "
+        f"{summary.get('random', '?')} random architectures of its MACs and `{summary.get('base', '?')}`",
+        "",
+    ]
+    if (study["status"] == "ok").any():
+        out += [
+            figures.save(
+                f"{run.label}_accuracy_vs_macs.png",
+                search_study_figure(run),
+                f"{run.label}: the searched architecture among random ones of its MACs",
+            ),
+            "",
+        ]
+    reward = summary.get("reward") or {}
+    out += [
+        "Proxy accuracy and the search's own reward "
+        f"(ACC x (cost / {reward.get('target', '?'):g} {reward.get('unit', '')})^w), mean ± sample std over "
+        "seeds (n finished), best accuracy first:"
+        if isinstance(reward.get("target"), (int, float))
+        else "Proxy accuracy and reward, mean ± sample std over seeds (n finished), best accuracy first:",
+        "",
+    ]
+    for label, entry in (summary.get("budgets") or {}).items():
+        out += [f"**{label}**", "", table(search_study_rows(entry)), ""]
+        r = entry.get("searched_rank")
+        if r:
+            out.append(
+                f"- the searched architecture ranks **{r.get('accuracy')} of {r.get('of')}** in accuracy and "
+                f"**{r.get('reward')} of {r.get('of')}** in reward"
+            )
+        out += [
+            line
+            for line in (
+                _versus(entry.get("vs_best_random"), "the best random"),
+                _versus(entry.get("vs_base"), "the base"),
+            )
+            if line
+        ]
+        out.append("")
+    if summary.get("complete") is False:
+        out += ["This study is unfinished: what finished is shown.", ""]
+    failed = int((~study["status"].isin(["ok", "pending"])).sum())
+    if failed:
+        out += [f"{failed} of {len(study)} trials failed and are left out of the means.", ""]
+    out += [source_line(run, budget), ""]
+    return out
+
+
 # -- train --------------------------------------------------------------------------------------
 def train_section(runs: Sequence[Run], figures: Figures) -> list[str]:
     import pandas as pd
@@ -1003,7 +1143,7 @@ def inputs_table(runs: Sequence[Run]) -> pd.DataFrame:
                 "directory": f"`{r.path}`",
                 "status": r.manifest.get("status", "?"),
                 "data": dataset_of(r),
-                "proxy budget": budget_of(r) if r.stage != "study" else "per row (`budget`)",
+                "proxy budget": budget_of(r) if "study" not in r.stage else "per row (`budget`)",
                 "effnas": (r.manifest.get("versions") or {}).get("effnas", "?"),
                 "commit": commit(r),
                 "started": r.manifest.get("started", "?"),
@@ -1021,6 +1161,7 @@ def render(cfg: Any, runs: Sequence[Run], figures: Figures) -> str:
         "grid": grid_section,
         "scale": scale_section,
         "study": study_section,
+        "search study": search_study_section,
     }
     for stage, (heading, what) in SECTIONS.items():
         mine = [r for r in runs if r.stage == stage]

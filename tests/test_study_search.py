@@ -151,6 +151,19 @@ def test_study_search_end_to_end_without_ray_and_resume_retrains_nothing_finishe
     assert summary["same_data_as_search"] is True and summary["budget_vs_search"]["0.25 epochs"] > 1
     assert summary["sampling"]["tolerance_reached"] <= 0.05 and (run / "accuracy_vs_macs.png").is_file()
 
+    # effnas report lays it out: the ranking table, the searched one's ranks and margins, a figure
+    report = tmp_path / "report"
+    assert main(["report", str(run), str(search_run), f"run.dir={report}"]) == 0
+    text = (report / "report.md").read_text()
+    assert "## Search against random search" in text and "## Search" in text
+    rank = entry["searched_rank"]
+    assert f"ranks **{rank['accuracy']} of 4** in accuracy and **{rank['reward']} of 4** in reward" in text
+    assert f"vs the best random (`{best_random}`): margin {entry['vs_best_random']['margin']:+.4f}" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| ") and "| searched " in line]
+    assert len(table_rows) == 1 and f"{means['searched']:.4f}" in table_rows[0]
+    assert (report / "search_study1_accuracy_vs_macs.png").stat().st_size > 1000
+    assert "search_study1_accuracy_vs_macs.png" in json.loads((report / "summary.json").read_text())["figures"]
+
     # nothing left: a resume trains nothing and changes nothing
     capsys.readouterr()
     assert main(["study", "search", "--resume", str(run)]) == 0
