@@ -162,7 +162,9 @@ def test_study_search_end_to_end_without_ray_and_resume_retrains_nothing_finishe
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "| searched " in line]
     assert len(table_rows) == 1 and f"{means['searched']:.4f}" in table_rows[0]
     assert (report / "search_study1_accuracy_vs_macs.png").stat().st_size > 1000
-    assert "search_study1_accuracy_vs_macs.png" in json.loads((report / "summary.json").read_text())["figures"]
+    assert (
+        "search_study1_accuracy_vs_macs.png" in json.loads((report / "summary.json").read_text())["figures"]
+    )
 
     # nothing left: a resume trains nothing and changes nothing
     capsys.readouterr()
