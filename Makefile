@@ -23,10 +23,11 @@ demo: $(STAMP)
 	$(VENV)/bin/effnas pipeline --target-flops 400M --phi 1..7 --train b0,b1 \
 		search.trials=8 search.sampler=evolution grid.max_candidates=6
 
+# --durations: CI's log names the slowest tests (the default suite must stay under 20 minutes)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

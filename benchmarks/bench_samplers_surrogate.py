@@ -33,6 +33,7 @@ import yaml
 from effnas.config import CONF_DIR
 from effnas.trials import run_inline
 from nas.driver import Search
+from nas.records import TRAINED
 from nas.reward import RewardFn
 from nas.samplers import SAMPLERS, make_sampler
 from nas.surrogate import Surrogate
@@ -53,19 +54,18 @@ def run_one(
 ) -> list[float]:
     """Best reward after each trained trial (index 0 = after the first)."""
     sampler = make_sampler(name, space, seed, storage=None, study_name=f"bench-{name}-{seed}", **options)
-    search = Search(space, sampler, reward_fn, trials=trials, reject_above=2.0, out=io.StringIO())
-    curve: list[float] = []
+    curve: list[float] = []  # best reward so far after each trained trial (rejected ones do not count)
+
+    def save(rows: list[dict]) -> None:  # the search's record hook: called after every new row
+        if rows[-1]["status"] in TRAINED:
+            curve.append(max((r["reward"] for r in rows if r["status"] == "ok"), default=0.0))
+
+    search = Search(space, sampler, reward_fn, trials=trials, reject_above=2.0, save=save, out=io.StringIO())
 
     def evaluate(config: dict) -> dict:
         accuracy = float(surrogate.predict(space, [tuple(config["choices"])])[0])
         return {"status": "ok", "accuracy": accuracy, "seconds": 0.0}
 
-    def complete(trial_id, result, error=False, _complete=search.complete):
-        _complete(trial_id, result, error)
-        best = max(r["reward"] for r in search.rows if r["status"] == "ok")
-        curve.append(best)
-
-    search.complete = complete  # type: ignore[method-assign]
     run_inline(search, evaluate)
     sampler.close()
     return curve

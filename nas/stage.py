@@ -19,24 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effnas.errors import UserError
+from nas.records import COLUMNS
 
 if TYPE_CHECKING:
     from effnas.trials import Executor
 
 SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
-# what the trial log (Optuna study, MLflow) gets of each trials.csv row besides its choices
-LOGGED = (
-    "arch",
-    "macs",
-    "params",
-    "activations",
-    "latency_ms",
-    "accuracy",
-    "reward",
-    "seconds",
-    "epochs",
-    "error",
-)
+# what the trial log (Optuna study, MLflow) gets of each trials.csv row as attributes: every column
+# but the ones that are the trial itself there (its key, state, parameters, the sampler's number)
+LOGGED = tuple(c for c in COLUMNS if c not in ("id", "status", "choices", "sampler_key"))
 ARTIFACTS = (
     "trials.csv",
     "pareto.csv",
