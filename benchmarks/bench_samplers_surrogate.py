@@ -75,6 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--surrogate", required=True, help="a surrogate run directory or its surrogate.pkl")
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (held-out seeds)")
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE")
@@ -130,7 +131,7 @@ def main() -> int:
         t0 = time.perf_counter()
         runs = [
             run_one(name, options, seed, args.trials, surrogate, space, reward_fn)
-            for seed in range(args.seeds)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
         ]
         seconds[label] = time.perf_counter() - t0
         curves[label] = np.array(runs)

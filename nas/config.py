@@ -25,7 +25,7 @@ class SamplerConfig:
     name: str = "random"  # random | tpe | nsga2 | evolution | controller | local | bananas
     population: int = 16  # evolution (aging population) / nsga2 (generation size)
     sample_size: int = 4  # evolution tournament size
-    n_startup: int = 8  # tpe: random trials before the model
+    n_startup: int = 4  # tpe: random trials before the model (conf/sampler/tpe.yaml)
     lr: float = 0.1  # controller: policy-gradient step on the logits
     baseline_decay: float = 0.9  # controller: moving-average reward baseline
     entropy: float = 0.0  # controller: entropy bonus

@@ -120,7 +120,7 @@ class TPESampler(OptunaSampler):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optuna.samplers.TPESampler(
-                n_startup_trials=int(self.options.get("n_startup", 8)),
+                n_startup_trials=int(self.options.get("n_startup", 4)),
                 seed=seed,
                 multivariate=True,
                 constant_liar=True,  # pending trials count as bad guesses: parallel asks spread
