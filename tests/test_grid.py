@@ -170,6 +170,8 @@ def test_verdict_calls_a_margin_inside_the_seed_spread_a_tie() -> None:
     assert verdict(same, other, resolution=1 / 512)["call"] == "tie"
 
 
+# slow (44 s): seeds end to end; the verdict against the seed spread is checked by the test above
+@pytest.mark.slow
 def test_grid_with_seeds_records_each_seed_and_resumes_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

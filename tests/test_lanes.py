@@ -114,6 +114,9 @@ def test_bn_statistics_are_the_lanes_average(digits) -> None:
     assert replica_bn.weight is bn.weight
 
 
+# slow (31 s): lanes against training in turn stays in the default suite (the test above);
+# this adds dropout and drop-path
+@pytest.mark.slow
 def test_lanes_train_reproducibly_with_dropout_and_drop_path(digits) -> None:
     a = arch(dropout=0.3, drop_path=0.3)
     proxy = cfg(epochs=2)
