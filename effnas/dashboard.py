@@ -115,8 +115,6 @@ def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
     """Serve until Ctrl-C; returns what was served."""
     import optuna_dashboard
 
-    from effnas.trial_log import open_journal
-
     found = locate(cfg)
     host, port = str(cfg.host), int(cfg.port)
     shown = f"[{host}]" if ":" in host else host
@@ -124,8 +122,9 @@ def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
     print(f"dashboard: study {found.name} ({found.trials} trials) of {found.run}", flush=True)
     print(f"dashboard: {url}  (Ctrl-C to stop)", flush=True)
     try:
-        served = open_journal(found.storage) if "://" not in found.storage else found.storage
-        optuna_dashboard.run_server(served, host=host, port=port)
+        # a URL or the journal's path, as optuna-dashboard's own command takes them (it opens a
+        # journal file itself); locate() has checked that the journal replays
+        optuna_dashboard.run_server(found.storage, host=host, port=port)
     except KeyboardInterrupt:
         print("dashboard: stopped", file=sys.stderr)
     except OSError as exc:  # the port was taken between the check and the bind

@@ -85,6 +85,9 @@ def test_summary_means_winner_and_compound_margin() -> None:
     assert entry["methods"]["depth"]["mean"] == pytest.approx(0.61) and entry["methods"]["depth"]["n"] == 2
 
 
+# slow (40-73 s): the study end to end runs by default on Ray (test_study_on_a_real_local_ray_runtime)
+# and its resume after kill -9 in tests/test_faults.py; this one adds the in-process executor
+@pytest.mark.slow
 def test_study_end_to_end_without_ray_and_resume_reruns_nothing_finished(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +178,8 @@ def test_from_must_be_a_search_or_grid_run(tmp_path: Path, capsys: pytest.Captur
     assert "a scale run; expected a search run or a grid run" in line
 
 
+# slow (15-31 s): tests/test_study_search.py checks the same summarise-what-finished path by default
+@pytest.mark.slow
 def test_an_interrupted_study_still_summarises_what_finished(tmp_path: Path) -> None:
     """A long study stopped halfway leaves its table, plot and a summary marked incomplete."""
     from effnas.config import compose
