@@ -60,7 +60,7 @@ def done_keys(path: Path) -> set[tuple[str, float, int]]:
     return {(r.arch, float(r.epochs), int(r.seed)) for r in rows.itertuples()}
 
 
-def table(path: Path, replicate: list[float]) -> pd.DataFrame:
+def table(path: Path) -> pd.DataFrame:
     rows = pd.read_csv(path).dropna(subset=["accuracy"])
     longest = rows.epochs.max()
     base_seed = rows.seed.min()
@@ -151,7 +151,7 @@ def main() -> int:
                 f"({row['seconds']} s, load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-    result = table(path, replicate)
+    result = table(path)
     print(f"\n$ python {' '.join(sys.argv)}   (load average now {os.getloadavg()[0]:.2f})")
     print(result.to_markdown(index=False, floatfmt=".3f"))
     return 0
