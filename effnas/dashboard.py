@@ -48,7 +48,7 @@ def locate(cfg: Any) -> Located:
     import optuna
 
     from effnas.runfiles import read_json, stage_of
-    from effnas.trial_log import open_journal
+    from effnas.trial_log import check_sqlite, open_journal
 
     if len(cfg.runs) != 1:
         raise UserError(f"give one run directory (effnas dashboard RUN_DIR), got {len(cfg.runs)}")
@@ -70,12 +70,8 @@ def locate(cfg: Any) -> Located:
         )
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{run}: its study's database {storage.removeprefix('sqlite:///')} does not exist")
-    if storage.startswith("sqlite:///"):  # Optuna would wait on a corrupt file instead of failing
-        with Path(storage.removeprefix("sqlite:///")).open("rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                raise UserError(
-                    f"{run}: {storage.removeprefix('sqlite:///')} is not an SQLite database (corrupt?)"
-                )
+    if storage.startswith("sqlite:///"):
+        check_sqlite(storage.removeprefix("sqlite:///"))
     if "://" not in storage and not Path(storage).is_file():
         raise UserError(f"{run}: its study's journal {storage} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,22 +107,55 @@ def validate(cfg: Any) -> None:
     check_port(str(cfg.host), int(cfg.port))
 
 
+def serve(app: Any, host: str, port: int) -> Any:
+    """A started threaded WSGI server for `app` on host:port; an OSError if it cannot listen.
+
+    Why not `optuna_dashboard.run_server`: it serves with wsgiref in the main thread, and
+    wsgiref's handler catches every exception a request raises, KeyboardInterrupt too, so a
+    Ctrl-C that lands while a page is being served is swallowed and the server runs on (seen in
+    CI; 3 of 3 local runs hung with requests arriving every few ms). Here requests run in daemon
+    threads and the main thread only waits, so Ctrl-C always reaches it."""
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # a request still running does not keep the command alive
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # no access log; errors still print
+            pass
+
+    server = make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="dashboard", daemon=True).start()
+    return server
+
+
 def run(cfg: Any, rundir: Any = None) -> dict[str, Any]:
     """Serve until Ctrl-C; returns what was served."""
+    import threading
+
     import optuna_dashboard
 
     found = locate(cfg)
     host, port = str(cfg.host), int(cfg.port)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/dashboard/studies/{found.study_id}"
+    # a URL or the journal's path, as optuna-dashboard's own command takes them (it opens a
+    # journal file itself); locate() has checked that the journal replays
+    app = optuna_dashboard.wsgi(found.storage)
+    try:
+        server = serve(app, host, port)
+    except OSError as exc:  # the port was taken between the check and the bind
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print(f"dashboard: study {found.name} ({found.trials} trials) of {found.run}", flush=True)
     print(f"dashboard: {url}  (Ctrl-C to stop)", flush=True)
     try:
-        # a URL or the journal's path, as optuna-dashboard's own command takes them (it opens a
-        # journal file itself); locate() has checked that the journal replays
-        optuna_dashboard.run_server(found.storage, host=host, port=port)
+        threading.Event().wait()  # until Ctrl-C
     except KeyboardInterrupt:
         print("dashboard: stopped", file=sys.stderr)
-    except OSError as exc:  # the port was taken between the check and the bind
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        server.shutdown()  # the serving loop notices within its 0.5 s poll
+        server.server_close()
     return {"url": url, "study": found.name, "trials": found.trials}

@@ -12,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,42 @@ def browser() -> Any:
     return webdriver.Chrome(options=options, service=Service(driver))
 
 
+def start_dashboard(run: Path, port: int) -> tuple[subprocess.Popen, str, list[str]]:
+    """`effnas dashboard RUN --port PORT` in a child process, its output read by a thread (a pipe
+    nobody reads fills and blocks the server); (process, URL it printed, its output so far)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "effnas", "dashboard", str(run), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: list[str] = []
+    printed = threading.Event()
+
+    def read() -> None:
+        for line in server.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if "(Ctrl-C to stop)" in line:
+                printed.set()
+        printed.set()  # the process ended without printing it
+
+    threading.Thread(target=read, daemon=True).start()
+    printed.wait(120)
+    url = next((line.split()[1] for line in seen if "(Ctrl-C to stop)" in line), "")
+    return server, url, seen
+
+
+def stop(server: subprocess.Popen, seen: list[str]) -> int:
+    """Ctrl-C, then the exit code; a server still running 30 s later is killed and fails the test."""
+    server.send_signal(signal.SIGINT)
+    try:
+        return server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        pytest.fail("the dashboard did not stop within 30 s of Ctrl-C:\n" + "".join(seen)[-3000:])
+
+
 def test_the_dashboard_shows_the_run_study_in_a_browser(search_run: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -77,23 +115,8 @@ def test_the_dashboard_shows_the_run_study_in_a_browser(search_run: Path) -> Non
     page = browser()
     name = json.loads((search_run / "manifest.json").read_text())["study"]["name"]
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "effnas", "dashboard", str(search_run), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server, url, seen = start_dashboard(search_run, port)
     try:
-        url, seen = None, []
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            line = server.stdout.readline()  # type: ignore[union-attr]
-            if not line:
-                break
-            seen.append(line)
-            if "(Ctrl-C to stop)" in line:
-                url = line.split()[1]
         journal = open_storage(str(search_run / "study.log"))  # the run's own study: its id there
         study_id = journal.get_study_id_from_name(name)
         assert url == f"http://127.0.0.1:{port}/dashboard/studies/{study_id}", seen
@@ -109,13 +132,35 @@ def test_the_dashboard_shows_the_run_study_in_a_browser(search_run: Path) -> Non
         assert "Trial 2" in page.find_element(By.TAG_NAME, "body").text
     finally:
         page.quit()
-        server.send_signal(signal.SIGINT)  # Ctrl-C: the server stops, the command ends normally
-        try:
-            code = server.wait(timeout=30)
-        finally:
-            if server.poll() is None:
-                server.kill()
+        code = stop(server, seen)  # Ctrl-C: the server stops, the command ends normally
     assert code == 0
+
+
+def test_ctrl_c_stops_the_dashboard_while_it_serves_requests(search_run: Path) -> None:
+    """A Ctrl-C that lands while a page is being served must stop the command: optuna-dashboard's
+    own server (wsgiref) swallowed it then and served on (3 of 3 runs hung like this)."""
+    server, url, seen = start_dashboard(search_run, free_port())
+    try:
+        assert url, seen
+        api = url.replace("/dashboard/studies/", "/api/studies/") + "?after=0"
+        served, busy = [0], threading.Event()
+
+        def hammer() -> None:
+            while server.poll() is None:
+                try:
+                    urllib.request.urlopen(api, timeout=5).read()
+                    served[0] += 1
+                    busy.set()
+                except OSError:
+                    time.sleep(0.05)
+
+        threading.Thread(target=hammer, daemon=True).start()
+        assert busy.wait(60), seen
+        time.sleep(1.0)  # requests now arrive back to back
+    finally:
+        code = stop(server, seen)
+    assert served[0] > 1 and code == 0, (served, seen)
+    assert "dashboard: stopped" in "".join(seen)
 
 
 def test_bad_input_is_one_line_exit_2(
@@ -128,6 +173,15 @@ def test_bad_input_is_one_line_exit_2(
     scale.mkdir()
     (scale / "manifest.json").write_text(json.dumps({"stage": "scale"}))
     assert "this scale run has no Optuna study" in expect_usage_error(["dashboard", str(scale)], capsys)
+    corrupt = {"sqlite:///{}": "is not an SQLite database", "{}": "is not an Optuna journal"}
+    for kind, (storage, why) in enumerate(corrupt.items()):  # a study file that is not one
+        run = tmp_path / f"corrupt-{kind}"
+        run.mkdir()
+        (run / "garbage").write_bytes(b"not a study at all\n")
+        recorded = {"storage": storage.format(run / "garbage"), "name": "s"}
+        (run / "manifest.json").write_text(json.dumps({"stage": "search", "study": recorded}))
+        err = expect_usage_error(["dashboard", str(run)], capsys)
+        assert why in err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
