@@ -324,7 +324,7 @@ def check_storage(cfg: Any) -> None:
     directory: that run's study database is its own record, and a new study written into it would
     change a finished run. On --resume, the run's own journal (study.log) must be one."""
     from effnas.runfiles import stage_of
-    from effnas.trial_log import JOURNAL, open_journal
+    from effnas.trial_log import JOURNAL, check_sqlite, open_journal
 
     storage = cfg.get("storage") if "storage" in cfg else None
     resume = cfg.get("resume") if "resume" in cfg else None
@@ -342,10 +342,7 @@ def check_storage(cfg: Any) -> None:
             f"storage {storage}: the study database of another run ({stage_of(owner)} run {owner}); "
             "give a storage of your own or leave storage unset (the run's own study.log)"
         )
-    if db.is_file() and db.stat().st_size:
-        with db.open("rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                raise UserError(f"{db} is not an SQLite database (corrupt?); restore it or start a new run")
+    check_sqlite(db)
 
 
 def _executor(cfg: Any, run: Any) -> Any:

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from effnas.errors import UserError
@@ -174,6 +175,18 @@ def open_journal(path: str) -> Any:
     return storage
 
 
+def check_sqlite(path: Any) -> None:
+    """An SQLite study file that exists must be one: Optuna would wait on a corrupt file instead
+    of failing, so a file without SQLite's 16-byte header is a UserError of one line. A missing or
+    empty file passes (SQLite creates it)."""
+    db = Path(str(path))
+    if not db.is_file() or not db.stat().st_size:
+        return
+    with db.open("rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise UserError(f"{db} is not an SQLite database (corrupt?); restore it or start a new run")
+
+
 def study_of(rundir: Any, cfg: Any, stage: str) -> tuple[str, str]:
     """(storage URL, study name) of the run, recorded in manifest.json. A run keeps the name its
     manifest records (a resumed run, a second call); a new one gets `study_name=` or
@@ -220,17 +233,18 @@ class TrialLog:
         *,
         directions: Sequence[str] = ("maximize",),
         study: Any = None,
+        storage: Any = None,
     ) -> TrialLog:
         """The log of a run. `study`: an Optuna study a sampler already asks and tells through
         (its trials are annotated, not added); else the run's study is created or, on resume,
-        reopened."""
+        reopened, in `storage` (the run's storage already opened) or in the one `study_of` names."""
         import optuna
 
         attached = study is not None
         if study is None:
-            storage, name = study_of(rundir, cfg, stage)
+            url, name = study_of(rundir, cfg, stage)
             study = optuna.create_study(
-                storage=open_storage(storage),
+                storage=storage if storage is not None else open_storage(url),
                 study_name=name,
                 directions=list(directions),
                 load_if_exists=True,

@@ -258,12 +258,13 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
     storage, study_name = study_of(rundir, cfg, "search")
+    opened = open_storage(storage)  # once: a journal is replayed whole on opening
     options = {k: cfg.sampler[k] for k in cfg.sampler if k != "name"}
     sampler = make_sampler(
         cfg.sampler.name,
         space,
         int(cfg.run.seed),
-        storage=open_storage(storage),
+        storage=opened,
         study_name=study_name,
         history=history_of(rows, "latency_ms" if unit == "ms" else "macs"),
         **options,
@@ -277,6 +278,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         "search",
         {d.name: Choice(range(len(d.values))) for d in space.dims},
         study=getattr(sampler, "study", None),
+        storage=opened,
     )
     log.sync(trial_entries(rows, space))  # a resumed run: what finished before the study heard of it
 
