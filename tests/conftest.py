@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def space_config(**changes: object) -> dict:
     from effnas.config import CONF_DIR
 
     return {**yaml.safe_load((CONF_DIR / "space" / "mnasnet.yaml").read_text()), **changes}
+
+
+def ctrl_c_reaches() -> None:
+    """`preexec_fn` for a child a test will Ctrl-C: SIGINT at its default, as a terminal's
+    foreground command has it. A test session started in the background (`cmd &` in a script,
+    as CI runners and nohup do) inherits SIGINT ignored, and Python then never turns it into
+    KeyboardInterrupt: the child would not see the test's Ctrl-C at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

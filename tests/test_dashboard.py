@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import expect_usage_error
+from conftest import ctrl_c_reaches, expect_usage_error
 
 from effnas.cli import main
 from effnas.trial_log import open_storage
@@ -81,6 +81,7 @@ def start_dashboard(run: Path, port: int) -> tuple[subprocess.Popen, str, list[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_reaches,
     )
     seen: list[str] = []
     printed = threading.Event()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ctrl_c_reaches
 
 from effnas.cli import main
 from effnas.trial_log import open_storage
@@ -223,6 +224,7 @@ def test_ctrl_c_ends_as_interrupted_and_resumes(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=ctrl_c_reaches,
     )
     try:
         deadline = time.time() + 240
