@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import MISSING
 
 from effnas.errors import UserError
+from effnas.figures import axes as _axes
+from effnas.figures import searched_among_random
 from effnas.runfiles import check_table, read_json, stage_of
 from effnas.units import format_flops
 from search_spaces.official import PAPER_COEFFICIENTS
@@ -370,16 +372,6 @@ class Figures:
         plt.close(fig)
         self.names.append(name)
         return f"![{caption}]({name})"
-
-
-def _axes(ncols: int, width: float = 5.0, height: float = 3.8) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -952,44 +944,6 @@ def study_section(run: Run, figures: Figures) -> list[str]:
 
 
 # -- search study -------------------------------------------------------------------------------
-ROLE_STYLE = {"random": ("0.55", "o", 6), "base": ("tab:blue", "s", 8), "searched": ("tab:red", "*", 14)}
-
-
-def search_study_figure(run: Run) -> Any:
-    """Accuracy against MACs, one panel per budget: mean ± sample std over seeds per
-    architecture; random ones grey, the base blue, the searched one a red star."""
-    study = run.tables["study.csv"]
-    done = study[study["status"] == "ok"]
-    budgets = sorted(done["budget"].unique()) or [0.0]
-    fig, axes = _axes(len(budgets))
-    for ax, budget in zip(axes, budgets):
-        mine = done[done["budget"] == budget]
-        for role in ("random", "base", "searched"):
-            group = (
-                mine[mine["role"] == role]
-                .groupby("arch")
-                .agg(macs=("macs", "first"), mean=("accuracy", "mean"), std=("accuracy", "std"))
-            )
-            if not len(group):
-                continue
-            color, marker, size = ROLE_STYLE[role]
-            ax.errorbar(
-                group["macs"] / 1e6,
-                group["mean"],
-                yerr=group["std"].fillna(0),
-                fmt=marker,
-                color=color,
-                markersize=size,
-                capsize=3,
-                label=role,
-            )
-        ax.set(xlabel="MACs (M, deployment resolution)", ylabel="proxy accuracy", title=f"{budget:g} epochs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def search_study_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
     """One budget of summary.json: each architecture, best accuracy first."""
     import pandas as pd
@@ -1036,7 +990,7 @@ def search_study_section(run: Run, figures: Figures) -> list[str]:
         out += [
             figures.save(
                 f"{run.label}_accuracy_vs_macs.png",
-                search_study_figure(run),
+                searched_among_random(run.tables["study.csv"]),
                 f"{run.label}: the searched architecture among random ones of its MACs",
             ),
             "",

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from effnas import figures
 from effnas.units import format_flops
 
 # column -> (header, formatter); columns not listed print with str()
@@ -66,18 +67,9 @@ def _plain(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
+def figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, list[Any]]:
     """A row of `ncols` axes on the Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, axes[0]
+    return figures.axes(ncols, width, height)
 
 
-def close(fig: Any) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+close = figures.close

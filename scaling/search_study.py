@@ -461,52 +461,16 @@ def _rounded(v: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Accuracy vs MACs per budget, mean and std over seeds: random ones grey, the base blue, the
-    searched one a red star."""
+    """Accuracy vs MACs per budget, mean and std over seeds (`effnas.figures`, which the report
+    draws too)."""
     import pandas as pd
 
-    from scaling import report
+    from effnas import figures
 
-    frame = pd.DataFrame([r for r in rows if r["status"] == "ok"])
-    if frame.empty:
-        return
-    frame["gmacs"] = frame["macs"] / 1e9
-    budgets = sorted(frame["budget"].unique())
-    style = {
-        "random": {"marker": "o", "color": "0.55", "markersize": 6},
-        "base": {"marker": "s", "color": "tab:blue", "markersize": 7},
-        "searched": {"marker": "*", "color": "tab:red", "markersize": 14},
-    }
-    fig, axes = report.figure(len(budgets), width=5.0)
-    for ax, budget in zip(axes, budgets):
-        sub = frame[frame["budget"] == budget]
-        stats = (
-            sub.groupby(["arch", "role", "gmacs"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
-        )
-        for role in ("random", "base", "searched"):  # the searched one drawn last, on top
-            part = stats[stats["role"] == role]
-            if part.empty:
-                continue
-            ax.errorbar(
-                part["gmacs"],
-                part["mean"],
-                yerr=part["std"].fillna(0),
-                linestyle="none",
-                capsize=3,
-                label=role,
-                zorder=3 if role == "searched" else 2,
-                **style[role],
-            )
-            for _, p in part.iterrows():
-                ax.annotate(
-                    p["arch"], (p["gmacs"], p["mean"]), fontsize=6, xytext=(4, 3), textcoords="offset points"
-                )
-        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel="proxy val accuracy")
-        ax.set_title(f"searched vs random of its MACs, {budget:g} epochs", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    rundir.save_figure("accuracy_vs_macs.png", fig)
-    report.close(fig)
+    fig = figures.searched_among_random(pd.DataFrame(list(rows), columns=COLUMNS))
+    if fig is not None:
+        rundir.save_figure("accuracy_vs_macs.png", fig)
+        figures.close(fig)
 
 
 # -- the stage ----------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
 
 # bottom to top; a pattern ending in ".*" covers a package and everything under it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("effnas", "effnas.errors", "effnas.units", "effnas.runfiles", "effnas.conf_dir")),
+    (
+        "foundation",
+        ("effnas", "effnas.errors", "effnas.units", "effnas.runfiles", "effnas.conf_dir", "effnas.figures"),
+    ),
     (
         "vocabulary",
         (
