@@ -71,7 +71,7 @@ def locate(cfg: Any) -> Located:
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{run}: its study's database {storage.removeprefix('sqlite:///')} does not exist")
     if storage.startswith("sqlite:///"):
-        check_sqlite(storage.removeprefix("sqlite:///"))
+        check_sqlite(storage.removeprefix("sqlite:///"), empty_ok=False)  # not to create tables in it
     if "://" not in storage and not Path(storage).is_file():
         raise UserError(f"{run}: its study's journal {storage} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

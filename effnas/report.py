@@ -24,7 +24,7 @@ from omegaconf import MISSING
 
 from effnas.errors import UserError
 from effnas.figures import axes as _axes
-from effnas.figures import searched_among_random
+from effnas.figures import close, searched_among_random
 from effnas.runfiles import check_table, read_json, stage_of
 from effnas.units import format_flops
 from search_spaces.official import PAPER_COEFFICIENTS
@@ -366,10 +366,8 @@ class Figures:
         self.names: list[str] = []
 
     def save(self, name: str, fig: Any, caption: str) -> str:
-        import matplotlib.pyplot as plt
-
         self.rundir.save_figure(name, fig)
-        plt.close(fig)
+        close(fig)
         self.names.append(name)
         return f"![{caption}]({name})"
 

@@ -175,12 +175,12 @@ def open_journal(path: str) -> Any:
     return storage
 
 
-def check_sqlite(path: Any) -> None:
+def check_sqlite(path: Any, empty_ok: bool = True) -> None:
     """An SQLite study file that exists must be one: Optuna would wait on a corrupt file instead
     of failing, so a file without SQLite's 16-byte header is a UserError of one line. A missing or
-    empty file passes (SQLite creates it)."""
+    empty file passes when `empty_ok` (a run about to create it), fails when reading a study."""
     db = Path(str(path))
-    if not db.is_file() or not db.stat().st_size:
+    if empty_ok and (not db.is_file() or not db.stat().st_size):
         return
     with db.open("rb") as f:
         if f.read(16) != b"SQLite format 3\x00":

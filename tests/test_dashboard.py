@@ -183,6 +183,10 @@ def test_bad_input_is_one_line_exit_2(
         (run / "manifest.json").write_text(json.dumps({"stage": "search", "study": recorded}))
         err = expect_usage_error(["dashboard", str(run)], capsys)
         assert why in err
+    empty = tmp_path / "corrupt-0" / "garbage"  # an empty SQLite file: refused, not given tables
+    empty.write_bytes(b"")
+    assert "is not an SQLite database" in expect_usage_error(["dashboard", str(empty.parent)], capsys)
+    assert empty.stat().st_size == 0
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
