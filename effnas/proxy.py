@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from effnas.data import Dataset
     from search_spaces.arch import Arch
 
+from effnas import per_image
 from effnas.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, time_limit
 
 
@@ -50,6 +51,10 @@ class TrialResult:
     images_per_second: float  # training images / training-step seconds (no eval, no compile)
     epochs: float  # epochs actually trained
     test_accuracy: float | None = None
+    # which evaluation images the final weights got right (effnas.per_image.encode): the records a
+    # verdict pairs over the same images (effnas/verdict.py); `test_correct` only with test=True
+    correct: str | None = None
+    test_correct: str | None = None
     error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
@@ -134,10 +139,12 @@ def evaluate(
             if test:
                 if data.test is None:
                     raise ValueError(f"dataset {data.name} has no test split")
-                result.test_accuracy, _ = trainer.score(trainer.test_x, trainer.test_y)
+                result.test_accuracy, _, hits = trainer.score(trainer.test_x, trainer.test_y)
+                result.test_correct = per_image.encode(hits)
         except (Diverged, TimeLimit) as exc:
             result.status, result.error = "failed", str(exc)
             result.accuracy = result.loss = result.test_accuracy = None
+            result.correct = result.test_correct = None
         except torch.OutOfMemoryError as exc:
             result.status, result.error = "failed", f"out of memory: {str(exc).splitlines()[0]}"
         finally:
@@ -347,7 +354,8 @@ class ProxyTrainer:
                 if self.cuda:
                     torch.cuda.synchronize()
                 train_seconds += time.perf_counter() - tic
-                r.accuracy, r.loss = self.score(self.val_x, self.val_y)
+                r.accuracy, r.loss, hits = self.score(self.val_x, self.val_y)
+                r.correct = per_image.encode(hits)
                 start = ((done - 1) // self.report_steps) * self.report_steps
                 if not math.isfinite(r.loss):
                     raise Diverged(f"validation loss became {r.loss} at step {done}")
@@ -458,15 +466,16 @@ class ProxyTrainer:
         self.model.train()
         self._calibrated_at = self._steps_done
 
-    def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of the current weights; BN recalibrated, eval mode."""
+    def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float, Any]:
+        """(accuracy, mean cross-entropy, per-image correctness as a bool numpy array) of the
+        current weights; BN recalibrated, eval mode."""
         import torch
         import torch.nn.functional as F
 
         self.calibrate_bn()
         model = self.model
         model.eval()
-        correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+        hits = torch.zeros(len(y_all), dtype=torch.bool, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
         size = int(self.proxy.eval_batch_size)
         with torch.inference_mode():
@@ -479,10 +488,11 @@ class ProxyTrainer:
                 else:
                     logits = model(x)
                 total_loss += F.cross_entropy(logits, y, reduction="sum").double()
-                correct += (logits.argmax(1) == y).sum()
+                hits[start : start + size] = logits.argmax(1) == y
         model.train()
         n = len(y_all)
-        return int(correct) / n, float(total_loss) / n
+        hits_np = hits.cpu().numpy()
+        return int(hits_np.sum()) / n, float(total_loss) / n, hits_np
 
 
 def proxy_init(model: torch.nn.Module, init: str) -> None:

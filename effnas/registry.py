@@ -158,7 +158,12 @@ STAGES: dict[str, Stage] = {
                 Flag(
                     "--methods", "methods", "baseline,depth,width,resolution,compound,dwr (a subset)", "list"
                 ),
-                Flag("--seeds", "seeds", "train each arm this many times (default 2)", "positive_int"),
+                Flag(
+                    "--seeds",
+                    "seeds",
+                    "train each arm this many times (default 3; under 3 no spread, no winner)",
+                    "positive_int",
+                ),
                 Flag(
                     "--budgets",
                     "budgets",

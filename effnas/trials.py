@@ -140,6 +140,7 @@ def run_trial(
             threads=setup.threads or max(1, int(cpus)),
             device=setup.device,
             report=report,
+            test=bool(config.get("test")),  # also score the test split (a study's final report)
         )
         return result.to_dict()
     except MemoryError as exc:

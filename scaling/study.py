@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING
 
+from effnas import per_image, verdict
 from effnas.data.config import DataConfig
 from effnas.errors import UserError
 from effnas.proxy_config import ProxyConfig
@@ -53,6 +54,7 @@ METHODS = ("baseline", "depth", "width", "resolution", "compound", "dwr")
 SINGLE = ("depth", "width", "resolution")
 DWR_EXPONENTS = (0.1, 0.4, 0.05)  # Dollar et al. 2021, alpha = 0.8: depth, width, resolution of s
 STEP = 0.005  # resolution of the multiplier search
+EVAL_SPLITS = ("auto", "test", "val")
 COLUMNS = (
     "id",
     "method",
@@ -70,6 +72,7 @@ COLUMNS = (
     "macs_ratio",
     "on_level",
     "accuracy",
+    "val_accuracy",
     "images_per_s",
     "seconds",
     "status",
@@ -104,6 +107,7 @@ class StudyConfig:
     resume: Optional[str] = MISSING
     storage: Optional[str] = MISSING  # Optuna storage URL of the run's study (effnas.trial_log)
     study_name: Optional[str] = MISSING
+    eval_split: str = MISSING  # auto | test | val: the images every arm is judged on
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -293,6 +297,8 @@ def validate(cfg: Any) -> None:
     check(cfg)
     if int(cfg.seeds) < 1:
         raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
+    if cfg.eval_split not in EVAL_SPLITS:
+        raise UserError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {cfg.eval_split!r}")
     if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
         raise UserError(f"--budgets must be epochs > 0, got {list(cfg.budgets or [])}")
     if not 0 < float(cfg.tolerance) < 1 or not float(cfg.max_multiplier) > 1:
@@ -378,8 +384,9 @@ class StudyTrials:
 
     name = "study"
 
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None) -> None:
+    def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None, test: bool = False) -> None:
         self.rows = rows
+        self.test = test  # judge on the test split (its accuracy and per-image record) instead of val
         self.log = log  # an effnas.trial_log.TrialLog: every finished row also goes to the study
         self.by_id = {r["id"]: r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
@@ -409,6 +416,7 @@ class StudyTrials:
             "resolution": row["proxy_resolution"],
             "seed": row["seed"],
             "epochs": row["budget"],
+            "test": self.test,
         }
 
     def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
@@ -416,10 +424,13 @@ class StudyTrials:
         if rid is None:
             return
         row, result = self.by_id[rid], dict(result or {})
-        ok = not error and result.get("status") == "ok" and result.get("accuracy") is not None
+        measure, record = ("test_accuracy", "test_correct") if self.test else ("accuracy", "correct")
+        ok = not error and result.get("status") == "ok" and result.get(measure) is not None
+        per_image.save(self.rundir.path, rid, result.get(record) if ok else None)
         row.update(
             status="ok" if ok else "failed",
-            accuracy=result.get("accuracy") if ok else None,
+            accuracy=result.get(measure) if ok else None,
+            val_accuracy=result.get("accuracy") if ok else None,
             images_per_s=round(float(result.get("images_per_second") or 0), 1) if ok else None,
             seconds=round(float(result["seconds"]), 1) if result.get("seconds") is not None else None,
             error=None
@@ -495,46 +506,61 @@ def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
 
 
 # -- results ------------------------------------------------------------------------------------
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per budget and level: each method's mean and spread (sample std over seeds), the winner
-    (highest mean), and compound's margin over the best single dimension; whether the ranking of
-    the methods held across budgets."""
-    ok = [r for r in rows if r["status"] == "ok"]
+def arm_scores(rows: Sequence[dict[str, Any]], run: Any, images: int) -> dict[tuple, verdict.Scores]:
+    """Each arm's finished seeds as `effnas.verdict.Scores`, keyed (budget, level, method); the
+    baseline's level is 1. Paired over the evaluation images where every seed left its record."""
+    trials: dict[tuple, list[tuple[str, float]]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["accuracy"] is not None:
+            key = (float(r["budget"]), float(r["level"]), r["method"])
+            trials.setdefault(key, []).append((str(r["id"]), float(r["accuracy"])))
+    return {key: per_image.scores(run, found, images) for key, found in trials.items()}
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]], run: Any = None, images: int = 0, split: str = "val"
+) -> dict[str, Any]:
+    """Per budget and level: each method's mean, seed std and interval (`effnas.verdict`); the
+    ranking by mean; the leader and whether it wins (its interval over the runner-up excludes
+    zero) or ties; compound against the best single dimension and every arm against the
+    unscaled baseline, each with its interval and call; whether the ranking held across budgets.
+    `images`: the evaluation set's size (`split`), for runs without per-image records."""
+    scores = arm_scores(rows, run, images) if run is not None and images else {}
     out: dict[str, Any] = {}
     rankings: dict[str, dict[float, list[str]]] = {}
     for budget in sorted({r["budget"] for r in rows}):
         per_level: dict[str, Any] = {}
         for level in sorted({r["level"] for r in rows if r["method"] != "baseline"} or {1.0}):
             methods: dict[str, Any] = {}
+            arms: dict[str, verdict.Scores] = {}
             for m in METHODS:
-                accs = [
-                    float(r["accuracy"])
-                    for r in ok
-                    if r["budget"] == budget and r["method"] == m and (r["level"] == level or m == "baseline")
-                ]
                 mine = [r for r in rows if r["budget"] == budget and r["method"] == m]
                 if not mine:
                     continue
-                methods[m] = {
+                at = 1.0 if m == "baseline" else float(level)
+                accs = [float(r["accuracy"]) for r in mine if r["status"] == "ok" and r["level"] == at]
+                entry = {
                     "mean": round(statistics.fmean(accs), 5) if accs else None,
                     "std": round(statistics.stdev(accs), 5) if len(accs) > 1 else None,
                     "n": len(accs),
-                    "macs_ratio": next(
-                        (r["macs_ratio"] for r in mine if r["level"] == level or m == "baseline"), None
-                    ),
-                    "on_level": all(r["on_level"] for r in mine if r["level"] == level or m == "baseline"),
+                    "macs_ratio": next((r["macs_ratio"] for r in mine if r["level"] == at), None),
+                    "on_level": all(r["on_level"] for r in mine if r["level"] == at),
                 }
+                arm = scores.get((float(budget), at, m))
+                if arm is not None:
+                    arms[m] = arm
+                    iv = verdict.arm_interval(arm)
+                    entry.update(low=iv["low"], high=iv["high"], images_half=iv["images_half"])
+                methods[m] = entry
             scored = {m: v["mean"] for m, v in methods.items() if v["mean"] is not None and m != "baseline"}
             entry: dict[str, Any] = {"methods": methods}
             if scored:
-                entry["winner"] = max(scored, key=lambda m: scored[m])
-                entry["ranking"] = sorted(scored, key=lambda m: -scored[m])
-                singles = {m: scored[m] for m in SINGLE if m in scored}
-                if "compound" in scored and singles:
-                    best_single = max(singles, key=lambda m: singles[m])
-                    entry["best_single"] = best_single
-                    entry["compound_margin"] = round(scored["compound"] - singles[best_single], 5)
-                rankings.setdefault(f"{level:g}x", {})[budget] = entry["ranking"]
+                ranking = sorted(scored, key=lambda m: -scored[m])
+                entry["ranking"] = ranking
+                entry["leader"] = ranking[0]
+                entry["winner"] = ranking[0]  # highest mean; `winner_call` says if the data show it
+                entry.update(_verdicts(arms, ranking, scored))
+                rankings.setdefault(f"{level:g}x", {})[budget] = ranking
             per_level[f"{level:g}x"] = entry
         out[f"{budget:g} epochs"] = per_level
     held = {
@@ -542,37 +568,106 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for lvl, by_budget in rankings.items()
         if len(by_budget) > 1
     }
-    return {"budgets": out, "ranking_held_across_budgets": held or None}
+    result: dict[str, Any] = {"budgets": out, "ranking_held_across_budgets": held or None}
+    if scores:
+        result["evaluation"] = verdict.evaluation(list(scores.values()), split)
+    return result
 
 
-def plot(rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None) -> None:
-    """Figure 8 (accuracy vs MACs per method, mean and std over seeds) per budget; for a sweep,
-    Figure 3 (accuracy vs the dimension's multiplier)."""
+def _verdicts(
+    arms: Mapping[str, verdict.Scores], ranking: list[str], means: Mapping[str, float]
+) -> dict[str, Any]:
+    """The leader against the runner-up (`winner_call`: wins, or a tie / not estimable: then no
+    method is named the winner), compound against the best single dimension, each arm against the
+    unscaled baseline."""
+    out: dict[str, Any] = {}
+    leader = ranking[0]
+    if len(ranking) > 1 and leader in arms and ranking[1] in arms:
+        v = verdict.compare(arms[leader], arms[ranking[1]])
+        out["vs_runner_up"] = {"other": ranking[1], **v}
+        out["winner_call"] = v["call"]
+        out["tied_with_leader"] = [
+            m
+            for m in ranking[1:]
+            if m in arms and verdict.compare(arms[leader], arms[m])["call"] in ("tie", "not estimable")
+        ]
+    singles = {m: means[m] for m in SINGLE if m in means}
+    if "compound" in means and singles:
+        best_single = max(singles, key=lambda m: singles[m])
+        out["best_single"] = best_single
+        out["compound_margin"] = round(means["compound"] - singles[best_single], 5)
+        if "compound" in arms and best_single in arms:
+            out["compound_vs_best_single"] = {
+                "other": best_single,
+                **verdict.compare(arms["compound"], arms[best_single]),
+            }
+    if "baseline" in arms:
+        out["vs_baseline"] = {m: verdict.compare(arms[m], arms["baseline"]) for m in ranking if m in arms}
+    return out
+
+
+def _error_bars(stats: Any) -> Any:
+    """Error bars (lower, upper) from each point's interval (`low`/`high`), or, where the seed
+    spread is not estimable, the evaluation set's own half-width (`images_half`)."""
+    import numpy as np
+
+    lower = np.where(stats["low"].notna(), stats["mean"] - stats["low"], stats["images_half"])
+    upper = np.where(stats["high"].notna(), stats["high"] - stats["mean"], stats["images_half"])
+    return np.nan_to_num(np.vstack([lower, upper]).astype(float))
+
+
+def point_intervals(rows: Sequence[dict[str, Any]], run: Any, images: int, by: str) -> Any:
+    """Per budget, method and `by` (gmacs or multiplier): mean accuracy and its interval."""
     import pandas as pd
 
+    scores = arm_scores(rows, run, images) if images else {}
+    found = []
+    for (budget, level, method), arm in scores.items():
+        first = next(r for r in rows if r["method"] == method and float(r["level"]) == level)
+        iv = verdict.arm_interval(arm)
+        found.append(
+            {
+                "budget": budget,
+                "method": method,
+                "gmacs": first["macs"] / 1e9,
+                "multiplier": first["multiplier"],
+                **{k: iv[k] for k in ("mean", "low", "high", "images_half")},
+            }
+        )
+    frame = pd.DataFrame(found)
+    return frame.sort_values(["budget", "method", by]) if not frame.empty else frame
+
+
+def plot(
+    rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None, images: int = 0, split: str = "val"
+) -> None:
+    """Figure 8 (accuracy vs MACs per method) per budget; for a sweep, Figure 3 (accuracy vs the
+    dimension's multiplier). Each point is an arm's mean over seeds with its interval
+    (`effnas.verdict.arm_interval`: seeds + evaluation set); where the seed spread is not
+    estimable (under 3 seeds) the bars are the evaluation set's error alone, and the title says so."""
     from scaling import report
 
-    frame = pd.DataFrame([r for r in rows if r["status"] == "ok"])
-    if frame.empty:
+    stats = point_intervals(rows, rundir.path, images, "gmacs")
+    if stats.empty:
         return
-    frame["gmacs"] = frame["macs"] / 1e9
-    budgets = sorted(frame["budget"].unique())
+    seeds_ok = stats["low"].notna().all()
+    bars = (
+        "95% interval (seeds + eval images)"
+        if seeds_ok
+        else "bars: eval-set error only (seed spread not estimable)"
+    )
+    budgets = sorted(stats["budget"].unique())
     fig, axes = report.figure(len(budgets), width=5.0)
     for ax, budget in zip(axes, budgets):
-        sub = frame[frame["budget"] == budget]
+        sub = stats[stats["budget"] == budget]
         for method, part in sub.groupby("method", sort=False):
-            stats = part.groupby("gmacs")["accuracy"].agg(["mean", "std"]).reset_index()
+            part = part.sort_values("gmacs")
             marker = "*" if method == "compound" else "o"
             ax.errorbar(
-                stats["gmacs"],
-                stats["mean"],
-                yerr=stats["std"].fillna(0),
-                marker=marker,
-                capsize=3,
-                label=method,
+                part["gmacs"], part["mean"], yerr=_error_bars(part), marker=marker, capsize=3, label=method
             )
-        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel="proxy val accuracy")
-        ax.set_title(f"{budget:g} epochs")
+        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel=f"accuracy ({split})")
+        ax.set_title(f"{budget:g} epochs; {bars}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     rundir.save_figure("accuracy_vs_macs.png", fig)
@@ -580,20 +675,65 @@ def plot(rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None) -> None
     if sweep:
         fig, axes = report.figure(1, width=5.0)
         for budget in budgets:
-            stats = frame[frame["budget"] == budget].groupby("multiplier")["accuracy"].agg(["mean", "std"])
+            part = stats[stats["budget"] == budget].sort_values("multiplier")
             axes[0].errorbar(
-                stats.index,
-                stats["mean"],
-                yerr=stats["std"].fillna(0),
+                part["multiplier"],
+                part["mean"],
+                yerr=_error_bars(part),
                 marker="o",
                 capsize=3,
                 label=f"{budget:g} epochs",
             )
-        axes[0].set(xlabel=f"{sweep} multiplier", ylabel="proxy val accuracy", title=f"scaling {sweep} alone")
+        axes[0].set(xlabel=f"{sweep} multiplier", ylabel=f"accuracy ({split})")
+        axes[0].set_title(f"scaling {sweep} alone; {bars}", fontsize=8)
         axes[0].grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         rundir.save_figure("accuracy_vs_multiplier.png", fig)
         report.close(fig)
+
+
+def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:
+    """(split, images) every arm is judged on: `test` (the data's test split: CIFAR-10's 10,000
+    images resolve about a 1.4-point difference between two models at 50%, paired less) when
+    `eval_split` is test, or auto and the data have one; else the validation hold-out."""
+    want = str(cfg.get("eval_split") or "auto")
+    if want == "test" and data.test is None:
+        raise UserError(f"eval_split=test but dataset {data.name} has no test split")
+    split = "test" if want == "test" or (want == "auto" and data.test is not None) else "val"
+    return split, len((data.test if split == "test" else data.val).y)
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The console's summary: per budget and level, each arm's mean (and interval), the leader's
+    call against the runner-up, compound against the best single dimension."""
+    lines = []
+    ev = summary.get("evaluation") or {}
+    if ev:
+        lines.append(
+            f"judged on {ev['images']} {ev['split']} images, seeds {ev['seeds']}, "
+            f"{ev['method'].split(':')[0]}; "
+            f"resolvable difference ~{ev['resolvable_difference']:.4f}; seed spread {ev['seed_spread']}"
+        )
+    for budget, levels in summary["budgets"].items():
+        for level, entry in levels.items():
+            arms = []
+            for m, v in entry["methods"].items():
+                if v["mean"] is None:
+                    continue
+                iv = f" [{v['low']:.4f}, {v['high']:.4f}]" if v.get("low") is not None else ""
+                arms.append(f"{m} {v['mean']:.4f}{iv}")
+            lines.append(f"{budget}, {level}: " + ", ".join(arms))
+            if "vs_runner_up" in entry:
+                v = entry["vs_runner_up"]
+                lines.append(f"  leader {entry['leader']} vs {v['other']}: {verdict.describe(v)}")
+            if "compound_vs_best_single" in entry:
+                v = entry["compound_vs_best_single"]
+                lines.append(f"  compound vs best single ({v['other']}): {verdict.describe(v)}")
+            elif "compound_margin" in entry:
+                lines.append(
+                    f"  compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
+                )
+    return lines
 
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
@@ -610,20 +750,23 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         rundir.record(study_inputs={**source, "baseline_name": baseline.name, "coefficients": list(coeffs)})
     data = load_dataset(cfg.data)  # fail on bad data before any trial; record what was used
     rundir.record_dataset(data)
+    split, images = evaluation_split(cfg, data)
     rows = plan(cfg, baseline, coeffs)
     previous = _read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
     for row in rows:
         old = previous.get(row["id"])
         if old is not None and old.get("status") == "ok":
-            row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
+            kept = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")
+            row.update({k: old.get(k) for k in kept})
     from effnas.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
-    trials = StudyTrials(rows, rundir, log)
+    trials = StudyTrials(rows, rundir, log, test=split == "test")
     print(
         f"study scaling: baseline {baseline.name} ({source['baseline']}), compound coefficients "
         f"{tuple(coeffs)} ({source['coefficients']}); {len(rows)} trials on {data.name} at "
-        f"{cfg.proxy.resolution}px x the resolution multiplier, budgets {list(cfg.budgets)} epochs"
+        f"{cfg.proxy.resolution}px x the resolution multiplier, budgets {list(cfg.budgets)} epochs; "
+        f"judged on the {split} split ({images} images)"
         + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
         file=sys.stderr,
         flush=True,
@@ -649,26 +792,16 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     if trials.remaining:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
-    summary = summarize(rows)
-    plot(rundir, rows, cfg.sweep)
+    summary = summarize(rows, rundir.path, images, split)
+    plot(rundir, rows, cfg.sweep, images, split)
     pending = sum(r["status"] == "pending" for r in rows)
     log.finish(
         rundir,
         ["study.csv", "accuracy_vs_macs.png", "accuracy_vs_multiplier.png"],
         "KILLED" if pending else "FINISHED",
     )
-    for budget, levels in summary["budgets"].items():
-        for level, entry in levels.items():
-            line = f"{budget}, {level}: " + ", ".join(
-                f"{m} {v['mean']:.4f}" + (f"+-{v['std']:.4f}" if v["std"] is not None else "")
-                for m, v in entry["methods"].items()
-                if v["mean"] is not None
-            )
-            if "compound_margin" in entry:
-                line += (
-                    f" | compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
-                )
-            print(line)
+    for line in summary_lines(summary):
+        print(line)
     if pending:  # what finished is summarised and plotted all the same (`complete: false`)
         rundir.write_json(
             "summary.json",

@@ -22,7 +22,16 @@ PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
-        ("effnas", "effnas.errors", "effnas.units", "effnas.runfiles", "effnas.conf_dir", "effnas.figures"),
+        (
+            "effnas",
+            "effnas.errors",
+            "effnas.units",
+            "effnas.runfiles",
+            "effnas.conf_dir",
+            "effnas.figures",
+            "effnas.verdict",
+            "effnas.per_image",
+        ),
     ),
     (
         "vocabulary",

@@ -141,6 +141,44 @@ def test_a_sweep_trains_one_dimension_at_each_multiplier(tmp_path: Path) -> None
     assert (run / "accuracy_vs_multiplier.png").is_file()
 
 
+def test_three_seeds_judged_on_the_test_split_with_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every trial leaves its per-image record of the test split; the summary pairs the arms over
+    those images, gives each arm an interval and calls the leader against the runner-up."""
+    from effnas import per_image
+    from effnas.verdict import METHOD, Scores, compare
+
+    run = tmp_path / "study"
+    args = ["study", "scaling", "--flops", "2x", "--methods", "baseline,width,compound", *TINY, "seeds=3"]
+    assert main([*args, "ray.enabled=false", f"run.dir={run}"]) == 0
+    rows = pd.read_csv(run / "study.csv")
+    assert len(rows) == 9 and set(rows["status"]) == {"ok"} and rows["val_accuracy"].notna().all()
+    summary = json.loads((run / "summary.json").read_text())
+    ev = summary["evaluation"]
+    assert ev["split"] == "test" and ev["images"] == 359 and ev["seeds"] == [3] and ev["method"] == METHOD
+    records = {r.id: per_image.load(run, r.id) for r in rows.itertuples()}
+    assert all(v is not None and v.size == 359 for v in records.values())
+    for r in rows.itertuples():  # the table's accuracy is the record's
+        assert r.accuracy == pytest.approx(records[r.id].mean())
+    entry = summary["budgets"]["1 epochs"]["2x"]
+    for m in ("baseline", "width", "compound"):
+        arm = entry["methods"][m]
+        assert arm["low"] <= arm["mean"] <= arm["high"]
+
+    # the stage's verdict is the one the records give
+    def arm(m: str) -> Scores:
+        return Scores.of([records[i] for i in rows[rows["method"] == m]["id"]])
+
+    leader, other = entry["leader"], entry["vs_runner_up"]["other"]
+    assert entry["vs_runner_up"]["call"] == compare(arm(leader), arm(other))["call"] == entry["winner_call"]
+    v = entry["compound_vs_best_single"]
+    assert v["other"] == "width" and v["low"] <= v["margin"] <= v["high"]
+    assert set(entry["vs_baseline"]) == {"width", "compound"}
+    out = capsys.readouterr().out
+    assert "judged on 359 test images" in out and "compound vs best single (width)" in out
+
+
 def test_study_on_a_real_local_ray_runtime(tmp_path: Path) -> None:
     import ray
 
