@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from effnas import per_image
 from effnas.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, Candidate, enumerate_candidates, scale_arch, spread_subset
 from search_spaces.arch import Arch
@@ -198,6 +199,11 @@ def _key(row: Mapping[str, Any]) -> tuple[str, Any]:
     return row["id"], row.get("seed")
 
 
+def record_key(row: Mapping[str, Any]) -> str:
+    """The trial's per-image record (`effnas.per_image`): `<point id>/seed<seed>`."""
+    return f"{row['id']}/seed{row.get('seed')}"
+
+
 def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]:
     """Rows of an earlier attempt (for --resume), by (id, seed); a trials.csv from before the
     `seed` column trained every point once, with `seed` (the run's)."""
@@ -266,6 +272,7 @@ class GridTrials:
         result = dict(result or {})
         status = "failed" if error else (result.get("status") or "failed")
         reason = (error if isinstance(error, str) else "trial crashed") if error else result.get("error")
+        per_image.save(self.rundir.path, record_key(row), result.get("correct") if status == "ok" else None)
         row.update(
             status=status,
             accuracy=result.get("accuracy") if status == "ok" else None,
