@@ -7,9 +7,10 @@ Every (alpha, beta, gamma) >= 1 on the grid with |alpha*beta^2*gamma^2 - target|
 and proxy resolution round(gamma^phi x proxy.resolution) and is trained `seeds` times (seeds
 run.seed .. run.seed+seeds-1) with the shared proxy trainer (`effnas.trials.run_trial`), by the
 executor the application hands in (Ray Tune through `effnas.raytune`, or in this process). The
-winner is the highest mean proxy validation accuracy over the seeds (`pick_winner`), and `verdict`
-says whether its margin over the unscaled baseline, the paper's point and the runner-up is larger
-than the seed spread. MACs are the paper's: conv + linear multiply-adds of the scaled model at its
+winner is the highest mean proxy validation accuracy over the seeds (`pick_winner`); its margins
+over the unscaled baseline, the paper's point and the runner-up carry their intervals (seeds and
+the validation images, paired over each trial's per-image record: `effnas.verdict`), and
+`winner_call` says whether the data tell it from the runner-up. MACs are the paper's: conv + linear multiply-adds of the scaled model at its
 deployment resolution round(gamma^phi x the baseline's, 224 for B0) with 1000 classes, whatever the
 proxy trains at (DESIGN.md).
 
@@ -19,7 +20,6 @@ start, rewritten after each finished trial, so `--resume RUN_DIR` trains only wh
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnas import per_image
+from effnas import per_image, verdict
 from effnas.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, Candidate, enumerate_candidates, scale_arch, spread_subset
 from search_spaces.arch import Arch
@@ -378,62 +378,40 @@ def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     return dict(ranked[0]) if ranked else None
 
 
-VERDICT_RULE = (
-    "margin = winner mean - other mean; spread = max(sqrt(s_w^2/n_w + s_x^2/n_x), one validation "
-    "image) with s the sample std (ddof=1) over a point's seeds; |margin| <= spread: tie, above: "
-    "wins, below: loses; a point with one seed has no std: no seed spread"
-)
+def point_scores(rows: Sequence[Mapping[str, Any]], run: Any, images: int) -> dict[str, verdict.Scores]:
+    """Each point's finished seeds as `effnas.verdict.Scores` on the `images` validation images:
+    paired over the images where every seed left its per-image record."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["accuracy"] is not None:
+            found.setdefault(r["id"], []).append((record_key(r), float(r["accuracy"])))
+    return {pid: per_image.scores(run, trials, images) for pid, trials in found.items()}
 
 
-def verdict(winner: Mapping[str, Any], other: Mapping[str, Any], resolution: float = 0.0) -> dict[str, Any]:
-    """Is the winner's mean accuracy above `other`'s by more than seed noise? Both are point
-    statistics: `mean`, `std` (sample std over finished seeds, ddof=1; None for one seed), `n`.
-
-        margin = mean_w - mean_x
-        spread = max(sqrt(s_w^2 / n_w + s_x^2 / n_x), resolution)
-        call   = "tie" if |margin| <= spread, else "wins" (margin > 0) or "loses" (margin < 0);
-                 "no seed spread (seeds=1)" when a side has a single seed: there is no std to
-                 measure the margin against, and one run per point cannot call a tie either.
-
-    Why this spread: the winner is chosen on its mean over n seeds, so what is judged is a
-    difference of two means, and sqrt(s_w^2/n_w + s_x^2/n_x) is the standard error of the
-    difference of two independent means. It shrinks as seeds are added, so more seeds resolve a
-    smaller margin, which is what `--seeds` is for; max(s_w, s_x) would not shrink and answers
-    another question (would a single retrain keep the order). One standard error is a lenient
-    bar, not a significance test, and the winner is the largest of many noisy means, so its
-    margin over the runner-up is biased upwards: "wins" means "not visibly noise", no more.
-    `resolution` floors the spread at the metric's step (the grid passes one validation image,
-    1 / len(val)): on a near-saturated split a few seeds can land on the same count, std 0, and
-    a one-image margin would otherwise be a win.
-    """
-    margin = float(winner["mean"]) - float(other["mean"])
-    out = {
+def compare_points(
+    winner: Mapping[str, Any], other: Mapping[str, Any], scores: Mapping[str, verdict.Scores]
+) -> dict[str, Any]:
+    """The winner's mean accuracy minus `other`'s with its interval and call (`effnas.verdict.compare`:
+    seeds + validation images, paired; under 3 seeds no spread and no win)."""
+    return {
         "id": other.get("id"),
         "mean": float(other["mean"]),
         "std": None if other.get("std") is None else float(other["std"]),
         "n": int(other["n"]),
-        "margin": margin,
-        "spread": None,
-        "call": None,
+        **verdict.compare(scores[winner["id"]], scores[other["id"]]),
     }
-    n_w, n_x = int(winner["n"]), int(other["n"])
-    if min(n_w, n_x) < 2 or winner.get("std") is None or other.get("std") is None:
-        out["call"] = "no seed spread (seeds=1)" if n_w == n_x == 1 else "no seed spread (n=1)"
-        return out
-    spread = max(math.sqrt(float(winner["std"]) ** 2 / n_w + float(other["std"]) ** 2 / n_x), resolution)
-    out["spread"] = spread
-    out["call"] = "tie" if abs(margin) <= spread else ("wins" if margin > 0 else "loses")
-    return out
 
 
 COMPARISONS = {"baseline": "unscaled baseline", "paper": "paper's point", "runner_up": "runner-up"}
 
 
 def verdicts(
-    points: Sequence[Mapping[str, Any]], winner: Mapping[str, Any], resolution: float = 0.0
+    points: Sequence[Mapping[str, Any]], winner: Mapping[str, Any], scores: Mapping[str, verdict.Scores]
 ) -> dict[str, dict[str, Any] | None]:
-    """`verdict` of the winner against the unscaled baseline, the paper's (1.2, 1.1, 1.15) and the
-    runner-up (None where that point was not trained, has no finished seed, or is the winner)."""
+    """`compare_points` of the winner against the unscaled baseline, the paper's (1.2, 1.1, 1.15)
+    and the runner-up (None where that point was not trained, has no finished seed, or is the
+    winner). The winner is the largest of many noisy means, so its margin over the runner-up is
+    biased upwards: even "wins" there means "not visibly noise", no more."""
     runner_up = ranked_candidates(points)[1:2]
     others = {
         "baseline": next((p for p in points if p["kind"] == "baseline"), None),
@@ -441,7 +419,9 @@ def verdicts(
         "runner_up": runner_up[0] if runner_up else None,
     }
     return {
-        name: None if p is None or not p["n"] or p["id"] == winner["id"] else verdict(winner, p, resolution)
+        name: None
+        if p is None or not p["n"] or p["id"] == winner["id"] or p["id"] not in scores
+        else compare_points(winner, p, scores)
         for name, p in others.items()
     }
 
@@ -455,8 +435,21 @@ def verdict_line(name: str, v: Mapping[str, Any] | None, winner_id: str) -> str:
         return f"  vs {what}: " + ("no other candidate finished" if name == "runner_up" else "not trained")
     label = what if v["id"] == BASELINE_ID else f"{what} {v['id']}"
     other = f"{v['mean']:.4f}" + (f" +- {v['std']:.4f}" if v["std"] is not None else "") + f" (n={v['n']})"
-    spread = f", spread {v['spread']:.4f}" if v["spread"] is not None else ""
-    return f"  vs {label} {other}: margin {v['margin']:+.4f}{spread} -> {v['call']}"
+    return f"  vs {label} {other}: margin {verdict.describe(v)}"
+
+
+def _winner_call(compared: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """One sentence: is the picked point distinguishable from the runner-up, as the data show?"""
+    v = compared.get("runner_up")
+    if v is None:
+        return "the only candidate that finished"
+    if v["call"] == "wins":
+        return "the winner's margin over the runner-up excludes zero"
+    if v["call"] == "tie":
+        return (
+            "tied with the runner-up: the data do not tell these points apart (the pick is the higher mean)"
+        )
+    return f"seed spread not estimable with {v['seeds'][0]} seed(s): run --seeds 3 to call the winner"
 
 
 def _paper_id() -> str:
@@ -469,18 +462,35 @@ def _rounded(v: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()}
 
 
-def plot_grid(rundir: Any, points: Sequence[Mapping[str, Any]], winner: Mapping[str, Any]) -> None:
+def plot_grid(
+    rundir: Any,
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    scores: Mapping[str, verdict.Scores] | None = None,
+) -> None:
     """Accuracy against each coefficient and against MACs: each point at its mean over seeds,
-    error bars one seed std where it has more than one finished seed."""
+    error bars its 95% interval (seeds + validation images, `effnas.verdict.arm_interval`), or
+    the validation set's error alone where the seed spread is not estimable (under 3 seeds)."""
     from scaling import report
 
     ok = [p for p in points if p["kind"] == "candidate" and p["n"]]
     base = next((p for p in points if p["kind"] == "baseline" and p["n"]), None)
     paper = next((p for p in ok if p["id"] == _paper_id()), None)
+    intervals = {pid: verdict.arm_interval(s) for pid, s in (scores or {}).items()}
 
-    def err(ps: Sequence[Mapping[str, Any]]) -> list[float] | None:
-        stds = [p["std"] or 0.0 for p in ps]
-        return stds if any(stds) else None
+    def err(ps: Sequence[Mapping[str, Any]]) -> list[list[float]] | None:
+        found = [intervals.get(p["id"]) for p in ps]
+        if not any(found):
+            return None
+        low = [
+            0.0 if iv is None else (iv["mean"] - iv["low"] if iv["low"] is not None else iv["images_half"])
+            for iv in found
+        ]
+        high = [
+            0.0 if iv is None else (iv["high"] - iv["mean"] if iv["high"] is not None else iv["images_half"])
+            for iv in found
+        ]
+        return [low, high]
 
     def marks(ax: Any, x: Callable[[Mapping[str, Any]], float]) -> None:
         ax.errorbar(
@@ -514,8 +524,9 @@ def plot_grid(rundir: Any, points: Sequence[Mapping[str, Any]], winner: Mapping[
             )
         if base is not None:
             ax.axhline(base["mean"], color="grey", ls="--", lw=1, label="unscaled baseline")
-            if base["std"]:
-                ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="grey", alpha=0.15)
+            band = err([base])
+            if band is not None:
+                ax.axhspan(base["mean"] - band[0][0], base["mean"] + band[1][0], color="grey", alpha=0.15)
         ax.grid(alpha=0.3)
         ax.set_ylabel("proxy val accuracy (mean over seeds)")
 
@@ -631,11 +642,16 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             + (f" all {len(seeds)} seeds" if len(seeds) > 1 else "")
             + f" ({len(failed)} trial(s) failed or unfinished); see {rundir.file('trials.csv')}"
         )
-    one_image = 1.0 / len(data.val) if len(data.val) else 0.0  # the accuracy's step
-    compared = verdicts(points, winner, resolution=one_image)
+    scores = point_scores(rows, rundir.path, len(data.val))
+    compared = verdicts(points, winner, scores)
+    evaluation = verdict.evaluation(list(scores.values()), "val")
     verdict_record = {
-        "rule": VERDICT_RULE,
+        "method": evaluation["method"],
         "validation_images": len(data.val),
+        "seeds": len(seeds),
+        "seed_spread": evaluation["seed_spread"],
+        "resolvable_difference": evaluation["resolvable_difference"],
+        "winner_call": _winner_call(compared),
         **{name: _rounded(v) for name, v in compared.items()},
     }
     std = None if winner["std"] is None else float(winner["std"])
@@ -659,7 +675,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         "data": {"name": data.name, "fingerprint": data.fingerprint},
     }
     rundir.write_yaml("coefficients.yaml", coefficients)
-    plot_grid(rundir, points, winner)
+    plot_grid(rundir, points, winner, scores)
     log.finish(
         rundir, ["trials.csv", "coefficients.yaml", "accuracy_vs_coefficients.png", "accuracy_vs_macs.png"]
     )
@@ -699,6 +715,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
     for name, v in compared.items():
         print(verdict_line(name, v, winner["id"]))
+    print(f"  -> {verdict_record['winner_call']}")
     violations = [
         r["id"] for r in rows if r["kind"] == "candidate" and abs(r["product"] - cfg.target) > cfg.tol + 1e-9
     ]
