@@ -27,6 +27,7 @@ from effnas.figures import axes as _axes
 from effnas.figures import close, searched_among_random
 from effnas.runfiles import check_table, read_json, stage_of
 from effnas.units import format_flops
+from effnas.verdict import describe
 from search_spaces.official import PAPER_COEFFICIENTS
 
 if TYPE_CHECKING:
@@ -41,7 +42,15 @@ class ReportConfig:
     title: str = MISSING
 
 
-METHOD_ORDER = ("baseline", "depth", "width", "resolution", "compound", "dwr")  # the study's methods
+METHOD_ORDER = (
+    "baseline",
+    "depth",
+    "width",
+    "resolution",
+    "compound",
+    "compound_paper",
+    "dwr",
+)  # the study's methods
 SINGLE = ("depth", "width", "resolution")
 
 # stage -> {table: (required columns, of which numeric)}; extra columns are tolerated
@@ -598,7 +607,12 @@ def grid_section(run: Run, figures: Figures) -> list[str]:
     verdict = coeffs.get("verdict")
     if isinstance(verdict, dict) and verdict:
         comparisons, notes = verdict_frame(verdict)
-        out += [f"Is the winner {winner} ahead by more than seed noise?", "", table(comparisons), ""]
+        out += [
+            f"Is the winner {winner} ahead by more than the seeds and the validation images can tell?",
+            "",
+            table(comparisons),
+            "",
+        ]
         out += [source_line(run), "", *(f"- {note}" for note in notes), ""]
     grid = run.summary.get("grid") or {}
     if grid:
@@ -620,7 +634,10 @@ def verdict_frame(verdict: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
 
     rows, notes = [], []
     for name, v in verdict.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "low" in v:  # effnas.verdict.compare: margin, interval, call
+            shown = {k: _cell(k, v.get(k)) for k in ("id", "mean", "std", "n")}
+            rows.append({"against": name} | shown | {"margin [95% interval] -> call": describe(v)})
+        elif isinstance(v, dict):  # a grid run from before effnas.verdict: as it was written
             rows.append({"against": name} | {k: _cell(k, x) for k, x in v.items()})
         elif v is None:
             rows.append({"against": name, "call": "not trained, or the winner itself"})
@@ -777,17 +794,33 @@ def study_accuracy_table(run: Run, stats: pd.DataFrame) -> pd.DataFrame:
         cells = {r["method"]: _mean_std(r["mean"], r["std"], r["n"]) for r in part.to_dict("records")}
         v = study_verdicts(run.summary, budget, level)
         margin = v.get("compound_margin")
+        judged = v.get("compound_vs_best_single")
         rows.append(
             {"budget (epochs)": f"{budget:g}", "MACs level": f"{level:g}x"}
             | {m: cells.get(m, "") for m in methods}
             | {
-                "winner": v.get("winner", "-"),
+                "leader": _leader(v),
                 "compound − best single": "-"
                 if margin is None
-                else f"{margin:+.4f} (vs {v.get('best_single')})",
+                else (
+                    f"{describe(judged)} (vs {judged['other']})"
+                    if judged
+                    else f"{margin:+.4f} (vs {v.get('best_single')}; not judged)"
+                ),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _leader(v: Mapping[str, Any]) -> str:
+    """The highest mean and whether the data show it ahead of the runner-up."""
+    leader = v.get("leader") or v.get("winner")
+    if not leader:
+        return "-"
+    call = v.get("winner_call")
+    if call is None:
+        return f"{leader} (not judged)"
+    return f"{leader} ({'wins' if call == 'wins' else call + ' with ' + v['vs_runner_up']['other']})"
 
 
 def study_cost_table(study: pd.DataFrame) -> pd.DataFrame:
@@ -826,7 +859,7 @@ def figure8(run: Run, stats: pd.DataFrame) -> Any:
         sub = stats[stats["budget"] == budget].assign(gmacs=lambda f: f["macs"] / 1e9)
         for method in _ordered(list(sub["method"].unique())):
             part = sub[sub["method"] == method].sort_values("gmacs")
-            style = {"marker": "*", "ms": 10} if method == "compound" else {"marker": "o"}
+            style = {"marker": "*", "ms": 10} if method.startswith("compound") else {"marker": "o"}
             if method == "baseline":
                 style = {"marker": "D", "color": "k", "linestyle": "none"}
             part.plot(

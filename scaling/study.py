@@ -14,6 +14,8 @@ proxy recipe, data, seeds and budget:
   `on_level: false`;
 - `compound`: depth alpha^phi, width beta^phi, resolution gamma^phi with the grid run's
   coefficients (`--from`) or the paper's (1.2, 1.1, 1.15), phi solved for the level;
+- `compound_paper`: compound with the paper's (1.2, 1.1, 1.15) whatever `--from` fitted, so a
+  grid run's coefficients and the paper's are judged side by side;
 - `dwr`: Dollar et al. 2021 ("Fast and Accurate Model Scaling"), their fast compound scaling at
   alpha = 0.8: for a MACs factor s, depth s^0.1, width s^0.4, resolution s^0.05;
 - `baseline`: the unscaled baseline (level 1x, trained once per seed and budget).
@@ -50,7 +52,8 @@ if TYPE_CHECKING:
     from effnas.trials import Executor
 
 KINDS = ("scaling",)
-METHODS = ("baseline", "depth", "width", "resolution", "compound", "dwr")
+METHODS = ("baseline", "depth", "width", "resolution", "compound", "compound_paper", "dwr")
+COMPOUND = ("compound", "compound_paper")  # compound_paper: the paper's (1.2, 1.1, 1.15) beside a grid's
 SINGLE = ("depth", "width", "resolution")
 DWR_EXPONENTS = (0.1, 0.4, 0.05)  # Dollar et al. 2021, alpha = 0.8: depth, width, resolution of s
 STEP = 0.005  # resolution of the multiplier search
@@ -212,8 +215,8 @@ def multipliers(method: str, t: float, coeffs: Sequence[float]) -> tuple[float, 
         return 1.0, t, 1.0
     if method == "resolution":
         return 1.0, 1.0, t
-    if method == "compound":
-        a, b, g = coeffs
+    if method in COMPOUND:
+        a, b, g = PAPER_COEFFICIENTS if method == "compound_paper" else coeffs
         return a**t, b**t, g**t
     if method == "dwr":
         return tuple(t**e for e in DWR_EXPONENTS)  # type: ignore[return-value]
@@ -228,7 +231,8 @@ def scaled(baseline: Arch, dims: tuple[float, float, float], divisor: int, **cha
 
 
 def _range(method: str, coeffs: Sequence[float], level: float, max_mult: float) -> Sequence[float]:
-    if method == "compound":  # phi: from 0 until every multiplier passes max_mult or MACs pass 2x level
+    if method in COMPOUND:  # phi: from 0 until every multiplier passes max_mult or MACs pass 2x level
+        coeffs = PAPER_COEFFICIENTS if method == "compound_paper" else coeffs
         top = math.log(max_mult) / math.log(max(coeffs)) if max(coeffs) > 1 else 0.0
         return [i * STEP for i in range(int(top / STEP) + 1)]
     top = level * 2 if method == "dwr" else max_mult
@@ -557,9 +561,12 @@ def summarize(
             if scored:
                 ranking = sorted(scored, key=lambda m: -scored[m])
                 entry["ranking"] = ranking
-                entry["leader"] = ranking[0]
-                entry["winner"] = ranking[0]  # highest mean; `winner_call` says if the data show it
+                entry["leader"] = ranking[0]  # the highest mean
                 entry.update(_verdicts(arms, ranking, scored))
+                # named only when the data show it: its interval over the runner-up excludes zero
+                entry["winner"] = (
+                    ranking[0] if entry.get("winner_call") == "wins" or len(ranking) == 1 else None
+                )
                 rankings.setdefault(f"{level:g}x", {})[budget] = ranking
             per_level[f"{level:g}x"] = entry
         out[f"{budget:g} epochs"] = per_level
@@ -600,6 +607,13 @@ def _verdicts(
             out["compound_vs_best_single"] = {
                 "other": best_single,
                 **verdict.compare(arms["compound"], arms[best_single]),
+            }
+    if "compound_paper" in arms and singles:
+        best_single = max(singles, key=lambda m: singles[m])
+        if best_single in arms:
+            out["compound_paper_vs_best_single"] = {
+                "other": best_single,
+                **verdict.compare(arms["compound_paper"], arms[best_single]),
             }
     if "baseline" in arms:
         out["vs_baseline"] = {m: verdict.compare(arms[m], arms["baseline"]) for m in ranking if m in arms}
@@ -662,7 +676,7 @@ def plot(
         sub = stats[stats["budget"] == budget]
         for method, part in sub.groupby("method", sort=False):
             part = part.sort_values("gmacs")
-            marker = "*" if method == "compound" else "o"
+            marker = "*" if method in COMPOUND else "o"
             ax.errorbar(
                 part["gmacs"], part["mean"], yerr=_error_bars(part), marker=marker, capsize=3, label=method
             )
@@ -729,7 +743,12 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             if "compound_vs_best_single" in entry:
                 v = entry["compound_vs_best_single"]
                 lines.append(f"  compound vs best single ({v['other']}): {verdict.describe(v)}")
-            elif "compound_margin" in entry:
+            if "compound_paper_vs_best_single" in entry:
+                v = entry["compound_paper_vs_best_single"]
+                lines.append(
+                    f"  compound (paper's coefficients) vs best single ({v['other']}): {verdict.describe(v)}"
+                )
+            if "compound_vs_best_single" not in entry and "compound_margin" in entry:
                 lines.append(
                     f"  compound vs best single ({entry['best_single']}): {entry['compound_margin']:+.4f}"
                 )

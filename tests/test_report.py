@@ -136,7 +136,9 @@ def test_report_over_every_stage(chain: dict[str, Path], tmp_path: Path) -> None
     assert named == {str(r) for r in runs}
 
     assert "**winner**, paper (1.2, 1.1, 1.15)" in text  # max_candidates=1 trains the paper's point
-    assert "compound" in text and "(vs resolution)" in text  # the study's own margin, from summary.json
+    assert (
+        "compound" in text and "(vs resolution; not judged)" in text
+    )  # the study's own margin, from summary.json
     manifest = json.loads((report_dir / "manifest.json").read_text())
     assert {u["path"] for u in manifest["upstream"]} == {str(r.resolve()) for r in runs}
     summary = json.loads((report_dir / "summary.json").read_text())

@@ -80,7 +80,9 @@ def test_summary_means_winner_and_compound_margin() -> None:
                 }
             )
     entry = summarize(rows)["budgets"]["5 epochs"]["2x"]
-    assert entry["winner"] == "compound" and entry["best_single"] == "width"
+    # no evaluation set given: nothing to judge the margins with, so no winner is named
+    assert entry["leader"] == "compound" and entry["winner"] is None and entry["best_single"] == "width"
+    assert "winner_call" not in entry and "compound_vs_best_single" not in entry
     assert entry["compound_margin"] == pytest.approx(0.71 - 0.615)
     assert entry["methods"]["depth"]["mean"] == pytest.approx(0.61) and entry["methods"]["depth"]["n"] == 2
 
@@ -117,7 +119,7 @@ def test_study_end_to_end_without_ray_and_resume_reruns_nothing_finished(
     assert ((scaled["macs_ratio"] / 2 - 1).abs() <= 0.05).all() and scaled["on_level"].all()
     summary = json.loads((run / "summary.json").read_text())
     assert (
-        summary["budgets"]["1 epochs"]["2x"]["winner"] in METHODS and (run / "accuracy_vs_macs.png").is_file()
+        summary["budgets"]["1 epochs"]["2x"]["leader"] in METHODS and (run / "accuracy_vs_macs.png").is_file()
     )
     # an interruption: two rows not finished; --resume trains exactly those
     rows.loc[rows["method"].isin(["width", "dwr"]), ["status", "accuracy"]] = ["pending", None]
@@ -172,6 +174,7 @@ def test_three_seeds_judged_on_the_test_split_with_intervals(
 
     leader, other = entry["leader"], entry["vs_runner_up"]["other"]
     assert entry["vs_runner_up"]["call"] == compare(arm(leader), arm(other))["call"] == entry["winner_call"]
+    assert entry["winner"] == (leader if entry["winner_call"] == "wins" else None)
     v = entry["compound_vs_best_single"]
     assert v["other"] == "width" and v["low"] <= v["margin"] <= v["high"]
     assert set(entry["vs_baseline"]) == {"width", "compound"}
