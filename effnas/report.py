@@ -1003,6 +1003,8 @@ def search_study_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
 def _versus(v: Mapping[str, Any] | None, what: str) -> str:
     if not v:
         return ""
+    if "low" in v:  # effnas.verdict.compare
+        return f"- vs {what} (`{v.get('id')}`): margin {describe(v).replace('-> ', '**')}**"
     spread = "no seed spread" if v.get("spread") is None else f"seed spread {v['spread']:.4f}"
     return f"- vs {what} (`{v.get('id')}`): margin {v.get('margin', 0):+.4f} accuracy ({spread}): **{v.get('call')}**"
 

@@ -18,7 +18,7 @@ it). Trials run through the executor the application hands in (Ray Tune, or in t
 `study.csv` is rewritten after each, so `--resume` trains only what has not finished. Writes
 `study.csv` (one row per trial, with the search's reward), `summary.json` (per budget: each
 architecture's mean and spread over seeds, the searched one's rank in accuracy and in reward,
-its margin over the best random one and over the base against the seed spread) and
+its margin over the best random one and over the base with its interval: `effnas.verdict`) and
 `accuracy_vs_macs.png`.
 """
 
@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from effnas import verdict
 from effnas.errors import UserError
-from scaling.study import StudyTrials, _read_previous
+from scaling.study import StudyTrials, _read_previous, evaluation_split
 from search_spaces.arch import Arch
 
 if TYPE_CHECKING:
@@ -338,9 +339,14 @@ class SearchStudyTrials(StudyTrials):
     """The scaling study's trial source over this study's rows; each save adds the reward."""
 
     def __init__(
-        self, rows: list[dict[str, Any]], rundir: Any, objective: Objective, log: Any = None
+        self,
+        rows: list[dict[str, Any]],
+        rundir: Any,
+        objective: Objective,
+        log: Any = None,
+        test: bool = False,
     ) -> None:
-        super().__init__(rows, rundir, log)
+        super().__init__(rows, rundir, log, test)
         self.objective = objective
 
     def save(self) -> None:
@@ -396,17 +402,21 @@ def _stats(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, std
 
 
-def summarize(rows: Sequence[dict[str, Any]], resolution: float = 0.0) -> dict[str, Any]:
-    """Per budget: each architecture's accuracy and reward (mean, sample std over seeds, n), the
-    rankings, the searched one's rank in each, and its margin over the best random architecture
-    and over the base against the seed spread (`scaling.grid.verdict`; `resolution`: one
-    validation image floors the spread)."""
-    from scaling.grid import verdict
+def summarize(
+    rows: Sequence[dict[str, Any]], run: Any = None, images: int = 0, split: str = "val"
+) -> dict[str, Any]:
+    """Per budget: each architecture's accuracy (mean, sample std over seeds, n, and its interval)
+    and reward, the rankings, the searched one's rank in each, and its margin over the best
+    random architecture and over the base with the interval and call of `effnas.verdict`
+    (seeds + the `images` evaluation images of `split`, paired over the per-image records)."""
+    from effnas import per_image
 
     out: dict[str, Any] = {}
+    every: list[verdict.Scores] = []
     for budget in sorted({r["budget"] for r in rows}):
         mine = [r for r in rows if r["budget"] == budget]
         archs: dict[str, Any] = {}
+        scores: dict[str, verdict.Scores] = {}
         for label in dict.fromkeys(r["arch"] for r in mine):
             trials = [r for r in mine if r["arch"] == label]
             ok = [r for r in trials if r["status"] == "ok" and r["accuracy"] is not None]
@@ -424,6 +434,13 @@ def summarize(rows: Sequence[dict[str, Any]], resolution: float = 0.0) -> dict[s
                 "reward_mean": rew_mean,
                 "reward_std": rew_std,
             }
+            if ok and run is not None and images:
+                scores[label] = per_image.scores(
+                    run, [(str(r["id"]), float(r["accuracy"])) for r in ok], images
+                )
+                iv = verdict.arm_interval(scores[label])
+                archs[label].update(low=iv["low"], high=iv["high"], images_half=iv["images_half"])
+        every += scores.values()
         acc = {k: v["mean"] for k, v in archs.items() if v["mean"] is not None}
         rew = {k: v["reward_mean"] for k, v in archs.items() if v["reward_mean"] is not None}
         entry: dict[str, Any] = {
@@ -437,27 +454,24 @@ def summarize(rows: Sequence[dict[str, Any]], resolution: float = 0.0) -> dict[s
                 "reward": rank(rew, "searched") if "searched" in rew else None,
                 "of": len(acc),
             }
-            searched = {"id": "searched", **archs["searched"]}
             randoms = [k for k in acc if archs[k]["role"] == "random"]
-            if randoms:
-                best = max(randoms, key=lambda k: acc[k])
-                v = verdict(searched, {"id": best, **archs[best]}, resolution)
-                entry["vs_best_random"] = {
-                    **_rounded(v),
-                    "inside_seed_spread": None if v["spread"] is None else abs(v["margin"]) <= v["spread"],
-                }
-            if "base" in acc:
-                v = verdict(searched, {"id": "base", **archs["base"]}, resolution)
-                entry["vs_base"] = {
-                    **_rounded(v),
-                    "inside_seed_spread": None if v["spread"] is None else abs(v["margin"]) <= v["spread"],
+            others = {"vs_best_random": max(randoms, key=lambda k: acc[k]) if randoms else None}
+            others["vs_base"] = "base" if "base" in acc else None
+            for name, other in others.items():
+                if other is None or "searched" not in scores or other not in scores:
+                    continue
+                entry[name] = {
+                    "id": other,
+                    "mean": archs[other]["mean"],
+                    "std": archs[other]["std"],
+                    "n": archs[other]["n"],
+                    **verdict.compare(scores["searched"], scores[other]),
                 }
         out[f"{budget:g} epochs"] = entry
-    return {"budgets": out}
-
-
-def _rounded(v: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()}
+    result: dict[str, Any] = {"budgets": out}
+    if every:
+        result["evaluation"] = verdict.evaluation(every, split)
+    return result
 
 
 def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
@@ -514,6 +528,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                 f"study search: warning: {budget} is {ratio:g}x the search's proxy budget, not longer",
                 file=sys.stderr,
             )
+    split, images = evaluation_split(cfg, data)
     rows = plan(cfg, found, search)
     previous = _read_previous(rundir.file("study.csv")) if resuming else {}
     for row in rows:
@@ -523,13 +538,14 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     from effnas.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
-    trials = SearchStudyTrials(rows, rundir, search.objective, log)
+    trials = SearchStudyTrials(rows, rundir, search.objective, log, test=split == "test")
     obj = search.objective
     print(
         f"study search: {search.best.name} from {search.path} vs {len(found) - 2} random architectures "
         f"of its MACs (within {float(cfg.tolerance):.0%}, reached {sampling.get('tolerance_reached', 0):.1%}) "
         f"vs {found[-1].arch.name}; reward ACC x (cost / {obj.target:g} {obj.unit})^(a={obj.a:g}, b={obj.b:g}); "
         f"{len(rows)} trials on {data.name}, budgets {list(cfg.budgets)} epochs"
+        + f"; judged on the {split} split ({images} images)"
         + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
         file=sys.stderr,
         flush=True,
@@ -540,7 +556,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     if trials.remaining:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
-    summary = summarize(rows, 1.0 / max(1, len(data.val)))
+    summary = summarize(rows, rundir.path, images, split)
     plot(rundir, rows)
     for budget, entry in summary["budgets"].items():
         print(f"{budget}:")
@@ -557,10 +573,11 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             line = (
                 f"  searched ranks {r['accuracy']}/{r['of']} in accuracy, {r['reward']}/{r['of']} in reward"
             )
-            b = entry.get("vs_best_random")
-            if b:
-                line += f"; vs best random ({b['id']}): margin {b['margin']:+.4f}, {b['call']}"
             print(line)
+            for name, what in (("vs_best_random", "best random"), ("vs_base", "base")):
+                b = entry.get(name)
+                if b:
+                    print(f"  searched vs {what} ({b['id']}): {verdict.describe(b)}")
     pending = sum(r["status"] == "pending" for r in rows)
     log.finish(rundir, ["study.csv", "accuracy_vs_macs.png"], "KILLED" if pending else "FINISHED")
     record = {

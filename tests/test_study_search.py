@@ -16,6 +16,7 @@ from conftest import expect_usage_error, space_config
 
 from effnas.cli import main
 from effnas.errors import UserError
+from effnas.verdict import METHOD_BINOMIAL, Scores, compare
 from scaling.search_study import Objective, exponents, rank, sample_matched, summarize
 from search_spaces.arch import Arch
 from search_spaces.cost import count
@@ -77,8 +78,13 @@ def test_too_few_matches_is_a_clear_error_with_the_closest_miss() -> None:
         sample_matched(space, count(efficientnet_b0()).macs, 3, 1e-9, random.Random(0), 50)
 
 
-def test_ranks_and_margins() -> None:
-    acc = {"searched": [0.80, 0.82], "random1": [0.70, 0.72], "random2": [0.79, 0.85], "base": [0.85, 0.85]}
+def test_ranks_and_margins(tmp_path: Path) -> None:
+    acc = {
+        "searched": [0.80, 0.82, 0.81],
+        "random1": [0.70, 0.72, 0.71],
+        "random2": [0.79, 0.85, 0.82],
+        "base": [0.87, 0.87, 0.87],
+    }
     macs = {"searched": 400e6, "random1": 410e6, "random2": 390e6, "base": 1600e6}
     objective = Objective(400e6, -0.07, -0.07)
     rows = [
@@ -97,15 +103,25 @@ def test_ranks_and_margins() -> None:
         for label, accs in acc.items()
         for seed, a in enumerate(accs)
     ]
-    entry = summarize(rows)["budgets"]["4 epochs"]
+    for r in rows:
+        r["id"] = f"{r['arch']}/4ep/seed{r['seed']}"
+    # no per-image records in tmp_path: the binomial error of 1,000 images, unpaired
+    summary = summarize(rows, tmp_path, 1000, "test")
+    assert summary["evaluation"]["images"] == 1000 and summary["evaluation"]["method"] == METHOD_BINOMIAL
+    entry = summary["budgets"]["4 epochs"]
     assert entry["accuracy_ranking"] == ["base", "random2", "searched", "random1"]
     # base is the most accurate but has 4x the MACs: the reward puts it behind the searched one
     assert entry["reward_ranking"][:2] == ["random2", "searched"]
     assert entry["searched_rank"] == {"accuracy": 3, "reward": 2, "of": 4}
     vs = entry["vs_best_random"]
     assert vs["id"] == "random2" and vs["margin"] == pytest.approx(0.81 - 0.82)
-    assert vs["inside_seed_spread"] is True and vs["call"] == "tie"
-    assert entry["vs_base"]["margin"] == pytest.approx(-0.04) and entry["vs_base"]["call"] == "loses"
+    assert vs["call"] == "tie" and vs["low"] < vs["margin"] < vs["high"]
+    assert vs == {"id": "random2", "mean": 0.82, "std": pytest.approx(0.03), "n": 3} | compare(
+        Scores((0.80, 0.82, 0.81), 1000), Scores((0.79, 0.85, 0.82), 1000)
+    )
+    assert entry["vs_base"]["margin"] == pytest.approx(-0.06) and entry["vs_base"]["call"] == "loses"
+    assert entry["archs"]["searched"]["low"] < 0.81 < entry["archs"]["searched"]["high"]
+    assert "vs_base" not in summarize(rows)["budgets"]["4 epochs"]  # no evaluation set: nothing judged
     assert rank({"a": 1.0, "b": 1.0, "c": 0.5}, "b") == 1  # ties share the better rank
 
 
@@ -147,7 +163,8 @@ def test_study_search_end_to_end_without_ray_and_resume_retrains_nothing_finishe
     assert entry["searched_rank"]["reward"] == 1 + int((rewards > rewards["searched"] + 1e-9).sum())
     best_random = means[["random1", "random2"]].idxmax()
     assert entry["vs_best_random"]["id"] == best_random
-    assert entry["vs_best_random"]["inside_seed_spread"] in (True, False)
+    assert entry["vs_best_random"]["call"] in ("tie", "not estimable")  # 2 seeds: no win either way
+    assert entry["vs_best_random"]["low"] is None and summary["evaluation"]["split"] == "test"
     assert summary["same_data_as_search"] is True and summary["budget_vs_search"]["0.25 epochs"] > 1
     assert summary["sampling"]["tolerance_reached"] <= 0.05 and (run / "accuracy_vs_macs.png").is_file()
 
@@ -159,6 +176,7 @@ def test_study_search_end_to_end_without_ray_and_resume_retrains_nothing_finishe
     rank = entry["searched_rank"]
     assert f"ranks **{rank['accuracy']} of 4** in accuracy and **{rank['reward']} of 4** in reward" in text
     assert f"vs the best random (`{best_random}`): margin {entry['vs_best_random']['margin']:+.4f}" in text
+    assert "seed spread not estimable" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "| searched " in line]
     assert len(table_rows) == 1 and f"{means['searched']:.4f}" in table_rows[0]
     assert (report / "search_study1_accuracy_vs_macs.png").stat().st_size > 1000
