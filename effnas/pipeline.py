@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from effnas import per_image
 from effnas.errors import UserError
 from effnas.registry import STAGES
 from effnas.runfiles import read_json, stage_of
+from effnas.verdict import describe
 
 CHAIN = ("search", "grid", "scale")  # then one train run per model
 _MODEL = re.compile(r"^b(\d+)$")
@@ -266,10 +268,38 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         mark(i, _status(path))
 
     rows = [_row(r) for r in records]
+    judged = trained_verdicts(records)
+    for row in rows:
+        if row["name"] in judged:
+            row["result"] += f"; vs {judged[row['name']]['against']}: {describe(judged[row['name']])}"
     table = format_table(rows)
     rundir.write_text("pipeline.md", table + "\n")
     print(f"\npipeline {parent}\n{table}")
-    return {"target_flops": str(cfg.target_flops), "phi": str(cfg.phi), "children": rows}
+    return {
+        "target_flops": str(cfg.target_flops),
+        "phi": str(cfg.phi),
+        "children": rows,
+        "verdicts": judged,
+    }
+
+
+def trained_verdicts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each trained model after the first against the first (B0), paired over the validation
+    images both were scored on (`effnas.verdict.compare`; one seed each: the call is a tie or
+    not estimable, never a win, and the line says so)."""
+    from effnas.verdict import Scores, compare
+
+    trained = [r for r in records if r["stage"] == "train" and r["status"] == "done"]
+    found = {r["name"]: per_image.load(r["path"], "val") for r in trained}
+    out: dict[str, dict[str, Any]] = {}
+    if not trained or found[trained[0]["name"]] is None:
+        return out
+    first = trained[0]["name"]
+    for r in trained[1:]:
+        mine = found[r["name"]]
+        if mine is not None and mine.size == found[first].size:
+            out[r["name"]] = {"against": first, **compare(Scores.of([mine]), Scores.of([found[first]]))}
+    return out
 
 
 def _argv(child: Child, path: Path) -> list[str]:
@@ -301,9 +331,11 @@ def headline(stage: str, summary: dict[str, Any]) -> str:
         if w.get("accuracy") is None:
             return "no winner"
         base = summary.get("baseline_accuracy")
+        call = (summary.get("verdict") or {}).get("winner_call")
         return (
             f"alpha={w.get('alpha')} beta={w.get('beta')} gamma={w.get('gamma')} (acc {_acc(w['accuracy'])}"
             + (f", unscaled baseline {_acc(base)})" if base is not None else ")")
+            + (f"; {call}" if call else "")
         )
     if stage == "scale":
         phis = summary.get("phis") or []

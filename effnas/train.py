@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from effnas import per_image
 from effnas.data.config import DataConfig
 from effnas.errors import UserError
 from effnas.proxy_config import ProxyConfig
@@ -92,11 +93,15 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         raise UserError(f"training failed: {result.error} (metrics so far: {rundir.file('metrics.csv')})")
     if cfg.save_weights:
         _save_state_dict(result.model, rundir.file("model.pt"))
+    # which validation (and test) images it got right: lets a pipeline pair two trained models
+    per_image.save(rundir.path, "val", result.correct)
+    per_image.save(rundir.path, "test", result.test_correct)
     summary = {
         "arch": arch.name,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
         "val_accuracy": result.accuracy,
+        "val_images": len(data.val),
         "val_loss": result.loss,
         "test_accuracy": result.test_accuracy,
         "params": result.params,

@@ -129,6 +129,11 @@ def test_kill_during_grid_then_resume_finishes_the_chain_and_retrains_nothing(
     assert [r["name"] for r in summary["children"]] == ["search", "grid", "scale", "train_b0", "train_b1"]
     table = (run / "pipeline.md").read_text()
     assert "| stage" in table and "val acc" in table and "alpha=" in table and "best reward" in table
+    # B1 against B0, paired over the validation images: one seed each, so never a win
+    b1 = summary["verdicts"]["train_b1"]
+    assert b1["against"] == "train_b0" and b1["call"] in ("tie", "not estimable") and b1["low"] is None
+    assert b1["images"] == json.loads((run / "train_b0" / "summary.json").read_text())["val_images"]
+    assert "vs train_b0: " in table and "seed spread not estimable" in table
     for plot in ("search/accuracy_vs_macs.png", "grid/accuracy_vs_coefficients.png", "scale/models.png"):
         assert (run / plot).is_file()
 
