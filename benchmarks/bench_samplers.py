@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--target", default="400M")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every curve to this JSON file")
+    parser.add_argument(
+        "--digits",
+        action="store_true",
+        help="the embedded default instead: `effnas search`'s own data, proxy and budget (digits, "
+        "1 epoch) and every sampler with its conf/sampler defaults (what a user gets)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -72,20 +78,30 @@ def main() -> None:
     from search_spaces.mnasnet import MnasNetSpace
 
     torch.set_num_threads(args.threads)
-    cfg = compose(
-        "search",
-        [
-            "data=cifar10",
-            f"data.root={args.root}",
-            f"data.max_train={args.max_train}",
-            f"data.val_fraction={args.val_fraction}",
-            f"proxy.resolution={args.resolution}",
-            f"proxy.images={args.images}",
-            "proxy.batch_size=64",
-            "proxy.augment=true",
-            "proxy.compile=off",
-        ],
-    )
+    overrides = [
+        "data=cifar10",
+        f"data.root={args.root}",
+        f"data.max_train={args.max_train}",
+        f"data.val_fraction={args.val_fraction}",
+        f"proxy.resolution={args.resolution}",
+        f"proxy.images={args.images}",
+        "proxy.batch_size=64",
+        "proxy.augment=true",
+        "proxy.compile=off",
+    ]
+    cfg = compose("search", ["proxy.compile=off"] if args.digits else overrides)
+    options = SAMPLER_OPTIONS
+    if args.digits:
+        from omegaconf import OmegaConf
+
+        options = {
+            n: {
+                k: v
+                for k, v in OmegaConf.to_container(compose("search", [f"sampler={n}"]).sampler).items()
+                if k != "name"
+            }
+            for n in SAMPLERS
+        }
     data = load_dataset(cfg.data)
     setup = TrialSetup.of(cfg)
     space = MnasNetSpace.from_config(cfg.space)
@@ -114,7 +130,7 @@ def main() -> None:
             return result
 
         for name in names:
-            sampler = make_sampler(name, space, seed, **SAMPLER_OPTIONS[name])
+            sampler = make_sampler(name, space, seed, **options[name])
             search = Search(
                 space, sampler, reward_fn, trials=args.trials, reject_above=2.0, out=io.StringIO()
             )
@@ -156,8 +172,9 @@ def report(args, names, curves, finals, trained, cached, seconds, wall, data) ->
     checkpoints = sorted({max(1, args.trials // 4), max(1, args.trials // 2), args.trials})
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
-        f"# CIFAR-10 subset: {len(data.train)} train / {len(data.val)} val images; proxy "
-        f"{args.images} images at {args.resolution} px; reward soft w=-0.07, T={args.target}; "
+        f"# {data.name}: {len(data.train)} train / {len(data.val)} val images; proxy "
+        + ("the search's default budget" if args.digits else f"{args.images} images at {args.resolution} px")
+        + f"; reward soft w=-0.07, T={args.target}; "
         f"{args.seeds} seeds x {args.trials} trained trials per sampler"
     )
     print(
