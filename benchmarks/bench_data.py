@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-from effnas.data import augment_batch, load_dataset, resize_batch
+from training.data import augment_batch, load_dataset, resize_batch
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared/datasets/cifar10"
 

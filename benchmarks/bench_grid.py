@@ -36,8 +36,8 @@ def counts() -> None:
 
 def timing(workers: int) -> None:
     from effnas.config import compose
-    from effnas.data import load_dataset
-    from effnas.proxy import evaluate
+    from training.data import load_dataset
+    from training.proxy import evaluate
 
     cfg = compose("grid", [])
     data = load_dataset(cfg.data)

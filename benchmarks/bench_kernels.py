@@ -1,6 +1,6 @@
 """effnas's CPU kernels layer by layer: every depthwise convolution of a model at the proxy's
 shapes, oneDNN's forward and weight gradient against effnas's C weight gradient, and which of the
-two the trainer uses (`effnas.kernels.c_weight_grad_wins`, a fixed rule).
+two the trainer uses (`training.kernels.c_weight_grad_wins`, a fixed rule).
 
     python benchmarks/bench_kernels.py [--arch efficientnet_b0] [--batch 64] [--resolution 32]
         [--stem-stride 1] [--threads 2] [--reps 9]
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnas import kernels
 from search_spaces.builder import build_model
 from search_spaces.official import official
+from training import kernels
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:

@@ -4,7 +4,7 @@
         [--samplers random,tpe,nsga2,evolution,controller] [--images 4000] [--resolution 16]
 
 Every sampler searches the same MnasNet space with the same proxy (the trainer every Ray trial
-runs, `effnas.trials.run_trial`, called in this process: the comparison is about the samplers, not
+runs, `training.trials.run_trial`, called in this process: the comparison is about the samplers, not
 the cluster) and the same reward (soft, T = 400M). Proxy runs are deterministic for a given
 architecture and seed on CPU, so an architecture proposed twice (e.g. the shared random start of
 random search and evolution under one seed) is trained once and its result reused. Learners get
@@ -69,13 +69,13 @@ def main() -> None:
     import torch
 
     from effnas.config import compose
-    from effnas.data import load_dataset
-    from effnas.trials import TrialSetup, run_inline, run_trial
-    from effnas.units import parse_flops
+    from foundation.units import parse_flops
     from nas.driver import Search
     from nas.reward import RewardFn
     from nas.samplers import make_sampler
     from search_spaces.mnasnet import MnasNetSpace
+    from training.data import load_dataset
+    from training.trials import TrialSetup, run_inline, run_trial
 
     torch.set_num_threads(args.threads)
     overrides = [

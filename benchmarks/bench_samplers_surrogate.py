@@ -31,13 +31,13 @@ import numpy as np
 import yaml
 
 from effnas.config import CONF_DIR
-from effnas.trials import run_inline
 from nas.driver import Search
 from nas.records import TRAINED
 from nas.reward import RewardFn
 from nas.samplers import SAMPLERS, make_sampler
 from nas.surrogate import Surrogate
 from search_spaces.mnasnet import MnasNetSpace
+from training.trials import run_inline
 
 CHECKPOINTS = (10, 25, 50, 100, 300)
 

@@ -7,7 +7,7 @@ median and the best step of each. Rows:
 - plain eager NCHW: the model, SGD-nesterov, cross-entropy, float batches already in memory
   (no augmentation, no data pipeline: it is favoured);
 - plain eager channels-last: the same loop, channels-last (isolates that one change);
-- effnas trainer: `effnas.proxy.ProxyTrainer.step` - the real path, data pipeline included
+- effnas trainer: `training.proxy.ProxyTrainer.step` - the real path, data pipeline included
   (uint8 gather, batched crop+flip, normalise), exactly what search/grid trials run, with its
   default proxy.micro_batch=64 (two cache-sized passes per 128-image step);
 - effnas trainer, no C kernels: the same with proxy.cpu_kernels=false (PyTorch's ops only, the
@@ -44,12 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effnas.data import Dataset, Split
-from effnas.proxy import ProxyTrainer, compile_pays_off
-from effnas.proxy_config import load_proxy
 from search_spaces.builder import build_model
 from search_spaces.cost import count
 from search_spaces.official import official
+from training.data import Dataset, Split
+from training.proxy import ProxyTrainer, compile_pays_off
+from training.proxy_config import load_proxy
 
 
 def synthetic_cifar(n_train: int, n_val: int, size: int, seed: int = 0) -> Dataset:

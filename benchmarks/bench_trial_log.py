@@ -1,4 +1,4 @@
-"""What recording a trial in the run's Optuna study costs (`effnas.trial_log`): one search trial
+"""What recording a trial in the run's Optuna study costs (`training.trial_log`): one search trial
 (the 42 choices of the MnasNet space, 10 attributes) per sync, the whole table synced each time
 as the search stage does, into the run's default journal (study.log), an SQLite database, and any
 storage URLs given.
@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 
 from effnas.config import CONF_DIR
 from effnas.rundir import RunDir
-from effnas.trial_log import Choice, Entry, TrialLog
 from search_spaces.mnasnet import MnasNetSpace
+from training.trial_log import Choice, Entry, TrialLog
 
 
 def per_trial_ms(url: str | None, trials: int) -> float:

@@ -27,9 +27,9 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 from effnas.config import compose
-from effnas.data import load_dataset
-from effnas.zero_cost import PROXIES, batch_of, score
 from search_spaces.mnasnet import MnasNetSpace
+from training.data import load_dataset
+from training.zero_cost import PROXIES, batch_of, score
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from effnas.config import compose
-from effnas.units import parse_flops
+from foundation.units import parse_flops
 from search_spaces.cost import count
 from search_spaces.mnasnet import MnasNetSpace
 
@@ -108,8 +108,8 @@ def main() -> int:
     replicate = [float(e) for e in args.replicate.split(",") if e]
     path = Path(args.csv)
     if not args.table:
-        from effnas.data import load_dataset
-        from effnas.proxy import evaluate
+        from training.data import load_dataset
+        from training.proxy import evaluate
 
         k, n = (int(x) for x in args.shard.split("/"))
         cfg = compose(args.stage, args.overrides)

@@ -28,10 +28,10 @@ from omegaconf import OmegaConf
 from scipy.stats import kendalltau, spearmanr
 
 from effnas.config import CONF_DIR, compose
-from effnas.data import load_dataset
-from effnas.proxy import evaluate
 from search_spaces.mnasnet import MnasNetSpace
 from search_spaces.official import OFFICIAL_TABLE, official
+from training.data import load_dataset
+from training.proxy import evaluate
 
 QUICK = ["proxy.resolution=16", "proxy.batch_size=32", "proxy.augment=false"]  # digits-sized
 

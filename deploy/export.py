@@ -36,8 +36,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
-from effnas.runfiles import atomic_write
+from foundation.errors import UserError
+from foundation.runfiles import atomic_write
 from search_spaces.arch_config import ArchConfig
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
@@ -382,7 +382,7 @@ def exported_runner(fmt: str, path: Path, threads: int) -> tuple[Callable[[Any],
 # -- inputs ---------------------------------------------------------------------------------------
 def _weights(value: str | None) -> tuple[Path | None, Path | None, dict[str, Any]]:
     """(the state_dict file, the train run it belongs to, that run's facts) for `--weights`."""
-    from effnas.runfiles import require_run, stage_of
+    from foundation.runfiles import require_run, stage_of
 
     if not value:
         return None, None, {}
@@ -406,7 +406,7 @@ def _train_facts(run: Path) -> dict[str, Any]:
     """What a finished train run trained: its arch node, classes, resolution and stem stride."""
     from omegaconf import OmegaConf
 
-    from effnas.runfiles import read_json
+    from foundation.runfiles import read_json
 
     summary = read_json(run / "summary.json")
     if summary.get("status") != "done":

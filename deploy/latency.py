@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.arch_config import ArchConfig
 from search_spaces.mnasnet import SpaceConfig
@@ -152,7 +152,7 @@ def _device(cfg: Any) -> str:
 def resolve_arch(spec: str) -> Arch:
     """An arch name (a `conf/arch` option, or one in the user's config folders) or a YAML file
     (a scale run's b3.yaml, a search's best_arch.yaml)."""
-    from effnas.conf_dir import load_option
+    from foundation.conf_dir import load_option
     from search_spaces.arch import ArchError
 
     try:
@@ -477,7 +477,7 @@ def build_table(cfg: Any, rundir: Any, setup: Setup) -> dict[str, Any]:
         [table.parts_sum(parts(a, **kw)) for a in calib], [_measured(a, setup, kw) for a in calib]
     )
     path = Path(cfg.table) if cfg.table else rundir.file("latency_table.json")
-    from effnas.runfiles import atomic_write
+    from foundation.runfiles import atomic_write
 
     atomic_write(path, table.to_json())
     print(

@@ -1,7 +1,10 @@
 """effnas: EfficientNet's method (NAS baseline, compound grid, B1..B7) as a framework.
 
-This package holds the plumbing every stage shares: the CLI, configs, run directories, data and
-the proxy trainer. Architectures live in `search_spaces`, the search in `nas`, scaling in `scaling`.
+The top floor: the CLI, the stage registry, configs, run directories and their lifecycle, the
+pipeline, and the views over finished runs (report, dashboard). What it builds on sits in the
+folders below: `foundation` (errors, units, run files, verdicts), `search_spaces` (architectures),
+`training` (data, the proxy trainer, trials), the stages (`nas`, `scaling`, `deploy`, `models`)
+and `adapters` (Ray Tune).
 """
 
 __version__ = "0.1.0"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from effnas.conf_dir import CONFIG_PATH_ENV, conf_dir, user_dirs
-from effnas.errors import UserError
 from effnas.registry import STAGES, Stage
+from foundation.conf_dir import CONFIG_PATH_ENV, conf_dir, user_dirs
+from foundation.errors import UserError
 
 CONF_DIR: Path = conf_dir()
 DEVICES = ("auto", "cpu", "cuda")
@@ -50,8 +50,8 @@ def full_schema(stage: Stage) -> type:
     settings, declared once)."""
     added: list[Any] = [("run", RunConfig, dataclasses.field(default_factory=RunConfig))]
     if stage.trials:
-        from effnas.raytune import RayConfig
-        from effnas.trial_log import MlflowConfig
+        from adapters.raytune import RayConfig
+        from training.trial_log import MlflowConfig
 
         added.append(("ray", RayConfig, dataclasses.field(default_factory=RayConfig)))
         added.append(("mlflow", MlflowConfig, dataclasses.field(default_factory=MlflowConfig)))

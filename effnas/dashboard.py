@@ -2,7 +2,7 @@
 
     effnas dashboard results/search/<run> [--port 8080] [--host 127.0.0.1]
 
-Every search, grid and study run records its trials in an Optuna study (`effnas.trial_log`);
+Every search, grid and study run records its trials in an Optuna study (`training.trial_log`);
 manifest.json names it and its storage (the journal study.log in the run directory, or the `storage=` URL).
 This serves that storage with optuna-dashboard, prints the study's URL and serves until Ctrl-C.
 A storage several runs share shows all of them; the URL opens this run's. A manifest keeps a
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 
 @dataclass
@@ -47,8 +47,8 @@ def locate(cfg: Any) -> Located:
     """The run directory's study, or a UserError saying why there is none."""
     import optuna
 
-    from effnas.runfiles import read_json, stage_of
-    from effnas.trial_log import check_sqlite, open_journal
+    from foundation.runfiles import read_json, stage_of
+    from training.trial_log import check_sqlite, open_journal
 
     if len(cfg.runs) != 1:
         raise UserError(f"give one run directory (effnas dashboard RUN_DIR), got {len(cfg.runs)}")

@@ -6,8 +6,8 @@
 search -> grid (--from the search run) -> scale (--from the grid run) -> train of the chosen
 models (b0: the search's best_arch.yaml, bN: the scale run's bN.yaml), as `<run>/search`,
 `<run>/grid`, `<run>/scale`, `<run>/train_b1` ... Each child is an ordinary run of its stage,
-made here by the same lifecycle as `effnas <stage>` (`effnas.cli.run_stage`: checks, its own run
-directory and lock, manifest with its upstream run, summary, plots), so any child can be read,
+made here by the same lifecycle as `effnas <stage>` (`effnas.lifecycle`, handed in as `life`:
+checks, its own run directory and lock, manifest with its upstream run, summary, plots), so any child can be read,
 reported on or resumed on its own. The parent's manifest and summary list the children and their
 status; the run ends with a table (stage, run dir, status, headline result).
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from effnas import per_image
-from effnas.errors import UserError
-from effnas.registry import STAGES
-from effnas.runfiles import read_json, stage_of
-from effnas.verdict import describe
+from foundation import per_image
+from foundation.errors import UserError
+from foundation.runfiles import read_json, stage_of
+from foundation.units import parse_phi
+from foundation.verdict import describe
 
 CHAIN = ("search", "grid", "scale")  # then one train run per model
 _MODEL = re.compile(r"^b(\d+)$")
@@ -70,8 +70,6 @@ class Child:
 
 def models_of(cfg: Any) -> list[str]:
     """The models to train, checked against the scaled phis (`--train none`: none)."""
-    from scaling.scaler import parse_phi
-
     phis = parse_phi(cfg.phi)
     models = [str(m).strip().lower() for m in cfg.models]
     if models == ["none"]:
@@ -95,9 +93,9 @@ def _key(override: str) -> str:
     return override.lstrip("~").split("=", 1)[0]
 
 
-def _shared_for(stage: str, shared: list[str]) -> list[str]:
+def _shared_for(stage: str, shared: list[str], stages: Any) -> list[str]:
     """The shared overrides that apply to `stage` (data/proxy: its groups; ray: trial stages)."""
-    spec = STAGES[stage]
+    spec = stages[stage]
     keep = {*spec.groups, *(("ray",) if spec.trials else ())}
     return [o for o in shared if _key(o).split(".", 1)[0] in keep]
 
@@ -130,7 +128,9 @@ def trained_like(grid_cfg: Any) -> list[str]:
     return out
 
 
-def child_overrides(cfg: Any, child: Child, parent: Path | None, grid_cfg: Any = None) -> list[str]:
+def child_overrides(
+    cfg: Any, child: Child, parent: Path | None, grid_cfg: Any = None, stages: Any = None
+) -> list[str]:
     """The overrides of one child, in the order they apply (later wins)."""
     own = list(cfg[child.stage])
     for o in own:
@@ -147,30 +147,30 @@ def child_overrides(cfg: Any, child: Child, parent: Path | None, grid_cfg: Any =
         head += [] if parent is None else [f"upstream={_value(str(parent / 'grid'))}"]
     else:
         return [*(trained_like(grid_cfg) if grid_cfg is not None else []), *fwd, *own]
-    return [*head, *_shared_for(child.stage, list(cfg.shared)), *fwd, *own]
+    return [*head, *_shared_for(child.stage, list(cfg.shared), stages), *fwd, *own]
 
 
-def _compose_child(stage: str, overrides: list[str], arch_file: Path | None = None) -> Any:
-    from effnas.cli import compose_config
-
+def _compose_child(life: Any, stage: str, overrides: list[str], arch_file: Path | None = None) -> Any:
     try:
-        return compose_config(stage, overrides, arch_file)
+        return life.compose(stage, overrides, arch_file)
     except UserError as exc:
         raise UserError(f"pipeline, {stage}: {exc}") from None
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Any, life: Any) -> None:
     """Every child's config composes and passes its stage's checks, before anything runs (the
-    upstream runs do not exist yet: grid and scale are checked on their own defaults)."""
-    from effnas.cli import check_config
-    from effnas.units import parse_flops
+    upstream runs do not exist yet: grid and scale are checked on their own defaults). `life`:
+    the lifecycle (`effnas.lifecycle.LIFECYCLE`)."""
+    from foundation.units import parse_flops
 
     parse_flops(str(cfg.target_flops))
     grid_cfg = None
     for child in children_of(cfg)[:4]:  # every model trains on the same config but its arch
-        cfg_child = _compose_child(child.stage, child_overrides(cfg, child, None, grid_cfg))
+        cfg_child = _compose_child(
+            life, child.stage, child_overrides(cfg, child, None, grid_cfg, life.stages)
+        )
         try:
-            check_config(STAGES[child.stage], cfg_child)
+            life.check(life.stages[child.stage], cfg_child)
         except UserError as exc:
             raise UserError(f"pipeline, {child.stage}: {exc}") from None
         if child.stage == "grid":
@@ -178,8 +178,9 @@ def validate(cfg: Any) -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
-def state_of(path: Path, stage: str) -> str:
-    """absent (nothing there), done (finished), resumable (its stage can continue it) or partial."""
+def state_of(path: Path, stage: str, resumable: bool) -> str:
+    """absent (nothing there), done (finished), resumable (its stage can continue it: `resumable`,
+    the stage's registry row says it takes --resume) or partial."""
     if not path.exists() or not any(path.iterdir()):
         return "absent"
     if stage_of(path) != stage:
@@ -187,7 +188,7 @@ def state_of(path: Path, stage: str) -> str:
     manifest = read_json(path / "manifest.json")
     if manifest.get("status") == "done" and (path / "summary.json").is_file():
         return "done"
-    if STAGES[stage].resume and (path / ".hydra" / "config.yaml").is_file():
+    if resumable and (path / ".hydra" / "config.yaml").is_file():
         return "resumable"
     return "partial"
 
@@ -213,10 +214,10 @@ def _banner(i: int, n: int, child: Child, what: str) -> None:
     print(f"\n=== pipeline {i}/{n}: {child.name} ({what})", file=sys.stderr, flush=True)
 
 
-def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+def run(cfg: Any, rundir: Any, life: Any) -> dict[str, Any]:
+    """The pipeline stage; `life` is the lifecycle every child runs through
+    (`effnas.lifecycle.LIFECYCLE`: compose, check, resumed, run, and the stage registry)."""
     from omegaconf import OmegaConf
-
-    from effnas.cli import resumed_config, run_stage
 
     parent = rundir.path.resolve()
     children = children_of(cfg)
@@ -232,7 +233,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
 
     for i, child in enumerate(children):
         path = parent / child.name
-        state = state_of(path, child.stage)
+        state = state_of(path, child.stage, life.stages[child.stage].resume)
         if state == "done":
             _banner(i + 1, len(children), child, "done already, skipped")
             mark(i, "done")
@@ -246,12 +247,15 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         try:
             if state == "resumable":
                 _banner(i + 1, len(children), child, f"resuming: effnas {child.stage} --resume {path}")
-                run_stage(child.stage, resumed_config(child.stage, path), _argv(child, path), path)
+                life.run(child.stage, life.resumed(child.stage, path), _argv(child, path), path)
             else:
                 grid_cfg = None
                 if child.stage == "train":
                     grid_cfg = OmegaConf.load(parent / "grid" / ".hydra" / "config.yaml")
-                overrides = [*child_overrides(cfg, child, parent, grid_cfg), f"run.dir={_value(str(path))}"]
+                overrides = [
+                    *child_overrides(cfg, child, parent, grid_cfg, life.stages),
+                    f"run.dir={_value(str(path))}",
+                ]
                 arch = _arch_file(parent, child)
                 if arch is not None and not arch.is_file():
                     raise UserError(f"pipeline, {child.name}: {arch} is missing (did the upstream run fail?)")
@@ -260,8 +264,8 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
                     argv if child.stage != "train" else [*argv[:3], "<the grid's data and proxy>", *cfg.train]
                 )
                 _banner(i + 1, len(children), child, " ".join(shown))
-                child_cfg = _compose_child(child.stage, overrides, arch)
-                run_stage(child.stage, child_cfg, argv, overrides=overrides)
+                child_cfg = _compose_child(life, child.stage, overrides, arch)
+                life.run(child.stage, child_cfg, argv, overrides=overrides)
         except BaseException:
             mark(i, _status(path))
             raise
@@ -285,9 +289,9 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
 
 def trained_verdicts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each trained model after the first against the first (B0), paired over the validation
-    images both were scored on (`effnas.verdict.compare`; one seed each: the call is a tie or
+    images both were scored on (`foundation.verdict.compare`; one seed each: the call is a tie or
     not estimable, never a win, and the line says so)."""
-    from effnas.verdict import Scores, compare
+    from foundation.verdict import Scores, compare
 
     trained = [r for r in records if r["stage"] == "train" and r["status"] == "done"]
     found = {r["name"]: per_image.load(r["path"], "val") for r in trained}
@@ -316,7 +320,7 @@ def _status(path: Path) -> str:
 # -- the table ------------------------------------------------------------------------------------
 def headline(stage: str, summary: dict[str, Any]) -> str:
     """One line of a child's result, from its summary.json."""
-    from effnas.units import format_flops
+    from foundation.units import format_flops
 
     def flops(v: Any) -> str:
         return format_flops(v) if v else "-"

@@ -41,6 +41,7 @@ class Stage:
     trials: bool = False  # runs proxy trials: `ray` settings and an executor
     resume: bool = False  # `--resume RUN_DIR` continues an interrupted run
     writes_run: bool = True  # False: prints only (describe)
+    runs_stages: bool = False  # runs other stages (the pipeline): gets effnas.lifecycle.LIFECYCLE
     subcommands: tuple[str, ...] = ()  # `effnas study scaling`: the first positional, config key `kind`
     positionals: str | None = None  # the list key bare arguments fill (`effnas report RUN_DIR...`)
     # (prefix, list key): an override whose key starts with the prefix is kept as text in that
@@ -129,8 +130,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "train",
-            "effnas.train",
-            "effnas.train:TrainConfig",
+            "models.train",
+            "models.train:TrainConfig",
             ("arch", "data", "proxy"),
             "train one architecture with the proxy trainer",
         ),
@@ -264,6 +265,7 @@ STAGES: dict[str, Stage] = {
                 ),
             ),
             resume=True,
+            runs_stages=True,
             routes=(
                 ("search.", "search"),
                 ("grid.", "grid"),
@@ -302,8 +304,8 @@ The models train on the data and proxy the grid ran with (its recorded config), 
         ),
         Stage(
             "describe",
-            "effnas.describe",
-            "effnas.describe:DescribeConfig",
+            "models.describe",
+            "models.describe:DescribeConfig",
             ("arch",),
             "per-stage table of an architecture's shape, MACs and params",
             flags=(Flag("--format", "format", "output format", "choice", ("table", "csv", "json")),),

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
-from effnas.figures import axes as _axes
-from effnas.figures import close, searched_among_random
-from effnas.runfiles import check_table, read_json, stage_of
-from effnas.units import format_flops
-from effnas.verdict import describe
+from foundation.errors import UserError
+from foundation.figures import axes as _axes
+from foundation.figures import close, searched_among_random
+from foundation.runfiles import check_table, read_json, stage_of
+from foundation.units import format_flops
+from foundation.verdict import describe
 from search_spaces.official import PAPER_COEFFICIENTS
 
 if TYPE_CHECKING:
@@ -634,10 +634,10 @@ def verdict_frame(verdict: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
 
     rows, notes = [], []
     for name, v in verdict.items():
-        if isinstance(v, dict) and "low" in v:  # effnas.verdict.compare: margin, interval, call
+        if isinstance(v, dict) and "low" in v:  # foundation.verdict.compare: margin, interval, call
             shown = {k: _cell(k, v.get(k)) for k in ("id", "mean", "std", "n")}
             rows.append({"against": name} | shown | {"margin [95% interval] -> call": describe(v)})
-        elif isinstance(v, dict):  # a grid run from before effnas.verdict: as it was written
+        elif isinstance(v, dict):  # a grid run from before foundation.verdict: as it was written
             rows.append({"against": name} | {k: _cell(k, x) for k, x in v.items()})
         elif v is None:
             rows.append({"against": name, "call": "not trained, or the winner itself"})
@@ -1003,7 +1003,7 @@ def search_study_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
 def _versus(v: Mapping[str, Any] | None, what: str) -> str:
     if not v:
         return ""
-    if "low" in v:  # effnas.verdict.compare
+    if "low" in v:  # foundation.verdict.compare
         return f"- vs {what} (`{v.get('id')}`): margin {describe(v).replace('-> ', '**')}**"
     spread = "no seed spread" if v.get("spread") is None else f"seed spread {v['spread']:.4f}"
     return f"- vs {what} (`{v.get('id')}`): margin {v.get('margin', 0):+.4f} accuracy ({spread}): **{v.get('call')}**"

@@ -1,5 +1,5 @@
 """Run directories: where every stage writes, atomically, with its manifest and summary (the
-run lifecycle; the file helpers underneath are `effnas.runfiles`).
+run lifecycle; the file helpers underneath are `foundation.runfiles`).
 
 A run directory holds `.hydra/` (Hydra's config.yaml, hydra.yaml, overrides.yaml),
 `manifest.json` (versions, git state, seed, threads, device, dataset fingerprint, upstream runs),
@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from effnas.errors import UserError
-from effnas.runfiles import atomic_write, read_json, require_run, write_json
+from foundation.errors import UserError
+from foundation.runfiles import atomic_write, read_json, require_run, write_json
 
 LOCK_NAME = ".effnas.lock"
 LIBRARIES = ("torch", "ray", "optuna", "fvcore", "pandas", "hydra-core", "numpy", "scikit-learn")
@@ -239,7 +239,7 @@ class RunDir:
         self.write_json("manifest.json", self.manifest)
 
     def record_dataset(self, data: Any) -> None:
-        """The dataset a stage trained on (an `effnas.data.Dataset`): name, fingerprint, splits."""
+        """The dataset a stage trained on (an `training.data.Dataset`): name, fingerprint, splits."""
         self.record(
             dataset={
                 "name": data.name,

@@ -9,9 +9,9 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from effnas.data.config import DataConfig
-from effnas.proxy_config import ProxyConfig
 from search_spaces.mnasnet import SpaceConfig
+from training.data.config import DataConfig
+from training.proxy_config import ProxyConfig
 
 
 @dataclass

@@ -9,8 +9,8 @@ cannot lose it), tells the sampler, and prints one progress line. Budgets: train
 (`--trials`, counting the ones an interrupted run finished) and wall time (`--time-budget`: no
 new trial starts after it).
 
-`Search` is an `effnas.trials.TrialSource`: the application's executor drives it (Ray Tune through
-`effnas.raytune`, or `effnas.trials.run_inline` in this process: benchmarks, tests).
+`Search` is an `training.trials.TrialSource`: the application's executor drives it (Ray Tune through
+`adapters.raytune`, or `training.trials.run_inline` in this process: benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ class Search:
 
     # -- console --------------------------------------------------------------------------------
     def _progress(self, row: dict[str, Any]) -> None:
-        from effnas.units import format_flops
+        from foundation.units import format_flops
 
         head = f"#{row['id']:<4} {row['status']:<8} MACs {format_flops(row['macs']):>7}"
         if row.get("latency_ms") is not None:
@@ -250,7 +250,7 @@ class Search:
         print(f"{bar} {body}{tail}  [{self.elapsed():.0f}s]", file=self.out, flush=True)
 
     def _format_cost(self, value: float) -> str:
-        from effnas.units import format_flops
+        from foundation.units import format_flops
 
         return f"{value:.2f} ms" if self.objective == "latency_ms" else format_flops(value)
 

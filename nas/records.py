@@ -41,7 +41,7 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
     """Rows of an earlier attempt's trials.csv (empty if there is none yet)."""
     import pandas as pd
 
-    from effnas.runfiles import check_table
+    from foundation.runfiles import check_table
 
     if not path.is_file() or path.stat().st_size == 0:
         return []

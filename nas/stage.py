@@ -7,7 +7,7 @@ Samples the factorized space (`search_spaces.mnasnet`), prices each sample with 
 cost model at 224x224/1000 classes, trains the ones within `reject_above` x T on the proxy (as Ray
 Tune trials, or in this process with `ray.enabled=false`), and scores them with ACC x (MACs/T)^w (`nas.reward`). Writes, in the run directory:
 trials.csv, pareto.csv, best_arch.yaml (what `effnas grid --from` reads), the Optuna study of
-every trial whatever the sampler (study.log, or any `storage=` URL; `effnas.trial_log`),
+every trial whatever the sampler (study.log, or any `storage=` URL; `training.trial_log`),
 reward_over_trials.png, accuracy_vs_macs.png, and the summary.
 """
 
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from nas.records import COLUMNS
 
 if TYPE_CHECKING:
-    from effnas.trials import Executor
+    from training.trials import Executor
 
 SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
 # what the trial log (Optuna study, MLflow) gets of each trials.csv row as attributes: every column
@@ -40,10 +40,10 @@ ARTIFACTS = (
 
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
-    from effnas.trial_log import check
-    from effnas.units import parse_duration
+    from foundation.units import parse_duration
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
+    from training.trial_log import check
 
     objective_of(cfg)
     check(cfg)
@@ -75,7 +75,7 @@ def validate(cfg: Any) -> None:
             f"candidates={s.candidates} parents={s.parents} trees={s.trees}"
         )
     if cfg.prerank is not None:
-        from effnas.zero_cost import PROXIES
+        from training.zero_cost import PROXIES
 
         if cfg.prerank not in PROXIES:
             raise UserError(f"unknown prerank proxy {cfg.prerank!r}; expected one of {', '.join(PROXIES)}")
@@ -102,7 +102,7 @@ def validate(cfg: Any) -> None:
 
 def objective_of(cfg: Any) -> tuple[float, str]:
     """(the target T, its unit): MACs from `target_flops`, or ms from `target_latency`."""
-    from effnas.units import parse_flops, parse_latency
+    from foundation.units import parse_flops, parse_latency
 
     if cfg.target_flops is not None and cfg.target_latency is not None:
         raise UserError(
@@ -126,10 +126,10 @@ def prerank_of(cfg: Any, space: Any, data: Any) -> Any:
     the proxy would train, at initialization, on one fixed batch of the training data."""
     if not cfg.prerank:
         return None
-    from effnas.zero_cost import batch_of, score
+    from training.zero_cost import batch_of, score
 
     if data is None:
-        from effnas.data import load_dataset
+        from training.data import load_dataset
 
         data = load_dataset(cfg.data)
     images = batch_of(data, 64, int(cfg.proxy.resolution), seed=int(cfg.run.seed))
@@ -207,15 +207,15 @@ def space_of(cfg: Any) -> Any:
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
-    from effnas.data import load_dataset
-    from effnas.proxy_config import budget, checked
-    from effnas.trial_log import Choice, TrialLog, open_storage, study_of
-    from effnas.trials import EarlyStop, Scheduling, TrialSetup
-    from effnas.units import format_flops, parse_duration
+    from foundation.units import format_flops, parse_duration
     from nas.driver import RewardMetric, Search
     from nas.records import history_of, read_trials
     from nas.reward import RewardFn
     from nas.samplers import make_sampler
+    from training.data import load_dataset
+    from training.proxy_config import budget, checked
+    from training.trial_log import Choice, TrialLog, open_storage, study_of
+    from training.trials import EarlyStop, Scheduling, TrialSetup
 
     t0 = time.time()
     space = space_of(cfg)
@@ -348,7 +348,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
 
 def trial_entries(rows: list[dict[str, Any]], space: Any) -> list[Any]:
     """trials.csv rows as the trial log's entries: the choice vector, the reward, the rest."""
-    from effnas.trial_log import Entry
+    from training.trial_log import Entry
 
     names = [d.name for d in space.dims]
     return [

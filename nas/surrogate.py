@@ -145,7 +145,7 @@ class Surrogate:
         return np.clip(self.model.predict(features(space, rows)), low, high)
 
     def save(self, path: str | Path) -> None:
-        from effnas.runfiles import atomic_write
+        from foundation.runfiles import atomic_write
 
         atomic_write(path, pickle.dumps({"format": FORMAT, **self.__dict__}))
 
@@ -202,11 +202,11 @@ def fit(
 
 
 def executor(surrogate: Surrogate, space: MnasNetSpace, noise: float = 0.0, seed: int = 0) -> Any:
-    """An `effnas.trials.Executor` that scores each proposed trial with the surrogate, in this
+    """An `training.trials.Executor` that scores each proposed trial with the surrogate, in this
     process: the trial config's `choices` -> a result as the proxy trainer would report it."""
     import time
 
-    from effnas.trials import run_inline
+    from training.trials import run_inline
 
     def execute(source: Any, setup: Any, scheduling: Any) -> None:
         def evaluate(config: dict[str, Any]) -> dict[str, Any]:

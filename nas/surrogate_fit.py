@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from search_spaces.mnasnet import MnasNetSpace, SpaceConfig, SpaceError
 
 KINDS = ("fit",)
@@ -70,7 +70,7 @@ def read_source(path: Path, space: MnasNetSpace) -> Any:
     """The trained rows of one source as a frame with `choices`, `accuracy`, `macs`, `source`."""
     import pandas as pd
 
-    from effnas.runfiles import check_table, stage_of
+    from foundation.runfiles import check_table, stage_of
 
     if path.is_dir():
         if stage_of(path) != "search":

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.official import PAPER_COEFFICIENTS  # the grid's reference point (product 1.92)
 

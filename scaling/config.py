@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from effnas.data.config import DataConfig
-from effnas.proxy_config import ProxyConfig
 from search_spaces.arch_config import ArchConfig
+from training.data.config import DataConfig
+from training.proxy_config import ProxyConfig
 
 
 @dataclass

@@ -5,11 +5,11 @@
 Every (alpha, beta, gamma) >= 1 on the grid with |alpha*beta^2*gamma^2 - target| <= tol
 (`scaling.compound.enumerate_candidates`) scales the baseline by depth alpha^phi, width beta^phi
 and proxy resolution round(gamma^phi x proxy.resolution) and is trained `seeds` times (seeds
-run.seed .. run.seed+seeds-1) with the shared proxy trainer (`effnas.trials.run_trial`), by the
-executor the application hands in (Ray Tune through `effnas.raytune`, or in this process). The
+run.seed .. run.seed+seeds-1) with the shared proxy trainer (`training.trials.run_trial`), by the
+executor the application hands in (Ray Tune through `adapters.raytune`, or in this process). The
 winner is the highest mean proxy validation accuracy over the seeds (`pick_winner`); its margins
 over the unscaled baseline, the paper's point and the runner-up carry their intervals (seeds and
-the validation images, paired over each trial's per-image record: `effnas.verdict`), and
+the validation images, paired over each trial's per-image record: `foundation.verdict`), and
 `winner_call` says whether the data tell it from the runner-up. MACs are the paper's: conv + linear multiply-adds of the scaled model at its
 deployment resolution round(gamma^phi x the baseline's, 224 for B0) with 1000 classes, whatever the
 proxy trains at (DESIGN.md).
@@ -27,14 +27,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnas import per_image, verdict
-from effnas.errors import UserError
+from foundation import per_image, verdict
+from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, Candidate, enumerate_candidates, scale_arch, spread_subset
 from search_spaces.arch import Arch
 from search_spaces.arch_config import arch_from_cfg, arch_given
 
 if TYPE_CHECKING:
-    from effnas.trials import Executor
+    from training.trials import Executor
 
 BASELINE_ID = "baseline"
 COLUMNS = (
@@ -85,8 +85,8 @@ def candidates_of(cfg: Any) -> tuple[list[Candidate], int]:
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: phi, the grid, the baseline (the proxy and
     Ray settings are checked by the application for every stage)."""
-    from effnas.runfiles import upstream_run
-    from effnas.trial_log import check
+    from foundation.runfiles import upstream_run
+    from training.trial_log import check
 
     check(cfg)
     if not cfg.phi > 0:
@@ -119,7 +119,7 @@ def _read_best_arch(run_dir: Path) -> Arch:
 
 def resolve_baseline(cfg: Any) -> tuple[Arch, dict[str, Any]]:
     """(baseline, where it came from): --from's best_arch.yaml, --arch, or the official B0."""
-    from effnas.runfiles import upstream_run
+    from foundation.runfiles import upstream_run
     from search_spaces.official import efficientnet_b0
 
     if cfg.upstream:
@@ -200,7 +200,7 @@ def _key(row: Mapping[str, Any]) -> tuple[str, Any]:
 
 
 def record_key(row: Mapping[str, Any]) -> str:
-    """The trial's per-image record (`effnas.per_image`): `<point id>/seed<seed>`."""
+    """The trial's per-image record (`foundation.per_image`): `<point id>/seed<seed>`."""
     return f"{row['id']}/seed{row.get('seed')}"
 
 
@@ -209,7 +209,7 @@ def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]
     `seed` column trained every point once, with `seed` (the run's)."""
     import pandas as pd
 
-    from effnas.runfiles import check_table
+    from foundation.runfiles import check_table
 
     if not path.is_file():
         return {}
@@ -222,14 +222,14 @@ def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]
 
 # -- the trials ---------------------------------------------------------------------------------
 class GridTrials:
-    """The grid's unfinished rows, one per (id, seed), as an `effnas.trials.TrialSource`:
+    """The grid's unfinished rows, one per (id, seed), as an `training.trials.TrialSource`:
     proposed in plan order; each end fills its row, rewrites trials.csv and prints one line."""
 
     name = "grid"
 
     def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None, log: Any = None) -> None:
         self.order = rows
-        self.log = log  # an effnas.trial_log.TrialLog: every finished row also goes to the study
+        self.log = log  # an training.trial_log.TrialLog: every finished row also goes to the study
         self.rows = {_key(r): r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
         self.total = len(self.queue)
@@ -296,14 +296,14 @@ class GridTrials:
 
 def trial_space(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The grid's trials as the trial log's parameters: the point's alpha, beta, gamma."""
-    from effnas.trial_log import Range
+    from training.trial_log import Range
 
     return {k: Range.over(r[k] for r in rows) for k in ("alpha", "beta", "gamma")}
 
 
 def trial_entries(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     """trials.csv rows as the trial log's entries, one per (point, seed); value: proxy accuracy."""
-    from effnas.trial_log import Entry
+    from training.trial_log import Entry
 
     logged = ("id", "seed", "kind", "product", "depth", "width", "resolution", "deploy_resolution")
     logged += (
@@ -379,7 +379,7 @@ def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 
 
 def point_scores(rows: Sequence[Mapping[str, Any]], run: Any, images: int) -> dict[str, verdict.Scores]:
-    """Each point's finished seeds as `effnas.verdict.Scores` on the `images` validation images:
+    """Each point's finished seeds as `foundation.verdict.Scores` on the `images` validation images:
     paired over the images where every seed left its per-image record."""
     found: dict[str, list[tuple[str, float]]] = {}
     for r in rows:
@@ -391,7 +391,7 @@ def point_scores(rows: Sequence[Mapping[str, Any]], run: Any, images: int) -> di
 def compare_points(
     winner: Mapping[str, Any], other: Mapping[str, Any], scores: Mapping[str, verdict.Scores]
 ) -> dict[str, Any]:
-    """The winner's mean accuracy minus `other`'s with its interval and call (`effnas.verdict.compare`:
+    """The winner's mean accuracy minus `other`'s with its interval and call (`foundation.verdict.compare`:
     seeds + validation images, paired; under 3 seeds no spread and no win)."""
     return {
         "id": other.get("id"),
@@ -469,7 +469,7 @@ def plot_grid(
     scores: Mapping[str, verdict.Scores] | None = None,
 ) -> None:
     """Accuracy against each coefficient and against MACs: each point at its mean over seeds,
-    error bars its 95% interval (seeds + validation images, `effnas.verdict.arm_interval`), or
+    error bars its 95% interval (seeds + validation images, `foundation.verdict.arm_interval`), or
     the validation set's error alone where the seed spread is not estimable (under 3 seeds)."""
     from scaling import report
 
@@ -559,9 +559,9 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The grid stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from omegaconf import OmegaConf
 
-    from effnas.data import load_dataset
-    from effnas.trials import Scheduling, TrialSetup
     from scaling import report
+    from training.data import load_dataset
+    from training.trials import Scheduling, TrialSetup
 
     t0 = time.time()
     baseline, source = resolve_baseline(cfg)
@@ -599,7 +599,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                     for k in ("accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
                 }
             )
-    from effnas.trial_log import TrialLog
+    from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "grid", trial_space(rows))
     trials = GridTrials(rows, rundir, log=log)

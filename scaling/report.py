@@ -9,8 +9,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from effnas import figures
-from effnas.units import format_flops
+from foundation import figures
+from foundation.units import format_flops
 
 # column -> (header, formatter); columns not listed print with str()
 Formatter = Callable[[Any], str]

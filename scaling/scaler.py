@@ -24,12 +24,12 @@ depth (drop-connect) stays 0.2 (REFERENCE.md). Nothing is trained; the stage run
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from effnas.errors import UserError
+from foundation.errors import UserError
+from foundation.units import parse_phi
 from scaling.compound import PAPER_COEFFICIENTS, constraint_product, macs_of, round_resolution, scale_arch
 from search_spaces.arch import Arch, ArchError
 from search_spaces.arch_config import arch_from_cfg, arch_given
@@ -45,27 +45,6 @@ MATCH_WITHIN = math.log(
 
 
 # -- inputs -----------------------------------------------------------------------------------
-_PHI_ITEM = re.compile(r"^\s*(-?\d+)\s*(?:\.\.\s*(-?\d+)\s*)?$")
-
-
-def parse_phi(text: Any) -> list[int]:
-    """`3`, `1..7` (inclusive) or `1,3,5` (items may be ranges) -> sorted distinct phis >= 1."""
-    raw = str(text).strip()
-    phis: list[int] = []
-    for item in raw.split(","):
-        m = _PHI_ITEM.match(item)
-        if not m:
-            raise UserError(f"--phi {raw!r}: expected an integer (3), a range (1..7) or a list (1,3,5)")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise UserError(f"--phi {raw!r}: range {lo}..{hi} runs backwards; write {hi}..{lo}")
-        phis.extend(range(lo, hi + 1))
-    if min(phis) < 1:
-        raise UserError(f"--phi {raw!r}: phi must be >= 1 (phi = 0 is the baseline itself)")
-    if len(set(phis)) != len(phis):
-        raise UserError(f"--phi {raw!r}: a phi is listed twice")
-    return sorted(phis)
 
 
 def dropout_for(phi: float) -> float:
@@ -116,7 +95,7 @@ def read_coefficients(run_dir: Path) -> dict[str, Any]:
 
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: phi, mode, coefficients, --from, --arch."""
-    from effnas.runfiles import upstream_run
+    from foundation.runfiles import upstream_run
 
     phis = parse_phi(cfg.phi)
     if cfg.mode not in MODES:
@@ -136,7 +115,7 @@ def validate(cfg: Any) -> None:
 
 def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str, Any]]:
     """(baseline, (alpha, beta, gamma), provenance) from --from / --arch / config / defaults."""
-    from effnas.runfiles import upstream_run
+    from foundation.runfiles import upstream_run
     from search_spaces.official import efficientnet_b0
 
     provenance: dict[str, Any] = {}

@@ -18,7 +18,7 @@ it). Trials run through the executor the application hands in (Ray Tune, or in t
 `study.csv` is rewritten after each, so `--resume` trains only what has not finished. Writes
 `study.csv` (one row per trial, with the search's reward), `summary.json` (per budget: each
 architecture's mean and spread over seeds, the searched one's rank in accuracy and in reward,
-its margin over the best random one and over the base with its interval: `effnas.verdict`) and
+its margin over the best random one and over the base with its interval: `foundation.verdict`) and
 `accuracy_vs_macs.png`.
 """
 
@@ -34,14 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnas import verdict
-from effnas.errors import UserError
+from foundation import verdict
+from foundation.errors import UserError
 from scaling.study import StudyTrials, _read_previous, evaluation_split
 from search_spaces.arch import Arch
 
 if TYPE_CHECKING:
-    from effnas.trials import Executor
     from search_spaces.mnasnet import MnasNetSpace
+    from training.trials import Executor
 
 ROLES = ("searched", "random", "base")
 COLUMNS = (
@@ -110,8 +110,8 @@ def read_search_run(upstream: str | None) -> SearchRun:
     and its reward recorded. Each failure is one UserError line."""
     from omegaconf import OmegaConf
 
-    from effnas.runfiles import read_json, stage_of
-    from effnas.units import parse_flops
+    from foundation.runfiles import read_json, stage_of
+    from foundation.units import parse_flops
     from search_spaces.arch import ArchError
     from search_spaces.mnasnet import MnasNetSpace, SpaceError
 
@@ -188,7 +188,7 @@ def sample_matched(
     """`n` distinct architectures drawn uniformly from `space` whose MACs are within `tolerance`
     (relative) of `macs`: rejection sampling, so they are a uniform sample of the space's
     architectures of that cost. Fails (UserError) when fewer than `n` land in `max_draws` draws."""
-    from effnas.units import format_flops
+    from foundation.units import format_flops
     from search_spaces.cost import count
 
     found: dict[tuple[str, ...], Arch] = {}
@@ -257,8 +257,8 @@ def _saved(rundir: Any, n_random: int) -> list[Candidate] | None:
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: the study's numbers, the search run, and that
     its space has enough architectures of the searched one's MACs (sampled here, in seconds)."""
-    from effnas.trial_log import check
     from search_spaces.arch_config import arch_given
+    from training.trial_log import check
 
     check(cfg)
     if int(cfg.seeds) < 1:
@@ -284,7 +284,7 @@ def upstream_of(cfg: Any) -> str | None:
     """`--from` as given; on `--resume`, the absolute path the first attempt recorded (the
     resume may run from another directory than the relative `--from` was given in)."""
     if cfg.get("resume"):
-        from effnas.runfiles import read_json
+        from foundation.runfiles import read_json
 
         manifest = Path(str(cfg.resume)) / "manifest.json"
         recorded = (
@@ -360,7 +360,7 @@ class SearchStudyTrials(StudyTrials):
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The study's trials as the trial log's parameters: which architecture, its role, the budget."""
-    from effnas.trial_log import Choice
+    from training.trial_log import Choice
 
     return {
         "arch": Choice(dict.fromkeys(r["arch"] for r in rows)),
@@ -371,7 +371,7 @@ def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
     """study.csv rows as the trial log's entries (value: proxy accuracy; the reward an attribute)."""
-    from effnas.trial_log import Entry
+    from training.trial_log import Entry
 
     logged = ("name", "seed", "macs", "params", "activations", "macs_ratio", "latency_ms", "accuracy")
     return [
@@ -407,9 +407,9 @@ def summarize(
 ) -> dict[str, Any]:
     """Per budget: each architecture's accuracy (mean, sample std over seeds, n, and its interval)
     and reward, the rankings, the searched one's rank in each, and its margin over the best
-    random architecture and over the base with the interval and call of `effnas.verdict`
+    random architecture and over the base with the interval and call of `foundation.verdict`
     (seeds + the `images` evaluation images of `split`, paired over the per-image records)."""
-    from effnas import per_image
+    from foundation import per_image
 
     out: dict[str, Any] = {}
     every: list[verdict.Scores] = []
@@ -475,11 +475,11 @@ def summarize(
 
 
 def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Accuracy vs MACs per budget, mean and std over seeds (`effnas.figures`, which the report
+    """Accuracy vs MACs per budget, mean and std over seeds (`foundation.figures`, which the report
     draws too)."""
     import pandas as pd
 
-    from effnas import figures
+    from foundation import figures
 
     fig = figures.searched_among_random(pd.DataFrame(list(rows), columns=COLUMNS))
     if fig is not None:
@@ -490,10 +490,10 @@ def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
 # -- the stage ----------------------------------------------------------------------------------
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search study; `execute` runs its trials (Ray Tune, or in this process)."""
-    from effnas.data import load_dataset
-    from effnas.trials import Scheduling, TrialSetup
-    from effnas.units import format_flops
+    from foundation.units import format_flops
     from scaling import report
+    from training.data import load_dataset
+    from training.trials import Scheduling, TrialSetup
 
     t0 = time.time()
     search = read_search_run(upstream_of(cfg))
@@ -535,7 +535,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         old = previous.get(row["id"])
         if old is not None and old.get("status") == "ok":
             row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
-    from effnas.trial_log import TrialLog
+    from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
     trials = SearchStudyTrials(rows, rundir, search.objective, log, test=split == "test")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 if TYPE_CHECKING:
-    from effnas.trials import Executor
+    from training.trials import Executor
 
 
 def _module(kind: str) -> ModuleType:

@@ -40,16 +40,16 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING
 
-from effnas import per_image, verdict
-from effnas.data.config import DataConfig
-from effnas.errors import UserError
-from effnas.proxy_config import ProxyConfig
+from foundation import per_image, verdict
+from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, macs_of, scale_arch
 from search_spaces.arch import Arch
 from search_spaces.arch_config import ArchConfig
+from training.data.config import DataConfig
+from training.proxy_config import ProxyConfig
 
 if TYPE_CHECKING:
-    from effnas.trials import Executor
+    from training.trials import Executor
 
 KINDS = ("scaling",)
 METHODS = ("baseline", "depth", "width", "resolution", "compound", "compound_paper", "dwr")
@@ -108,7 +108,7 @@ class StudyConfig:
     resolution_divisor: int = MISSING
     upstream: Optional[str] = MISSING  # a search run (best_arch.yaml) or a grid run (coefficients)
     resume: Optional[str] = MISSING
-    storage: Optional[str] = MISSING  # Optuna storage URL of the run's study (effnas.trial_log)
+    storage: Optional[str] = MISSING  # Optuna storage URL of the run's study (training.trial_log)
     study_name: Optional[str] = MISSING
     eval_split: str = MISSING  # auto | test | val: the images every arm is judged on
 
@@ -149,7 +149,7 @@ def resolve_inputs(cfg: Any) -> tuple[Arch, tuple[float, float, float], dict[str
     search run's best_arch.yaml, or a grid run's baseline and coefficients), else the official B0."""
     import yaml
 
-    from effnas.runfiles import read_json, stage_of
+    from foundation.runfiles import read_json, stage_of
     from search_spaces.arch import ArchError
     from search_spaces.arch_config import arch_from_cfg, arch_given
     from search_spaces.official import efficientnet_b0
@@ -294,7 +294,7 @@ def sweep_arm(baseline: Arch, method: str, mult: float, divisor: int) -> Arm:
 def validate(cfg: Any) -> None:
     """Cheap checks before a run directory exists: kind, levels, methods, seeds, budgets, sweep,
     the baseline and that each method can reach each level (solved here, in milliseconds)."""
-    from effnas.trial_log import check
+    from training.trial_log import check
 
     if cfg.kind not in KINDS:
         raise UserError(f"unknown study {cfg.kind!r}; expected one of {', '.join(KINDS)}")
@@ -384,14 +384,14 @@ def plan(cfg: Any, baseline: Arch, coeffs: Sequence[float]) -> list[dict[str, An
 
 # -- the trials ---------------------------------------------------------------------------------
 class StudyTrials:
-    """The study's unfinished rows as an `effnas.trials.TrialSource`; every end rewrites study.csv."""
+    """The study's unfinished rows as an `training.trials.TrialSource`; every end rewrites study.csv."""
 
     name = "study"
 
     def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None, test: bool = False) -> None:
         self.rows = rows
         self.test = test  # judge on the test split (its accuracy and per-image record) instead of val
-        self.log = log  # an effnas.trial_log.TrialLog: every finished row also goes to the study
+        self.log = log  # an training.trial_log.TrialLog: every finished row also goes to the study
         self.by_id = {r["id"]: r for r in rows}
         self.queue = [r for r in rows if r["status"] != "ok"]
         self.total = len(self.queue)
@@ -455,7 +455,7 @@ class StudyTrials:
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The study's trials as the trial log's parameters: method, budget, the multipliers."""
-    from effnas.trial_log import Choice, Range
+    from training.trial_log import Choice, Range
 
     return {
         "method": Choice(METHODS),
@@ -468,7 +468,7 @@ def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
     """study.csv rows as the trial log's entries (value: proxy accuracy)."""
-    from effnas.trial_log import Entry
+    from training.trial_log import Entry
 
     logged = ("level", "seed", "multiplier", "macs", "params", "activations", "macs_ratio", "accuracy")
     return [
@@ -494,7 +494,7 @@ SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged w
 def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
     import pandas as pd
 
-    from effnas.runfiles import check_table
+    from foundation.runfiles import check_table
 
     if not path.is_file():
         return {}
@@ -511,7 +511,7 @@ def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
 
 # -- results ------------------------------------------------------------------------------------
 def arm_scores(rows: Sequence[dict[str, Any]], run: Any, images: int) -> dict[tuple, verdict.Scores]:
-    """Each arm's finished seeds as `effnas.verdict.Scores`, keyed (budget, level, method); the
+    """Each arm's finished seeds as `foundation.verdict.Scores`, keyed (budget, level, method); the
     baseline's level is 1. Paired over the evaluation images where every seed left its record."""
     trials: dict[tuple, list[tuple[str, float]]] = {}
     for r in rows:
@@ -524,7 +524,7 @@ def arm_scores(rows: Sequence[dict[str, Any]], run: Any, images: int) -> dict[tu
 def summarize(
     rows: Sequence[dict[str, Any]], run: Any = None, images: int = 0, split: str = "val"
 ) -> dict[str, Any]:
-    """Per budget and level: each method's mean, seed std and interval (`effnas.verdict`); the
+    """Per budget and level: each method's mean, seed std and interval (`foundation.verdict`); the
     ranking by mean; the leader and whether it wins (its interval over the runner-up excludes
     zero) or ties; compound against the best single dimension and every arm against the
     unscaled baseline, each with its interval and call; whether the ranking held across budgets.
@@ -657,7 +657,7 @@ def plot(
 ) -> None:
     """Figure 8 (accuracy vs MACs per method) per budget; for a sweep, Figure 3 (accuracy vs the
     dimension's multiplier). Each point is an arm's mean over seeds with its interval
-    (`effnas.verdict.arm_interval`: seeds + evaluation set); where the seed spread is not
+    (`foundation.verdict.arm_interval`: seeds + evaluation set); where the seed spread is not
     estimable (under 3 seeds) the bars are the evaluation set's error alone, and the title says so."""
     from scaling import report
 
@@ -757,9 +757,9 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The study stage; `execute` runs its trials (Ray Tune, or in this process)."""
-    from effnas.data import load_dataset
-    from effnas.trials import Scheduling, TrialSetup
     from scaling import report
+    from training.data import load_dataset
+    from training.trials import Scheduling, TrialSetup
 
     t0 = time.time()
     baseline, coeffs, source = resolve_inputs(cfg)
@@ -777,7 +777,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         if old is not None and old.get("status") == "ok":
             kept = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")
             row.update({k: old.get(k) for k in kept})
-    from effnas.trial_log import TrialLog
+    from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
     trials = StudyTrials(rows, rundir, log, test=split == "test")

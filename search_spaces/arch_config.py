@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from search_spaces.arch import Arch, ArchError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effnas.data import augment_batch, resize_batch
+from training.data import augment_batch, resize_batch
 
 
 def batch(n=16, c=3, h=8, w=8, dtype=torch.uint8) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 from scaling.compound import (
     PAPER_COEFFICIENTS,
     Candidate,

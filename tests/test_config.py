@@ -57,7 +57,7 @@ def test_proxy_defaults_live_in_conf_once() -> None:
 
     import yaml
 
-    from effnas.proxy_config import ProxyConfig, load_proxy
+    from training.proxy_config import ProxyConfig, load_proxy
 
     fields = {f.name for f in dataclasses.fields(ProxyConfig)}
     assert OmegaConf.missing_keys(OmegaConf.structured(ProxyConfig)) == fields  # no value in code

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from effnas.errors import UserError
-from effnas.units import format_flops, parse_flops
+from foundation.errors import UserError
+from foundation.units import format_flops, parse_flops
 from search_spaces.builder import fvcore_count
 from search_spaces.cost import count
 from search_spaces.official import OFFICIAL_FVCORE_GFLOPS, OFFICIAL_PARAMS, OFFICIAL_TABLE, official

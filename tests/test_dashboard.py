@@ -22,7 +22,7 @@ import pytest
 from conftest import ctrl_c_reaches, expect_usage_error
 
 from effnas.cli import main
-from effnas.trial_log import open_storage
+from training.trial_log import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,19 +36,19 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 3-trial search (trials scored by a stand-in for the proxy trainer)."""
-    import effnas.trials
+    import training.trials
 
     def fake_trial(config: dict, setup: Any, report: Any = None, cpus: int = 1) -> dict:
         acc = 0.5 + 0.01 * len(config["arch"]["blocks"][0])
         return {"status": "ok", "accuracy": acc, "seconds": 0.1, "epochs": 1.0}
 
     run = tmp_path_factory.mktemp("dashboard") / "search"
-    real, effnas.trials.run_trial = effnas.trials.run_trial, fake_trial
+    real, training.trials.run_trial = training.trials.run_trial, fake_trial
     try:
         argv = ["search", "--trials", "3", "reject_above=null", "ray.enabled=false", "data.max_train=300"]
         assert main([*argv, f"run.dir={run}"]) == 0
     finally:
-        effnas.trials.run_trial = real
+        training.trials.run_trial = real
     return run
 
 

@@ -19,10 +19,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from effnas.data import DataError, Dataset, Split, load_dataset
-from effnas.data import sources as data_sources
-from effnas.data.config import DataConfig
-from effnas.errors import UserError
+from foundation.errors import UserError
+from training.data import DataError, Dataset, Split, load_dataset
+from training.data import sources as data_sources
+from training.data.config import DataConfig
 
 REAL_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared/datasets/cifar10"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

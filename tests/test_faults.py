@@ -22,7 +22,7 @@ import pytest
 from conftest import expect_usage_error
 
 from effnas.cli import main
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -280,8 +280,8 @@ class _Mixed:
 
 def test_a_trial_that_raises_is_recorded_and_the_next_one_runs(tiny_arch: Path) -> None:
     from effnas.config import compose
-    from effnas.trials import Scheduling, TrialSetup, inline_executor
     from search_spaces.arch import Arch
+    from training.trials import Scheduling, TrialSetup, inline_executor
 
     setup = TrialSetup.of(compose("train", TINY))
     source = _Mixed(Arch.from_yaml(tiny_arch.read_text()).to_dict())

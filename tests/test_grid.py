@@ -13,10 +13,10 @@ import pytest
 import yaml
 from conftest import expect_usage_error as _error
 
-from effnas import per_image
 from effnas.cli import main
 from effnas.rundir import RunDir
-from effnas.verdict import Scores, compare
+from foundation import per_image
+from foundation.verdict import Scores, compare
 from scaling.compound import Candidate, enumerate_candidates
 from scaling.grid import (
     COLUMNS,
@@ -165,7 +165,7 @@ def test_winner_is_the_best_mean_of_candidates_with_every_seed() -> None:
 
 
 def test_the_winners_margins_carry_the_interval_of_effnas_verdict(tmp_path: Path) -> None:
-    """compare_points is effnas.verdict.compare on the points' per-image records, plus the other
+    """compare_points is foundation.verdict.compare on the points' per-image records, plus the other
     point's mean, std and seeds; under 3 seeds it prints no spread and names no winner."""
     rng = np.random.default_rng(0)
     hits = {pid: rng.random((3, 400)) < p for pid, p in (("w", 0.9), ("x", 0.6), ("y", 0.89))}

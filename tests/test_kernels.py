@@ -1,4 +1,4 @@
-"""effnas/kernels: the C depthwise weight gradient, the fused SE backward, the class swap, the
+"""training/kernels: the C depthwise weight gradient, the fused SE backward, the class swap, the
 build cache and the fallback when no compiler is at hand."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effnas import kernels
 from search_spaces import blocks
 from search_spaces.arch import Arch
 from search_spaces.builder import build_model
 from search_spaces.official import official
+from training import kernels
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_build_is_cached_and_atomic(fresh_kernels, tmp_path, monkeypatch) -> Non
 def test_no_compiler_falls_back_with_one_warning(fresh_kernels, tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    with caplog.at_level(logging.WARNING, logger="effnas.kernels"):
+    with caplog.at_level(logging.WARNING, logger="training.kernels"):
         assert fresh_kernels.library() is None
         assert fresh_kernels.library() is None
     warnings = [r for r in caplog.records if "CPU kernels unavailable" in r.getMessage()]
@@ -221,7 +221,7 @@ def test_environment_switch_turns_the_kernels_off(fresh_kernels, monkeypatch) ->
 ALLOCATIONS = """
 import resource, sys, threading
 import torch
-from effnas import kernels
+from training import kernels
 if sys.argv[1] == "tuned":
     assert kernels.tune_allocator()
 def work():  # activation-sized tensors, every page touched, freed, six times
@@ -262,7 +262,7 @@ def test_release_memory_returns_the_untrimmed_heap_to_the_kernel() -> None:
     import sys
 
     code = """
-import effnas.kernels as k
+import training.kernels as k
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20
 assert k.tune_allocator()
 blocks = [bytes(1024) + bytes([i % 256]) for i in range(200_000)]  # ~200 MB of malloc'd chunks

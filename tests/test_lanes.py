@@ -1,4 +1,4 @@
-"""Micro-batches side by side on CPU threads (effnas/lanes.py): the same gradients as running
+"""Micro-batches side by side on CPU threads (training/lanes.py): the same gradients as running
 them in turn, reproducible bits, BN statistics and randomness handled per lane, and the
 trainer's switch."""
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from effnas import lanes
-from effnas.data import load_dataset
-from effnas.proxy import ProxyTrainer, evaluate
-from effnas.proxy_config import load_proxy
 from search_spaces.arch import Arch, decode_stage
+from training import lanes
+from training.data import load_dataset
+from training.proxy import ProxyTrainer, evaluate
+from training.proxy_config import load_proxy
 
 BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r2_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
 

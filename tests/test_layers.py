@@ -16,23 +16,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
+# the code's folders, bottom floor first: each folder sits on one floor, and an import may only
+# run to its own folder or a lower one (search_spaces holds two adjacent module layers)
+FOLDERS = (
+    "foundation",
+    "search_spaces",
+    "training",
+    "nas",
+    "scaling",
+    "deploy",
+    "models",
+    "adapters",
+    "effnas",
+)
+PACKAGES = FOLDERS
 
 # bottom to top; a pattern ending in ".*" covers a package and everything under it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "foundation",
-        (
-            "effnas",
-            "effnas.errors",
-            "effnas.units",
-            "effnas.runfiles",
-            "effnas.conf_dir",
-            "effnas.figures",
-            "effnas.verdict",
-            "effnas.per_image",
-        ),
-    ),
+    ("foundation", ("foundation.*",)),
     (
         "vocabulary",
         (
@@ -49,57 +50,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("network", ("search_spaces.blocks", "search_spaces.builder")),
-    (
-        "training",
-        (
-            "effnas.data.*",
-            "effnas.proxy_config",
-            "effnas.proxy",
-            "effnas.kernels",
-            "effnas.lanes",
-            "effnas.trials",
-            "effnas.zero_cost",
-            "effnas.trial_log",
-        ),
-    ),
-    (
-        "stages",
-        (
-            "nas.*",
-            "scaling.*",
-            "effnas.train",
-            "effnas.describe",
-            "effnas.report",
-            "effnas.dashboard",
-            "deploy.*",
-        ),
-    ),
-    ("adapter", ("effnas.raytune",)),
-    (
-        "application",
-        (
-            "effnas.registry",
-            "effnas.config",
-            "effnas.rundir",
-            "effnas.rerun",
-            "effnas.cli",
-            "effnas.pipeline",
-            "effnas.__main__",
-        ),
-    ),
+    ("training", ("training.*",)),
+    ("stages", ("nas.*", "scaling.*", "deploy.*", "models.*")),
+    ("adapter", ("adapters.*",)),
+    ("application", ("effnas.*",)),
 ]
 # stage packages: none imports another (they hand over through run directories)
 STAGE_GROUPS = {
     "nas": "nas.*",
     "scaling": "scaling.*",
-    "train": "effnas.train",
-    "describe": "effnas.describe",
+    "models": "models.*",
     "deploy": "deploy.*",
-    "report": "effnas.report",
-    "dashboard": "effnas.dashboard",
 }
 NO_TORCH = "vocabulary"
-RAY_ONLY_IN = {"effnas.raytune"}
+RAY_ONLY_IN = {"adapters.raytune"}
 
 
 def _matches(module: str, pattern: str) -> bool:
@@ -143,13 +107,33 @@ def layer_of(module: str) -> int | None:
     return None
 
 
+def loaded_by_name(path: Path, known: set[str]) -> list[tuple[str, int]]:
+    """Modules a file names in strings (`"nas.stage"`, `"scaling.config:GridConfig"`): the stage
+    registry loads them with importlib, an import all the same, which `imports_of` cannot see."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            name = node.value.split(":", 1)[0]
+            if name in known:
+                out.append((name, node.lineno))
+    return out
+
+
+LOADS_BY_NAME = ("effnas.registry",)  # modules whose strings name modules they import
+
+
 def graph() -> dict[str, list[tuple[str, int]]]:
     mods = modules()
     known = set(mods)
-    return {
-        m: [(dep, line) for dep, line in imports_of(path, known) if dep in known and dep != m]
-        for m, path in mods.items()
-    }
+    edges = {}
+    for m, path in mods.items():
+        found = imports_of(path, known) + (loaded_by_name(path, known) if m in LOADS_BY_NAME else [])
+        edges[m] = [(dep, line) for dep, line in found if dep in known and dep != m]
+    return edges
+
+
+def folder_of(module: str) -> str:
+    return module.split(".")[0]
 
 
 def test_every_module_has_a_layer() -> None:
@@ -166,6 +150,32 @@ def test_no_upward_import() -> None:
             if here is not None and there is not None and there > here:
                 bad.append(f"{module} ({LAYERS[here][0]}) imports {dep} ({LAYERS[there][0]}) at line {line}")
     assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+def test_folders_are_floors() -> None:
+    """Each folder's modules sit on one floor (search_spaces: its two adjacent layers), and no
+    import runs from a folder to one above it: the drawing of the folders has no upward arrow."""
+    floors: dict[str, set[int]] = {}
+    for module in modules():
+        floors.setdefault(folder_of(module), set()).add(layer_of(module))  # type: ignore[arg-type]
+    spread = {
+        f: sorted(ls) for f, ls in floors.items() if max(ls) - min(ls) > (1 if f == "search_spaces" else 0)
+    }
+    assert not spread, f"folders that span floors: {spread}"
+    rank = {f: min(ls) for f, ls in floors.items()}
+    bad = [
+        f"{module} ({folder_of(module)}) imports {dep} ({folder_of(dep)}) at line {line}"
+        for module, deps in graph().items()
+        for dep, line in deps
+        if rank[folder_of(dep)] > rank[folder_of(module)]
+    ]
+    assert not bad, "imports that run up a floor:\n" + "\n".join(bad)
+
+
+def test_the_registry_s_module_strings_count_as_imports() -> None:
+    edges = dict(graph())
+    assert ("nas.stage",) in {(d,) for d, _ in edges["effnas.registry"]}
+    assert "effnas.pipeline" in {d for d, _ in edges["effnas.registry"]}
 
 
 def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
@@ -227,11 +237,11 @@ def test_vocabulary_imports_no_torch_and_only_the_adapter_imports_ray() -> None:
             if top in ("torch", "fvcore") and layer_of(module) == [n for n, _ in LAYERS].index(NO_TORCH):
                 bad.append(f"{module} imports {name} at line {line} (the vocabulary is torch-free)")
             if top == "ray" and module not in RAY_ONLY_IN:
-                bad.append(f"{module} imports {name} at line {line} (Ray belongs in effnas.raytune)")
+                bad.append(f"{module} imports {name} at line {line} (Ray belongs in adapters.raytune)")
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("module", ["search_spaces.cost", "effnas.describe", "scaling.scaler", "effnas.cli"])
+@pytest.mark.parametrize("module", ["search_spaces.cost", "models.describe", "scaling.scaler", "effnas.cli"])
 def test_cost_model_describe_and_scale_load_no_torch(module: str) -> None:
     import subprocess
     import sys

@@ -3,7 +3,7 @@ MACs, seconds) as a nested MLflow run under one run per effnas run, the run's fi
 artifacts; a resumed run continues the same MLflow run without logging a trial twice.
 
 MLflow is optional (`pip install 'effnas[mlflow]'`): the tests skip, saying why, without it.
-Training is replaced by a stand-in (`effnas.trials.run_trial`); MLflow's file store is real."""
+Training is replaced by a stand-in (`training.trials.run_trial`); MLflow's file store is real."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from conftest import expect_usage_error
 
 from effnas.cli import main
-from effnas.trial_log import TrialLog
+from training.trial_log import TrialLog
 
 pytest.importorskip("mlflow", reason="mlflow is not installed (pip install 'effnas[mlflow]')")
 
@@ -30,9 +30,9 @@ def fake_trial(config: dict, setup: Any, report: Any = None, cpus: int = 1) -> d
 
 @pytest.fixture(autouse=True)
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    import effnas.trials
+    import training.trials
 
-    monkeypatch.setattr(effnas.trials, "run_trial", fake_trial)
+    monkeypatch.setattr(training.trials, "run_trial", fake_trial)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this
 
 

@@ -1,9 +1,9 @@
-"""One Optuna study for every run (`effnas.trial_log`): every sampler, the grid and the study
+"""One Optuna study for every run (`training.trial_log`): every sampler, the grid and the study
 record each finished trial once, with its parameters, state, value and attributes; a run killed
 between its table and its study, then resumed, ends with each trial in the study exactly once;
 several runs share one storage under distinct study names.
 
-Training is replaced by a stand-in (`effnas.trials.run_trial`, accuracy from the block list): what
+Training is replaced by a stand-in (`training.trials.run_trial`, accuracy from the block list): what
 is under test is the record, and every other part (Hydra, the CLI, the stages, Optuna, SQLite) is
 the real one. tests/test_postgres.py runs real trials against a real PostgreSQL server."""
 
@@ -21,8 +21,8 @@ import pytest
 from conftest import expect_usage_error, space_config
 
 from effnas.cli import main
-from effnas.errors import UserError
-from effnas.trial_log import KEY_ATTR, Choice, Entry, Range, TrialLog, open_storage
+from foundation.errors import UserError
+from training.trial_log import KEY_ATTR, Choice, Entry, Range, TrialLog, open_storage
 
 T = 400_000_000
 TINY = ["ray.enabled=false", "run.threads=1", "data.max_train=300"]
@@ -40,9 +40,9 @@ def fake_trial(config: dict, setup: Any, report: Any = None, cpus: int = 1) -> d
 
 @pytest.fixture(autouse=True)
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    import effnas.trials
+    import training.trials
 
-    monkeypatch.setattr(effnas.trials, "run_trial", fake_trial)
+    monkeypatch.setattr(training.trials, "run_trial", fake_trial)
 
 
 def load(run: Path) -> optuna.Study:
@@ -116,13 +116,13 @@ def test_every_sampler_records_every_trial_in_the_run_study(tmp_path: Path) -> N
     from omegaconf import OmegaConf
 
     from effnas.rundir import RunDir
-    from effnas.trial_log import study_of
-    from effnas.trials import run_inline
     from nas.driver import Search
     from nas.reward import RewardFn
     from nas.samplers import SAMPLERS, make_sampler
     from nas.stage import trial_entries
     from search_spaces.mnasnet import MnasNetSpace
+    from training.trial_log import study_of
+    from training.trials import run_inline
 
     space = MnasNetSpace.from_config(space_config())
     storage = f"sqlite:///{tmp_path / 'all.db'}"  # every sampler's run in one database
@@ -178,7 +178,7 @@ def test_search_killed_between_record_and_study_resumes_without_duplicates(
     rows = pd.read_csv(run / "trials.csv")
     assert len(rows) == 2 and len(keyed(load(run))) == 1  # the second row is in the table only
     monkeypatch.undo()
-    monkeypatch.setattr("effnas.trials.run_trial", fake_trial)
+    monkeypatch.setattr("training.trials.run_trial", fake_trial)
     assert main(["search", "--resume", str(run)]) == 0
     rows = pd.read_csv(run / "trials.csv")
     assert len(rows) == 3
@@ -217,7 +217,7 @@ def test_grid_and_study_record_each_trial_once_across_a_resume(
         main(["grid", "--phi", "1", "max_candidates=2", "proxy.epochs=1", *TINY, f"run.dir={grid}"])
     assert set(pd.read_csv(grid / "trials.csv")["status"]) == {"ok", "pending"}
     monkeypatch.undo()
-    monkeypatch.setattr("effnas.trials.run_trial", fake_trial)
+    monkeypatch.setattr("training.trials.run_trial", fake_trial)
     assert main(["grid", "--resume", str(grid)]) == 0
     rows = pd.read_csv(grid / "trials.csv")
     study = load(grid)

@@ -88,7 +88,10 @@ def test_kill_during_grid_then_resume_finishes_the_chain_and_retrains_nothing(
     run = tmp_path / "pipe"
     _kill_during_grid(run, tmp_path / "killed.log")
     assert _manifest(run)["status"] == "running" and _manifest(run / "grid")["status"] == "running"
-    assert state_of(run / "search", "search") == "done" and state_of(run / "grid", "grid") == "resumable"
+    assert (
+        state_of(run / "search", "search", True) == "done"
+        and state_of(run / "grid", "grid", True) == "resumable"
+    )
     search_trials = (run / "search" / "trials.csv").read_bytes()
     grid_before = _grid_rows(run)
     done_before = grid_before[grid_before["status"] == "ok"]
@@ -148,7 +151,7 @@ def test_kill_during_grid_then_resume_finishes_the_chain_and_retrains_nothing(
         manifest = _manifest(path)
         (path / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
     (run / "train_b1" / "summary.json").unlink()
-    assert state_of(run / "train_b1", "train") == "partial"
+    assert state_of(run / "train_b1", "train", False) == "partial"
     assert main(["pipeline", "--resume", str(run)]) == 0
     err = capsys.readouterr().err
     assert err.count("done already, skipped") == 4 and "kept as" in err

@@ -123,7 +123,7 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
             driver.kill()
     before = pd.read_csv(run / "trials.csv")
     assert 1 <= len(before) < 4
-    monkeypatch.setattr("effnas.trials.run_trial", fake_trial)
+    monkeypatch.setattr("training.trials.run_trial", fake_trial)
     assert main(["search", "--resume", str(run)]) == 0
     rows = pd.read_csv(run / "trials.csv")
     assert len(rows) == 4 and list(rows["id"][: len(before)]) == list(before["id"])
@@ -146,7 +146,7 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
     from omegaconf import OmegaConf
 
     from effnas.dashboard import locate
-    from effnas.errors import UserError
+    from foundation.errors import UserError
 
     cfg = OmegaConf.create({"runs": [str(run)], "storage": None})
     with pytest.raises(UserError, match="recorded without its password; give it: storage=URL"):

@@ -10,12 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from effnas.data import load_dataset
-from effnas.errors import UserError
-from effnas.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
-from effnas.proxy_config import budget, load_proxy
+from foundation.errors import UserError
 from search_spaces.arch import Arch, decode_stage
 from search_spaces.cost import count
+from training.data import load_dataset
+from training.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
+from training.proxy_config import budget, load_proxy
 
 TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
 
@@ -165,8 +165,8 @@ def test_rmsprop_is_tensorflows_form() -> None:
 
 @pytest.mark.parametrize("init", ["zero_head", "zero_residual", "default"])
 def test_proxy_init(init: str) -> None:
-    from effnas.proxy import proxy_init
     from search_spaces.builder import build_model
+    from training.proxy import proxy_init
 
     model = build_model(tiny_arch(), num_classes=10, stem_stride=1)
     proxy_init(model, init)
@@ -203,7 +203,7 @@ def test_bad_names_are_refused(digits) -> None:
 
 
 def test_budget_arithmetic_is_the_trainers() -> None:
-    """One place counts steps (effnas.proxy_config.budget); the trainer and ASHA's max_t read it."""
+    """One place counts steps (training.proxy_config.budget); the trainer and ASHA's max_t read it."""
     plan = budget(proxy_cfg(epochs=2.5, batch_size=32, report_every=0.5, warmup_epochs=0.3), 100)
     assert (plan.batch, plan.steps_per_epoch, plan.total_steps) == (32, 3, 8)  # round(2.5 * 3)
     assert (plan.report_steps, plan.warmup_steps, plan.reports) == (2, 1, 5)  # 4 intermediate + final
@@ -244,7 +244,7 @@ def test_bn_calibration_fixes_stale_statistics(digits) -> None:
 
 
 def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
-    from effnas import kernels
+    from training import kernels
 
     cfg = {"images": 256, "report_every": 0}
     on = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=5)
@@ -260,6 +260,6 @@ def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
     assert on.loss == pytest.approx(off.loss, rel=1e-3)
     assert abs(on.accuracy - off.accuracy) <= 0.02
     # torch.compile gets the plain model: the C kernels would only break its graph
-    from effnas.proxy import ProxyTrainer
+    from training.proxy import ProxyTrainer
 
     assert ProxyTrainer(tiny_arch(), proxy_cfg(compile="on"), digits).result.cpu_kernels == 0

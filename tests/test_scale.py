@@ -11,8 +11,9 @@ import yaml
 from conftest import expect_usage_error as _error
 
 from effnas.cli import main
-from effnas.errors import UserError
-from scaling.scaler import dropout_for, implied_phi, parse_phi
+from foundation.errors import UserError
+from foundation.units import parse_phi
+from scaling.scaler import dropout_for, implied_phi
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.official import OFFICIAL_PARAMS, efficientnet_b0

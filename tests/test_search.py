@@ -12,13 +12,13 @@ from conftest import expect_usage_error as _fails
 from conftest import space_config
 
 from effnas.rundir import RunDir
-from effnas.trials import run_inline
 from nas.driver import Search
 from nas.records import best_of, history_of, pareto_front, read_trials
 from nas.reward import RewardFn
 from nas.samplers import make_sampler
 from nas.stage import write_outputs, write_trials
 from search_spaces.mnasnet import MnasNetSpace
+from training.trials import run_inline
 
 T = 400_000_000
 

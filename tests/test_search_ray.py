@@ -18,8 +18,8 @@ import pytest
 from conftest import ctrl_c_reaches
 
 from effnas.cli import main
-from effnas.trial_log import open_storage
 from nas.records import read_trials
+from training.trial_log import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

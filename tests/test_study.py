@@ -12,7 +12,7 @@ import pytest
 from conftest import expect_usage_error
 
 from effnas.cli import main
-from effnas.errors import UserError
+from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, macs_of
 from scaling.study import METHODS, parse_levels, solve, summarize
 from search_spaces.arch import Arch
@@ -148,8 +148,8 @@ def test_three_seeds_judged_on_the_test_split_with_intervals(
 ) -> None:
     """Every trial leaves its per-image record of the test split; the summary pairs the arms over
     those images, gives each arm an interval and calls the leader against the runner-up."""
-    from effnas import per_image
-    from effnas.verdict import METHOD, Scores, compare
+    from foundation import per_image
+    from foundation.verdict import METHOD, Scores, compare
 
     run = tmp_path / "study"
     args = ["study", "scaling", "--flops", "2x", "--methods", "baseline,width,compound", *TINY, "seeds=3"]
@@ -225,8 +225,8 @@ def test_an_interrupted_study_still_summarises_what_finished(tmp_path: Path) -> 
     """A long study stopped halfway leaves its table, plot and a summary marked incomplete."""
     from effnas.config import compose
     from effnas.rundir import RunDir
-    from effnas.trials import run_trial
     from scaling import study
+    from training.trials import run_trial
 
     overrides = [o for o in TINY if not o.startswith("budgets")] + [
         "budgets=[1,2]",

@@ -15,8 +15,8 @@ import pytest
 from conftest import expect_usage_error, space_config
 
 from effnas.cli import main
-from effnas.errors import UserError
-from effnas.verdict import METHOD_BINOMIAL, Scores, compare
+from foundation.errors import UserError
+from foundation.verdict import METHOD_BINOMIAL, Scores, compare
 from scaling.search_study import Objective, exponents, rank, sample_matched, summarize
 from search_spaces.arch import Arch
 from search_spaces.cost import count
@@ -305,8 +305,8 @@ def test_an_interrupted_study_summarises_what_finished_and_resumes_from_elsewher
 
     from effnas.config import compose
     from effnas.rundir import RunDir
-    from effnas.trials import run_trial
     from scaling import studies
+    from training.trials import run_trial
 
     monkeypatch.chdir(search_run.parent)
     overrides = [*TINY, "proxy.images=null", "budgets=[0.25]", "random=1", "seeds=1"]

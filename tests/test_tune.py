@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from effnas.config import compose
-from effnas.trials import Scheduling, TrialSetup, absolute_paths, inline_executor, run_trial
 from search_spaces.official import efficientnet_b0
+from training.trials import Scheduling, TrialSetup, absolute_paths, inline_executor, run_trial
 
 
 def _tiny_arch() -> dict:
@@ -85,7 +85,7 @@ def test_absolute_paths_resolves_relative_roots(tmp_path: Path, monkeypatch: pyt
 
 
 def test_max_concurrent_from_resources() -> None:
-    from effnas.raytune import max_concurrent
+    from adapters.raytune import max_concurrent
 
     ray_cfg = OmegaConf.create({"max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0})
     assert max_concurrent(ray_cfg, {"CPU": 2.0}) == 2
@@ -96,7 +96,7 @@ def test_max_concurrent_from_resources() -> None:
 def test_a_source_runs_as_ray_tune_trials(tmp_path: Path) -> None:
     import ray
 
-    from effnas import raytune
+    from adapters import raytune
 
     ray_cfg = OmegaConf.create(
         {
@@ -118,8 +118,8 @@ def test_a_source_runs_as_ray_tune_trials(tmp_path: Path) -> None:
 
 
 def test_unreachable_cluster_is_one_clear_error() -> None:
-    from effnas.errors import UserError
-    from effnas.raytune import ray_session
+    from adapters.raytune import ray_session
+    from foundation.errors import UserError
 
     ray_cfg = OmegaConf.create({"address": "127.0.0.1:1", "num_cpus": 1, "object_store_mb": 100})
     with pytest.raises(UserError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"), ray_session(ray_cfg):

@@ -1,4 +1,4 @@
-"""Verdicts (effnas/verdict.py): the interval against a case worked by hand, the null (two
+"""Verdicts (foundation/verdict.py): the interval against a case worked by hand, the null (two
 identical arms are a tie in at least 95% of simulated studies), the power to see a real gap,
 fewer than 3 seeds, records without per-image results, and the per-image records themselves."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from effnas import per_image
-from effnas.verdict import METHOD, METHOD_BINOMIAL, Scores, arm_interval, compare, describe, evaluation
+from foundation import per_image
+from foundation.verdict import METHOD, METHOD_BINOMIAL, Scores, arm_interval, compare, describe, evaluation
 
 
 def test_a_case_worked_by_hand() -> None:

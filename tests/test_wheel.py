@@ -18,7 +18,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-PACKAGES = ("effnas", "nas", "scaling", "search_spaces", "deploy")
+PACKAGES = (
+    "foundation",
+    "search_spaces",
+    "training",
+    "nas",
+    "scaling",
+    "deploy",
+    "models",
+    "adapters",
+    "effnas",
+)
 # The tiny architecture of tests/test_train.py, as `effnas train` reads it from a file.
 TINY_ARCH = """\
 name: tiny
@@ -107,7 +117,7 @@ def test_wheel_holds_the_code_the_configs_and_the_kernels(wheel: tuple[Path, Pat
     confs = {f"effnas/conf/{p.relative_to(src / 'conf')}" for p in (src / "conf").rglob("*.yaml")}
     assert confs and confs <= names, sorted(confs - names)
     assert "effnas/conf/train.yaml" in names and "effnas/conf/arch/efficientnet_b0.yaml" in names
-    kernels = {f"effnas/kernels/{p.name}" for p in (src / "effnas" / "kernels").glob("*.c")}
+    kernels = {f"training/kernels/{p.name}" for p in (src / "training" / "kernels").glob("*.c")}
     assert kernels and kernels <= names
     # Every module of the checkout: pyproject.toml lists the packages by hand.
     modules = {str(p.relative_to(src)) for pkg in PACKAGES for p in (src / pkg).rglob("*.py")}

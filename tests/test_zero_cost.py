@@ -11,14 +11,14 @@ import pytest
 import torch
 from conftest import expect_usage_error, space_config
 
-from effnas.trials import run_inline
-from effnas.zero_cost import naswot, score, synflow
 from nas.driver import Search
 from nas.reward import RewardFn
 from nas.samplers import make_sampler
 from search_spaces.builder import build_model
 from search_spaces.mnasnet import MnasNetSpace
 from search_spaces.official import official
+from training.trials import run_inline
+from training.zero_cost import naswot, score, synflow
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("cosine", "exponential", "constant")
@@ -25,7 +25,7 @@ INITS = ("zero_head", "zero_residual", "default")
 
 @dataclass
 class ProxyConfig:
-    """The proxy task (effnas/proxy.py): one short training run per trial. See docs/proxy.md;
+    """The proxy task (training/proxy.py): one short training run per trial. See docs/proxy.md;
     what each key means is commented in `conf/proxy/default.yaml`."""
 
     epochs: float = MISSING
@@ -133,7 +133,7 @@ def check(proxy: ProxyConfig) -> None:
 
 def time_limit(proxy: ProxyConfig) -> float | None:
     """`proxy.trial_timeout` in seconds (None: no limit): wall time one proxy run may take."""
-    from effnas.units import parse_duration
+    from foundation.units import parse_duration
 
     return None if proxy.trial_timeout is None else parse_duration(proxy.trial_timeout)
 
@@ -183,7 +183,7 @@ def budget(proxy: ProxyConfig, n_train: int) -> Budget:
 def load_proxy(name: str = "default", **overrides: Any) -> ProxyConfig:
     """`conf/proxy/<name>.yaml` (with the group options it extends), then `overrides`: the
     proxy a Python caller (a benchmark, a notebook) gets without composing a stage."""
-    from effnas.conf_dir import load_option
+    from foundation.conf_dir import load_option
 
     try:
         values = load_option("proxy", name)

@@ -1,5 +1,5 @@
 """Schema of the `data` config group (`conf/data/*.yaml`): where images come from and how they
-are split. Read by `effnas.data.load_dataset`; no torch, no numpy."""
+are split. Read by `training.data.load_dataset`; no torch, no numpy."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from effnas.data.augment import augment_batch, resize_batch
-    from effnas.data.dataset import DataError, Dataset, Split
-    from effnas.data.load import check_data_config, load_dataset
+    from training.data.augment import augment_batch, resize_batch
+    from training.data.dataset import DataError, Dataset, Split
+    from training.data.load import check_data_config, load_dataset
 
 __all__ = [
     "DataError",
@@ -26,7 +26,7 @@ __all__ = [
     "resize_batch",
 ]
 
-# Loaded on first use, so reading the data schema (`effnas.data.config`) costs no numpy.
+# Loaded on first use, so reading the data schema (`training.data.config`) costs no numpy.
 _HOME = {
     "DataError": "dataset",
     "Dataset": "dataset",
@@ -40,5 +40,5 @@ _HOME = {
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        return getattr(importlib.import_module(f"effnas.data.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'effnas.data' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"training.data.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'training.data' has no attribute {name!r}")

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from effnas.data.dataset import DataError
+from training.data.dataset import DataError
 
 # Bump when decoding changes (resampler, colour conversion, layout): it is part of every cache key.
 FORMAT_VERSION = 1
@@ -329,7 +329,7 @@ def cifar10_source(
         if (folder / "data_batch_1").exists() or (folder / "batches.meta").exists():
             return _pickle_source(folder, image_size)
     if download:
-        from effnas.data.download import download_cifar10
+        from training.data.download import download_cifar10
 
         return _pickle_source(download_cifar10(root, url, md5), image_size)
     if not root.is_dir():

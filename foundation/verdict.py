@@ -46,11 +46,11 @@ LEVEL = 0.95
 MIN_SEEDS = 3  # fewer: the seed spread is not estimable
 METHOD = (
     "paired over evaluation images + seeds: margin -+ t_df * sqrt(s_A^2/S_A + s_B^2/S_B + var_i(d_i)/N), "
-    "Welch-Satterthwaite df (effnas/verdict.py)"
+    "Welch-Satterthwaite df (foundation/verdict.py)"
 )
 METHOD_BINOMIAL = (
     "unpaired binomial + seeds: margin -+ t_df * sqrt(s_A^2/S_A + s_B^2/S_B + p_A(1-p_A)/N + p_B(1-p_B)/N), "
-    "no per-image records (effnas/verdict.py)"
+    "no per-image records (foundation/verdict.py)"
 )
 CALLS = ("wins", "loses", "tie", "not estimable")
 

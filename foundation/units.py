@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 _FLOPS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KkMmGgBbTt]?)\s*$")
@@ -69,3 +69,26 @@ def parse_latency(text: str | int | float) -> float:
     if not math.isfinite(ms) or ms <= 0:
         raise UserError(f"bad latency {text!r}: must be > 0")
     return ms
+
+
+_PHI_ITEM = re.compile(r"^\s*(-?\d+)\s*(?:\.\.\s*(-?\d+)\s*)?$")
+
+
+def parse_phi(text: object) -> list[int]:
+    """`3`, `1..7` (inclusive) or `1,3,5` (items may be ranges) -> sorted distinct phis >= 1."""
+    raw = str(text).strip()
+    phis: list[int] = []
+    for item in raw.split(","):
+        m = _PHI_ITEM.match(item)
+        if not m:
+            raise UserError(f"--phi {raw!r}: expected an integer (3), a range (1..7) or a list (1,3,5)")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UserError(f"--phi {raw!r}: range {lo}..{hi} runs backwards; write {hi}..{lo}")
+        phis.extend(range(lo, hi + 1))
+    if min(phis) < 1:
+        raise UserError(f"--phi {raw!r}: phi must be >= 1 (phi = 0 is the baseline itself)")
+    if len(set(phis)) != len(phis):
+        raise UserError(f"--phi {raw!r}: a phi is listed twice")
+    return sorted(phis)

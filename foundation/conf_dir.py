@@ -2,7 +2,7 @@
 
 The configs live in the repo's top-level `conf/`. A wheel or `pip install .` ships them inside
 the package as `effnas/conf/` (pyproject.toml maps the package `effnas.conf` onto `conf/`); an
-editable install or a run from the checkout reads `conf/` beside the `effnas/` source folder.
+editable install or a run from the checkout reads `conf/` beside the source folders.
 This module imports only the standard library (no torch, no Hydra).
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+INSTALL_ROOT = Path(__file__).resolve().parents[1]  # site-packages, or the checkout
 CONFIG_PATH_ENV = "EFFNAS_CONFIG_PATH"  # the user's config folders, os.pathsep-separated
 
 
 def conf_dir() -> Path:
     """The config directory: the packaged `effnas/conf/` when installed, else the checkout's `conf/`."""
-    packaged = PACKAGE_DIR / "conf"
-    checkout = PACKAGE_DIR.parent / "conf"
+    packaged = INSTALL_ROOT / "effnas" / "conf"
+    checkout = INSTALL_ROOT / "conf"
     for candidate in (packaged, checkout):
         if (candidate / "train.yaml").is_file():
             return candidate

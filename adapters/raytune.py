@@ -1,9 +1,9 @@
 """The one Ray Tune adapter: runs any stage's `TrialSource` as Tune trials.
 
-Ray stays at this edge (STYLE.md): stages plan trials as plain `effnas.trials.TrialSource`s and
+Ray stays at this edge (STYLE.md): stages plan trials as plain `training.trials.TrialSource`s and
 read plain dicts back; this module turns a source into a Tune `Searcher` (suggest ->
 `propose`, completion -> `complete`) behind a `ConcurrencyLimiter`, each trial
-`effnas.trials.run_trial` with per-trial resources, optionally under ASHA on the stage's metric.
+`training.trials.run_trial` with per-trial resources, optionally under ASHA on the stage's metric.
 The source (and any Optuna study it keeps) stays in this driver process; workers only train.
 A trial whose worker or node dies is restarted elsewhere up to `ray.max_failures` times, then
 reaches the source as an error (docs/reliability.md).
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from effnas.errors import UserError
-from effnas.trials import Executor, Scheduling, TrialSetup, TrialSource, run_trial
+from foundation.errors import UserError
+from training.trials import Executor, Scheduling, TrialSetup, TrialSource, run_trial
 
 # Tune's defaults that do not fit a CLI tool: chdir into each trial's directory (breaks the
 # user's relative paths), TensorBoard/CSV/JSON loggers per trial, and the verbose new console.

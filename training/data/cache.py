@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from effnas.data.sources import RawData, Source
+from training.data.sources import RawData, Source
 
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 

@@ -4,7 +4,7 @@ whatever executes them.
 A stage (search, grid, ...) is a `TrialSource`: it hands out one trial config at a time
 (`propose`) and records each end (`complete`). An `Executor` runs a source to its end: in this
 process, one trial after another (`run_inline`, `inline_executor`: tests, debugging,
-`ray.enabled=false`), or as Ray Tune trials (the one Ray adapter, `effnas.raytune`). Either way
+`ray.enabled=false`), or as Ray Tune trials (the one Ray adapter, `adapters.raytune`). Either way
 a trial is `run_trial(config, setup)`: the shared proxy trainer on plain, picklable values.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from effnas.proxy_config import ProxyConfig, checked
+from training.proxy_config import ProxyConfig, checked
 
 PATH_KEYS = ("root", "test_root", "cache_dir")
 
@@ -74,7 +74,7 @@ class TrialSetup:
 class EarlyStop:
     """Stop trials early on `Scheduling.metric` (ASHA; Li et al. 2020) after `grace` reports."""
 
-    max_t: int  # reports a whole trial sends (effnas.proxy_config.Budget.reports)
+    max_t: int  # reports a whole trial sends (training.proxy_config.Budget.reports)
     grace: int = 1
     reduction_factor: float = 3.0
 
@@ -118,9 +118,9 @@ def run_trial(
     raise to stop the trial early. `cpus`: the CPUs the executor gave this trial."""
     from omegaconf import OmegaConf
 
-    from effnas.data import load_dataset
-    from effnas.proxy import evaluate
     from search_spaces.arch import Arch
+    from training.data import load_dataset
+    from training.proxy import evaluate
 
     t0 = time.time()
     try:

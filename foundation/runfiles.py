@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:

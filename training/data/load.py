@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from effnas.data import splits
-from effnas.data.cache import load_or_build
-from effnas.data.dataset import DataError, Dataset, Split
-from effnas.data.sources import RawData, Source, cifar10_source, digits_source, imagefolder_source
+from training.data import splits
+from training.data.cache import load_or_build
+from training.data.dataset import DataError, Dataset, Split
+from training.data.sources import RawData, Source, cifar10_source, digits_source, imagefolder_source
 
 SOURCES = ("cifar10", "digits", "imagefolder")
 # SeedSequence spawn keys: one independent random stream per split, all from data.split_seed

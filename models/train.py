@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from effnas import per_image
-from effnas.data.config import DataConfig
-from effnas.errors import UserError
-from effnas.proxy_config import ProxyConfig
+from foundation import per_image
+from foundation.errors import UserError
 from search_spaces.arch_config import ArchConfig
+from training.data.config import DataConfig
+from training.proxy_config import ProxyConfig
 
 
 @dataclass
@@ -42,9 +42,9 @@ def validate(cfg: Any) -> None:
 
 
 def run(cfg: Any, rundir: Any) -> dict[str, Any]:
-    from effnas.data import load_dataset
-    from effnas.proxy import evaluate, resolve_device
     from search_spaces.arch_config import arch_from_cfg
+    from training.data import load_dataset
+    from training.proxy import evaluate, resolve_device
 
     arch = arch_from_cfg(cfg.arch)
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         "compiled": result.compiled,
         "device": result.device,
         "cpu_kernels": result.cpu_kernels,  # layers on effnas's C kernels
-        "lanes": result.lanes,  # micro-batches trained side by side (effnas/lanes.py)
+        "lanes": result.lanes,  # micro-batches trained side by side (training/lanes.py)
         "seconds": round(result.seconds, 3),
         "compile_seconds": round(result.compile_seconds, 3),
         "images_per_second": round(result.images_per_second, 1),
@@ -132,7 +132,7 @@ def _save_state_dict(model: Any, path: Any) -> None:
 
     import torch
 
-    from effnas.runfiles import atomic_write
+    from foundation.runfiles import atomic_write
 
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from effnas.data.dataset import DataError
+from training.data.dataset import DataError
 
 
 def _allocate(counts: np.ndarray, total: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:

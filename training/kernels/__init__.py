@@ -10,7 +10,7 @@ rounding); the trainer applies them on CPU unless `proxy.cpu_kernels=false`.
 - `ConvNormSiLU`: conv -> BN -> SiLU whose BN (batch statistics) and SiLU run as one kernel
   (`bn_silu_forward` / `bn_silu_backward`, cpu.c): three passes over the activation forward and
   six backward instead of PyTorch's five and eight, and only the BN input kept for backward.
-  Single-threaded, so used where a micro-batch has one thread (effnas/lanes.py, one-thread
+  Single-threaded, so used where a micro-batch has one thread (training/lanes.py, one-thread
   trials); 7-13% of a 2-thread B0 step on this machine.
 - `SqueezeExcite`: the SE block with a backward that writes the input gradient in one pass
   instead of autograd's three, and the small MLP's gradients by hand.
@@ -108,7 +108,7 @@ def library() -> Optional[ctypes.CDLL]:
         if _disabled():
             unavailable_reason = "EFFNAS_CPU_KERNELS=0"
             return None
-        from effnas.data.cache import cache_root
+        from training.data.cache import cache_root
 
         try:
             lib = ctypes.CDLL(str(_build(cache_root(None) / "kernels")))
@@ -428,7 +428,7 @@ def tune_allocator() -> bool:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
         ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and libc.mallopt(m_trim_threshold, -1) == 1
-        # one arena for every thread: the lanes' threads (effnas/lanes.py) would otherwise get
+        # one arena for every thread: the lanes' threads (training/lanes.py) would otherwise get
         # arenas of their own, whose heaps glibc unmaps when they empty - 15-36k page faults
         # per step - whatever the trim threshold
         ok = ok and libc.mallopt(m_arena_max, 1) == 1

@@ -4,7 +4,7 @@ A trial returns them as one short string (`encode`: the bits packed, base64; 10,
 1,668 characters), small enough to travel in a Ray result. The stage that owns the trial keeps
 them beside its table, one file per trial under `per_image/` in the run directory (`save`,
 `load`), written atomically; verdicts pair arms over the same images with them
-(`effnas/verdict.py`). A run from before these records has none; its verdicts fall back to the
+(`foundation/verdict.py`). A run from before these records has none; its verdicts fall back to the
 binomial error and say so.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from effnas.verdict import Scores
+    from foundation.verdict import Scores
 
 DIR = "per_image"
 
@@ -50,7 +50,7 @@ def file_of(run: str | os.PathLike[str], key: str) -> Path:
 
 def save(run: str | os.PathLike[str], key: str, text: str | None) -> None:
     """Keep (or, for None, drop) trial `key`'s record; checked before it is written."""
-    from effnas.runfiles import atomic_write
+    from foundation.runfiles import atomic_write
 
     path = file_of(run, key)
     if text is None:
@@ -75,9 +75,9 @@ def scores(
     trials: list[tuple[str, float]],
     images: int,
 ) -> Scores:
-    """One arm's `effnas.verdict.Scores` from its finished trials, (key, accuracy) each: paired
+    """One arm's `foundation.verdict.Scores` from its finished trials, (key, accuracy) each: paired
     when every trial has a record of `images` images, else the accuracies alone."""
-    from effnas.verdict import Scores
+    from foundation.verdict import Scores
 
     records = [load(run, key) for key, _ in trials]
     if records and all(r is not None and r.size == images for r in records):

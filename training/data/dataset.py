@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 
 class DataError(UserError, ValueError):

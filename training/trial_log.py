@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from effnas.errors import UserError
+from foundation.errors import UserError
 
 JOURNAL = "study.log"  # the run's own study, unless `storage=` names a database
 KEY_ATTR = "effnas_key"  # user attr / MLflow tag naming a trial within its run

@@ -3,9 +3,9 @@
 Every search trial, every grid point and `effnas train` run through `evaluate`, so this module is
 the speed of the whole product (docs/proxy.md has the measurements and the design choices):
 - data stay uint8 tensors (on the GPU under CUDA); a batch is one gather, the batched crop+flip
-  of `effnas.data.augment_batch`, and one fused normalise: no DataLoader, no per-image Python;
-- on CPU, a step's micro-batches train side by side on one thread each (`effnas.lanes`) with
-  effnas's C kernels (`effnas.kernels`);
+  of `training.data.augment_batch`, and one fused normalise: no DataLoader, no per-image Python;
+- on CPU, a step's micro-batches train side by side on one thread each (`training.lanes`) with
+  effnas's C kernels (`training.kernels`);
 - channels-last, AMP (bf16) on CUDA, `torch.compile` when the budget pays for it
   (`proxy.compile=auto`), evaluation under `inference_mode`, and no host sync per step
   (losses go to a device buffer read once per report);
@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from effnas.data import Dataset
     from search_spaces.arch import Arch
+    from training.data import Dataset
 
-from effnas import per_image
-from effnas.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, time_limit
+from foundation import per_image
+from training.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, time_limit
 
 
 @dataclass
@@ -51,8 +51,8 @@ class TrialResult:
     images_per_second: float  # training images / training-step seconds (no eval, no compile)
     epochs: float  # epochs actually trained
     test_accuracy: float | None = None
-    # which evaluation images the final weights got right (effnas.per_image.encode): the records a
-    # verdict pairs over the same images (effnas/verdict.py); `test_correct` only with test=True
+    # which evaluation images the final weights got right (foundation.per_image.encode): the records a
+    # verdict pairs over the same images (foundation/verdict.py); `test_correct` only with test=True
     correct: str | None = None
     test_correct: str | None = None
     error: str | None = None
@@ -60,8 +60,8 @@ class TrialResult:
     steps: int = 0
     resolution: int = 0
     compiled: bool = False
-    cpu_kernels: int = 0  # layers running effnas's C kernels (effnas/kernels)
-    lanes: int = 1  # CPU: micro-batches trained side by side, one thread each (effnas/lanes.py)
+    cpu_kernels: int = 0  # layers running effnas's C kernels (training/kernels)
+    lanes: int = 1  # CPU: micro-batches trained side by side, one thread each (training/lanes.py)
     compile_seconds: float = 0.0
     device: str = "cpu"
     model: Any = field(default=None, repr=False, compare=False)  # only with keep_model=True
@@ -152,7 +152,7 @@ def evaluate(
         if keep_model:
             result.model = trainer.model
     if not keep_model:
-        from effnas import kernels
+        from training import kernels
 
         del trainer
         kernels.release_memory()
@@ -221,7 +221,7 @@ class ProxyTrainer:
         self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
         self._steps_done, self._calibrated_at = 0, -1
 
-        # -- budget (effnas.proxy_config.budget: the one place steps are counted) -------------
+        # -- budget (training.proxy_config.budget: the one place steps are counted) -------------
         n = len(self.train_y)
         if n < 2:
             raise ValueError(f"dataset {data.name} has {n} training images; need at least 2")
@@ -251,7 +251,7 @@ class ProxyTrainer:
         self.step_fn = self.model
         result.compiled = self._want_compile()
         if not self.cuda and proxy.cpu_kernels:
-            from effnas import kernels
+            from training import kernels
 
             kernels.tune_allocator()
             if not result.compiled:  # the C kernels would only break torch.compile's graph
@@ -260,7 +260,7 @@ class ProxyTrainer:
             self.step_fn = torch.compile(self.model, dynamic=False)
         self.lanes = None
         if not self.cuda and not result.compiled and proxy.parallel_micro_batches:
-            from effnas import lanes
+            from training import lanes
 
             threads = torch.get_num_threads()
             n_lanes = lanes.plan(threads, self.batch, self.micro_batch)
@@ -272,7 +272,7 @@ class ProxyTrainer:
     def _tensors(self, split: Any, res: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        from effnas.data import resize_batch
+        from training.data import resize_batch
 
         x = torch.from_numpy(split.x).to(self.dev)
         if x.shape[-1] != res or x.shape[-2] != res:
@@ -290,7 +290,7 @@ class ProxyTrainer:
 
     # -- one step ---------------------------------------------------------------------------
     def batch_at(self, order: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from effnas.data import augment_batch
+        from training.data import augment_batch
 
         idx = order[i * self.batch : (i + 1) * self.batch]
         x, y = self.train_x[idx], self.train_y[idx]

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO
 
-from effnas.errors import UserError
-from effnas.units import format_flops
+from foundation.errors import UserError
+from foundation.units import format_flops
 from search_spaces.arch_config import ArchConfig, arch_from_cfg
 
 
