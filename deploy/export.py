@@ -29,7 +29,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -39,6 +39,7 @@ from omegaconf import MISSING
 from foundation.errors import UserError
 from foundation.runfiles import atomic_write
 from search_spaces.arch_config import ArchConfig
+from training.weights import load_into, load_state_dict, weight_source
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
 DEFAULT_OPSET = 18  # see the module docstring
@@ -229,8 +230,8 @@ def prepare(cfg: Any) -> tuple[Source, Any]:
             f"stem_stride must be 1 or 2 (or null: the train run's, else the arch's), got {cfg.stem_stride}"
         )
 
-    weights, run, trained = _weights(cfg.weights)
-    state = _load_state_dict(weights) if weights else None
+    weights, run, trained = weight_source(cfg.weights)
+    state = load_state_dict(weights) if weights else None
     if arch_given(cfg):
         arch = arch_from_cfg(cfg.arch)
     elif run is not None:
@@ -255,7 +256,11 @@ def prepare(cfg: Any) -> tuple[Source, Any]:
         torch.manual_seed(int(cfg.run.seed))  # random init: the same weights in validate and run
         model = build_model(arch, num_classes=source.num_classes, stem_stride=source.stem_stride)
     if state is not None:
-        _load_into(model, state, source)
+        load_into(
+            model,
+            state,
+            f"--weights {source.weights} do not fit {source.arch.name} ({source.num_classes} classes)",
+        )
     return source, model.eval()
 
 
@@ -377,87 +382,6 @@ def exported_runner(fmt: str, path: Path, threads: int) -> tuple[Callable[[Any],
             return module(torch.from_numpy(x)).numpy()
 
     return run_script, "torchscript"
-
-
-# -- inputs ---------------------------------------------------------------------------------------
-def _weights(value: str | None) -> tuple[Path | None, Path | None, dict[str, Any]]:
-    """(the state_dict file, the train run it belongs to, that run's facts) for `--weights`."""
-    from foundation.runfiles import require_run, stage_of
-
-    if not value:
-        return None, None, {}
-    path = Path(str(value))
-    if path.is_dir():
-        run = require_run(path, "train", "--weights")
-        weights = run / "model.pt"
-        if not weights.is_file():
-            raise UserError(
-                f"--weights {run}: the train run has no model.pt (trained with save_weights=false?)"
-            )
-        return weights, run, _train_facts(run)
-    if not path.is_file():
-        raise UserError(f"--weights {path}: no such file or directory")
-    if stage_of(path.parent) == "train":  # results/train/<run>/model.pt: that run's facts too
-        return path, path.parent, _train_facts(path.parent)
-    return path, None, {}
-
-
-def _train_facts(run: Path) -> dict[str, Any]:
-    """What a finished train run trained: its arch node, classes, resolution and stem stride."""
-    from omegaconf import OmegaConf
-
-    from foundation.runfiles import read_json
-
-    summary = read_json(run / "summary.json")
-    if summary.get("status") != "done":
-        raise UserError(f"--weights {run}: the train run did not finish (status {summary.get('status')!r})")
-    recorded = run / ".hydra" / "config.yaml"
-    if not recorded.is_file():
-        raise UserError(f"--weights {run}: the train run has no .hydra/config.yaml")
-    cfg = OmegaConf.load(recorded)
-    dataset = read_json(run / "manifest.json").get("dataset") or {}
-    return {
-        "arch": cfg.arch,
-        "num_classes": OmegaConf.select(cfg, "proxy.num_classes") or dataset.get("num_classes"),
-        "resolution": summary.get("resolution") or OmegaConf.select(cfg, "proxy.resolution"),
-        "stem_stride": OmegaConf.select(cfg, "proxy.stem_stride"),
-    }
-
-
-def _load_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # zip, pickle and unpickler errors alike: not weights we can read
-        raise UserError(
-            f"--weights {path}: not a state_dict file that torch.load(weights_only=True) reads "
-            "(save model.state_dict(), as effnas train does)"
-        ) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"--weights {path}: not a state_dict (a mapping of names to tensors)")
-    return dict(state)
-
-
-def _load_into(model: Any, state: dict[str, Any], source: Source) -> None:
-    """Load `state` into `model`, or say how far it is from fitting."""
-    own = model.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    reshaped = [k for k in own if k in state and own[k].shape != state[k].shape]
-    bad = len(missing) + len(unexpected) + len(reshaped)
-    if bad:
-        if reshaped:
-            k = reshaped[0]
-            example = f"{k} is {list(state[k].shape)} in the weights, {list(own[k].shape)} in the model"
-        else:
-            example = f"{missing[0]} missing" if missing else f"{unexpected[0]} not in the model"
-        raise UserError(
-            f"--weights {source.weights} do not fit {source.arch.name} ({source.num_classes} classes): "
-            f"{bad} of {len(own)} keys mismatch ({len(reshaped)} shapes, {len(missing)} missing, "
-            f"{len(unexpected)} unexpected); first: {example}"
-        )
-    model.load_state_dict(state)
 
 
 def _version(package: str) -> str | None:

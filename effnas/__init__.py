@@ -7,4 +7,7 @@ folders below: `foundation` (errors, units, run files, verdicts), `search_spaces
 and `adapters` (Ray Tune).
 """
 
+from effnas.api import Run, arch, cost, create_model, load_run, run
+
 __version__ = "0.1.0"
+__all__ = ["Run", "arch", "cost", "create_model", "load_run", "run"]

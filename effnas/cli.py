@@ -278,6 +278,26 @@ def _flags_first(argv: list[str]) -> list[str]:
     return [argv[0], *positionals, *flags]  # positionals first: a list flag's values end at a flag
 
 
+def execute(args: argparse.Namespace, argv: list[str]) -> Path | None:
+    """Run the stage a parsed command line names, through the lifecycle; its run directory (None
+    for a stage that prints only). `effnas.api.run` calls this too."""
+    from effnas.config import with_config_dirs
+
+    with with_config_dirs(args.config_dirs):
+        overrides, arch_file, resume = to_overrides(args)
+        if resume is not None:
+            cfg = resumed_config(args.stage, resume)
+        else:
+            cfg = compose_config(args.stage, overrides, arch_file)
+        path, _ = run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)
+    return path
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """A command line (without the program name) as the parser reads it."""
+    return build_parser().parse_args(_flags_first(list(argv)))
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # `kill PID` ends a run like Ctrl-C: status recorded, work kept
 
@@ -289,22 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    args = build_parser().parse_args(_flags_first(argv))
+    args = parse(argv)
     if not args.stage:
         build_parser().print_help(sys.stderr)
         return 2
     try:
         if args.stage == "rerun":
             return rerun(Path(args.run_dir), args.overrides, ["effnas", *argv])
-        from effnas.config import with_config_dirs
-
-        with with_config_dirs(args.config_dirs):
-            overrides, arch_file, resume = to_overrides(args)
-            if resume is not None:
-                cfg = resumed_config(args.stage, resume)
-            else:
-                cfg = compose_config(args.stage, overrides, arch_file)
-            run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)
+        execute(args, argv)
     except UserError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
