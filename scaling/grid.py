@@ -32,6 +32,7 @@ from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, Candidate, enumerate_candidates, scale_arch, spread_subset
 from search_spaces.arch import Arch
 from search_spaces.arch_config import arch_from_cfg, arch_given
+from training.trial_table import TrialTable, error_of, read_table, restore
 
 if TYPE_CHECKING:
     from training.trials import Executor
@@ -191,10 +192,6 @@ def plan(
     return rows
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in COLUMNS}
-
-
 def _key(row: Mapping[str, Any]) -> tuple[str, Any]:
     return row["id"], row.get("seed")
 
@@ -204,55 +201,37 @@ def record_key(row: Mapping[str, Any]) -> str:
     return f"{row['id']}/seed{row.get('seed')}"
 
 
-def _read_trials(path: Path, seed: int) -> dict[tuple[str, int], dict[str, Any]]:
+KEPT = ("accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")  # restored on --resume
+
+
+def _read_trials(path: Path, seed: int) -> dict[Any, dict[str, Any]]:
     """Rows of an earlier attempt (for --resume), by (id, seed); a trials.csv from before the
     `seed` column trained every point once, with `seed` (the run's)."""
-    import pandas as pd
 
-    from foundation.runfiles import check_table
+    def key(r: Mapping[str, Any]) -> tuple[str, int]:
+        return str(r["id"]), seed if r.get("seed") is None else int(r["seed"])
 
-    if not path.is_file():
-        return {}
-    check_table(path)
-    frame = pd.read_csv(path)
-    frame = frame.astype(object).where(frame.notna(), None)
-    rows = frame.to_dict("records")
-    return {(str(r["id"]), seed if r.get("seed") is None else int(r["seed"])): dict(r) for r in rows}
+    return read_table(path, key, "grid trials table")
 
 
 # -- the trials ---------------------------------------------------------------------------------
-class GridTrials:
-    """The grid's unfinished rows, one per (id, seed), as an `training.trials.TrialSource`:
-    proposed in plan order; each end fills its row, rewrites trials.csv and prints one line."""
+class GridTrials(TrialTable):
+    """The grid's rows, one per (id, seed), as a `training.trial_table.TrialTable`: proposed in
+    plan order; each end fills its row (and keeps its per-image record), rewrites trials.csv and
+    prints one line."""
 
     name = "grid"
+    file = "trials.csv"
+    columns = COLUMNS
 
     def __init__(self, rows: list[dict[str, Any]], rundir: Any, out: Any = None, log: Any = None) -> None:
-        self.order = rows
-        self.log = log  # an training.trial_log.TrialLog: every finished row also goes to the study
-        self.rows = {_key(r): r for r in rows}
-        self.queue = [r for r in rows if r["status"] != "ok"]
-        self.total = len(self.queue)
+        super().__init__(rows, rundir, log=log, out=out)
         self.many_seeds = len({r.get("seed") for r in rows}) > 1
-        self.rundir = rundir
-        self.pending: dict[str, tuple[str, Any]] = {}  # executor's trial id -> (id, seed)
-        self.finished = 0
-        self.out = out  # None: sys.stdout at print time
 
-    @property
-    def remaining(self) -> int:
-        return len(self.queue)
+    def key(self, row: Mapping[str, Any]) -> Any:
+        return _key(row)
 
-    def save(self) -> None:
-        self.rundir.write_csv("trials.csv", [_public(r) for r in self.order])
-        if self.log is not None:
-            self.log.sync(trial_entries(self.order))
-
-    def propose(self, trial_id: str) -> dict[str, Any] | None:
-        if not self.queue:
-            return None
-        row = self.queue.pop(0)
-        self.pending[trial_id] = _key(row)
+    def config(self, row: dict[str, Any]) -> dict[str, Any]:
         config = {
             "name": f"{row['id']}_s{row['seed']}" if self.many_seeds else row["id"],  # Ray's trial dir
             "id": row["id"],
@@ -263,15 +242,8 @@ class GridTrials:
             config["seed"] = int(row["seed"])
         return config
 
-    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
-        key = self.pending.pop(trial_id, None)
-        if key is None:
-            return
-        row = self.rows[key]
-        pid = row["id"] + (f" seed {row['seed']}" if self.many_seeds else "")
-        result = dict(result or {})
+    def record(self, row: dict[str, Any], result: dict[str, Any], error: str | bool) -> None:
         status = "failed" if error else (result.get("status") or "failed")
-        reason = (error if isinstance(error, str) else "trial crashed") if error else result.get("error")
         per_image.save(self.rundir.path, record_key(row), result.get("correct") if status == "ok" else None)
         row.update(
             status=status,
@@ -280,18 +252,20 @@ class GridTrials:
             seconds=round(float(result["seconds"]), 2) if result.get("seconds") is not None else None,
             epochs=result.get("epochs"),
             proxy_macs=result.get("proxy_macs"),
-            error=None if status == "ok" else (reason or "stopped before it finished"),
+            error=None if status == "ok" else error_of(result, error),
         )
-        self.finished += 1
-        self.save()
+
+    def line(self, row: dict[str, Any]) -> str:
+        pid = row["id"] + (f" seed {row['seed']}" if self.many_seeds else "")
         acc = f"acc {row['accuracy']:.4f}" if row["accuracy"] is not None else f"FAILED {row['error']}"
-        print(
-            f"[{self.finished}/{self.total}] {pid:<22} product {row['product']:.3f}  "
+        return (
+            f"{pid:<22} product {row['product']:.3f}  "
             f"MACs x{row['macs_ratio']:.2f} (nominal x{row['nominal_ratio']:g})  res {row['resolution']}  "
-            f"{acc}  {row['seconds'] if row['seconds'] is not None else '-'}s",
-            file=self.out or sys.stdout,
-            flush=True,
+            f"{acc}  {row['seconds'] if row['seconds'] is not None else '-'}s"
         )
+
+    def entries(self) -> list[Any]:
+        return trial_entries(self.rows)
 
 
 def trial_space(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -590,15 +564,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         seeds,
     )
     previous = _read_trials(rundir.file("trials.csv"), int(cfg.run.seed)) if cfg.get("resume") else {}
-    for row in rows:
-        old = previous.get(_key(row))
-        if old is not None and old.get("status") == "ok":
-            row.update(
-                {
-                    k: old.get(k)
-                    for k in ("accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
-                }
-            )
+    restore(rows, previous, _key, KEPT)
     from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "grid", trial_space(rows))

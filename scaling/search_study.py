@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from foundation import verdict
 from foundation.errors import UserError
-from scaling.study import StudyTrials, _read_previous, evaluation_split
+from scaling.study import KEPT, StudyTrials, _read_previous, evaluation_split
 from search_spaces.arch import Arch
+from training.trial_table import restore
 
 if TYPE_CHECKING:
     from search_spaces.mnasnet import MnasNetSpace
@@ -336,7 +337,9 @@ def plan(cfg: Any, found: Sequence[Candidate], search: SearchRun) -> list[dict[s
 
 
 class SearchStudyTrials(StudyTrials):
-    """The scaling study's trial source over this study's rows; each save adds the reward."""
+    """The scaling study's trial table over this study's rows and columns, with the reward."""
+
+    columns = COLUMNS
 
     def __init__(
         self,
@@ -349,13 +352,13 @@ class SearchStudyTrials(StudyTrials):
         super().__init__(rows, rundir, log, test)
         self.objective = objective
 
-    def save(self) -> None:
+    def prepare(self) -> None:
         for r in self.rows:
             ok = r["status"] == "ok" and r["accuracy"] is not None
             r["reward"] = round(self.objective(float(r["accuracy"]), r["_cost"]), 6) if ok else None
-        self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
-        if self.log is not None:
-            self.log.sync(trial_entries(self.rows))
+
+    def entries(self) -> list[Any]:
+        return trial_entries(self.rows)
 
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -531,10 +534,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     split, images = evaluation_split(cfg, data)
     rows = plan(cfg, found, search)
     previous = _read_previous(rundir.file("study.csv")) if resuming else {}
-    for row in rows:
-        old = previous.get(row["id"])
-        if old is not None and old.get("status") == "ok":
-            row.update({k: old.get(k) for k in ("accuracy", "images_per_s", "seconds", "status", "error")})
+    restore(rows, previous, lambda r: r["id"], KEPT)
     from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))

@@ -47,6 +47,7 @@ from search_spaces.arch import Arch
 from search_spaces.arch_config import ArchConfig
 from training.data.config import DataConfig
 from training.proxy_config import ProxyConfig
+from training.trial_table import TrialTable, error_of, read_table, restore
 
 if TYPE_CHECKING:
     from training.trials import Executor
@@ -383,37 +384,19 @@ def plan(cfg: Any, baseline: Arch, coeffs: Sequence[float]) -> list[dict[str, An
 
 
 # -- the trials ---------------------------------------------------------------------------------
-class StudyTrials:
-    """The study's unfinished rows as an `training.trials.TrialSource`; every end rewrites study.csv."""
+class StudyTrials(TrialTable):
+    """The study's rows as a `training.trial_table.TrialTable`; every end rewrites study.csv and
+    keeps the trial's per-image record of the split the study judges on."""
 
     name = "study"
+    file = "study.csv"
+    columns = COLUMNS
 
     def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None, test: bool = False) -> None:
-        self.rows = rows
+        super().__init__(rows, rundir, log=log)
         self.test = test  # judge on the test split (its accuracy and per-image record) instead of val
-        self.log = log  # an training.trial_log.TrialLog: every finished row also goes to the study
-        self.by_id = {r["id"]: r for r in rows}
-        self.queue = [r for r in rows if r["status"] != "ok"]
-        self.total = len(self.queue)
-        self.rundir = rundir
-        self.pending: dict[str, str] = {}
-        self.finished = 0
-        self.t0 = time.monotonic()
 
-    @property
-    def remaining(self) -> int:
-        return len(self.queue)
-
-    def save(self) -> None:
-        self.rundir.write_csv("study.csv", [{k: r.get(k) for k in COLUMNS} for r in self.rows])
-        if self.log is not None:
-            self.log.sync(trial_entries(self.rows))
-
-    def propose(self, trial_id: str) -> dict[str, Any] | None:
-        if not self.queue:
-            return None
-        row = self.queue.pop(0)
-        self.pending[trial_id] = row["id"]
+    def config(self, row: dict[str, Any]) -> dict[str, Any]:
         return {
             "name": row["id"].replace("/", "_").replace("@", "_"),
             "arch": row["_arch"],
@@ -423,34 +406,28 @@ class StudyTrials:
             "test": self.test,
         }
 
-    def complete(self, trial_id: str, result: Mapping[str, Any] | None, error: str | bool = False) -> None:
-        rid = self.pending.pop(trial_id, None)
-        if rid is None:
-            return
-        row, result = self.by_id[rid], dict(result or {})
+    def record(self, row: dict[str, Any], result: dict[str, Any], error: str | bool) -> None:
         measure, record = ("test_accuracy", "test_correct") if self.test else ("accuracy", "correct")
         ok = not error and result.get("status") == "ok" and result.get(measure) is not None
-        per_image.save(self.rundir.path, rid, result.get(record) if ok else None)
+        per_image.save(self.rundir.path, row["id"], result.get(record) if ok else None)
         row.update(
             status="ok" if ok else "failed",
             accuracy=result.get(measure) if ok else None,
             val_accuracy=result.get("accuracy") if ok else None,
             images_per_s=round(float(result.get("images_per_second") or 0), 1) if ok else None,
             seconds=round(float(result["seconds"]), 1) if result.get("seconds") is not None else None,
-            error=None
-            if ok
-            else (error if isinstance(error, str) else result.get("error") or "trial crashed"),
+            error=None if ok else error_of(result, error),
         )
-        self.finished += 1
-        self.save()
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed / self.finished * (self.total - self.finished)
-        acc = f"acc {row['accuracy']:.4f}" if ok else f"FAILED {row['error']}"
-        print(
-            f"[{self.finished}/{self.total}] {rid:<34} MACs x{row['macs_ratio']:<6g} "
-            f"res {row['proxy_resolution']:<4} {acc}  {row['seconds']}s  ETA {eta / 60:.1f} min",
-            flush=True,
+
+    def line(self, row: dict[str, Any]) -> str:
+        acc = f"acc {row['accuracy']:.4f}" if row["status"] == "ok" else f"FAILED {row['error']}"
+        return (
+            f"{row['id']:<34} MACs x{row['macs_ratio']:<6g} "
+            f"res {row['proxy_resolution']:<4} {acc}  {row['seconds']}s"
         )
+
+    def entries(self) -> list[Any]:
+        return trial_entries(self.rows)
 
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -491,22 +468,12 @@ def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
 SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged with
 
 
-def _read_previous(path: Any) -> dict[str, dict[str, Any]]:
-    import pandas as pd
+def _read_previous(path: Any) -> dict[Any, dict[str, Any]]:
+    """An earlier attempt's study.csv rows by id (for --resume)."""
+    return read_table(path, lambda r: str(r["id"]), "study table")
 
-    from foundation.runfiles import check_table
 
-    if not path.is_file():
-        return {}
-    check_table(path)
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupt: {str(exc).splitlines()[0]}") from None
-    if "id" not in frame.columns or "status" not in frame.columns:
-        raise UserError(f"{path} is not a study table (no id/status columns)")
-    frame = frame.astype(object).where(frame.notna(), None)
-    return {str(r["id"]): r for r in frame.to_dict("records")}
+KEPT = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")  # restored on --resume
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -772,11 +739,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     split, images = evaluation_split(cfg, data)
     rows = plan(cfg, baseline, coeffs)
     previous = _read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
-    for row in rows:
-        old = previous.get(row["id"])
-        if old is not None and old.get("status") == "ok":
-            kept = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")
-            row.update({k: old.get(k) for k in kept})
+    restore(rows, previous, lambda r: r["id"], KEPT)
     from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
