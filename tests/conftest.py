@@ -65,3 +65,12 @@ def expect_usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> s
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def needs(what: str) -> None:
+    """A test that needs something the machine lacks (a PostgreSQL server, a browser): a skip that
+    says what is missing, except in CI (`CI=true`), where `.ci/run` installs it and a skip would
+    hide a path that never ran: there it fails."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {what}", pytrace=False)
+    pytest.skip(what)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ctrl_c_reaches, expect_usage_error
+from conftest import ctrl_c_reaches, expect_usage_error, needs
 
 from effnas.cli import main
 from training.trial_log import open_storage
@@ -54,9 +54,10 @@ def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def browser() -> Any:
     """A headless Chromium under Selenium, or a skip saying what is missing."""
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
-    )
+    try:
+        from selenium import webdriver
+    except ImportError:
+        needs("selenium is not installed (pip install selenium)")
     from selenium.webdriver.chrome.service import Service
 
     binary = next(
@@ -64,7 +65,7 @@ def browser() -> Any:
     )
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
-        pytest.skip("no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)")
+        needs("no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):

@@ -220,7 +220,8 @@ def _each_trained_once(before: pd.DataFrame, after: pd.DataFrame, trained: list[
     [
         "ray.enabled=false",
         # the driver, its local Ray runtime and workers all killed; the resume starts Ray anew
-        pytest.param("ray.num_cpus=2", marks=pytest.mark.slow),
+        # (in the default suite: CI runs the Ray executor's crash recovery)
+        "ray.num_cpus=2",
     ],
 )
 def test_kill_9_mid_grid_then_resume_trains_each_candidate_once(

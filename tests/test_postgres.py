@@ -6,7 +6,8 @@ trainer (what is under test is the record, and that keeps the module cheap).
 
 The server is started once for the module, on 127.0.0.1 at a free port, in a temporary directory,
 as an unprivileged user when the tests run as root (PostgreSQL refuses to run as root); the tests
-skip, saying why, where no PostgreSQL server binaries can be found."""
+skip, saying why, where no PostgreSQL server binaries can be found (in CI, `CI=true`, they fail
+instead: `.ci/run` installs PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import needs
 
 from effnas.cli import main
 
@@ -53,13 +55,16 @@ def postgres() -> Iterator[str]:
     """A PostgreSQL server for this module; yields a SQLAlchemy URL of an empty database."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) found; apt-get install postgresql")
-    pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install 'psycopg[binary]'")
+        needs("no PostgreSQL server binaries (initdb, pg_ctl) found; apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        needs("no PostgreSQL driver: pip install 'psycopg[binary]'")
     as_user: list[str] = []
     home = Path(tempfile.mkdtemp(prefix="effnas-pg-"))
     if os.geteuid() == 0:  # the server refuses root: run it as nobody, in a directory nobody owns
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL unprivileged")
+            needs("running as root without runuser: cannot start PostgreSQL unprivileged")
         shutil.chown(home, "nobody")
         as_user = ["runuser", "-u", "nobody", "--"]
     with socket.socket() as s:
