@@ -81,7 +81,8 @@ def test_preranked_search_trains_the_best_scored_of_k_proposals(space: MnasNetSp
 def test_prerank_through_the_cli_records_scores(tmp_path: Path) -> None:
     from effnas.cli import main
 
-    args = ["search", "--trials", "2", "prerank=synflow", "prerank_candidates=3", "ray.enabled=false"]
+    args = ["search", "--trials", "2", "--sampler", "random", "prerank=synflow", "prerank_candidates=3"]
+    args += ["ray.enabled=false"]
     tiny = ["proxy.images=64", "proxy.batch_size=16", "proxy.resolution=8", "data.max_train=200"]
     assert main([*args, *tiny, "run.threads=1", f"run.dir={tmp_path / 'r'}"]) == 0
     trials = pd.read_csv(tmp_path / "r" / "trials.csv")
@@ -93,6 +94,6 @@ def test_bad_prerank_options(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert "unknown prerank proxy" in expect_usage_error([*base, "prerank=snip"], capsys)
     assert "needs sampler=random" in expect_usage_error([*base, "prerank=naswot", "--sampler", "tpe"], capsys)
     assert "prerank_candidates" in expect_usage_error(
-        [*base, "prerank=naswot", "prerank_candidates=0"], capsys
+        [*base, "prerank=naswot", "prerank_candidates=0", "--sampler", "random"], capsys
     )
     assert not (tmp_path / "never").exists()
