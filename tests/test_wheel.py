@@ -15,20 +15,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
+from test_layers import FOLDERS as PACKAGES  # every folder of code must ship
 
 REPO = Path(__file__).resolve().parents[1]
-
-PACKAGES = (
-    "foundation",
-    "search_spaces",
-    "training",
-    "nas",
-    "scaling",
-    "deploy",
-    "models",
-    "adapters",
-    "effnas",
-)
 # The tiny architecture of tests/test_train.py, as `effnas train` reads it from a file.
 TINY_ARCH = """\
 name: tiny
