@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from foundation import tables
 from foundation.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.arch_config import ArchConfig
@@ -388,7 +389,7 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
             flush=True,
         )
     rundir.write_csv("latency.csv", rows)
-    print(format_table(rows))
+    print(latency_table(rows))
     summary: dict[str, Any] = {"models": {r["model"]: r["median_ms"] for r in rows}, "setup": setup.__dict__}
     by_arch = {r["arch"]: r for r in rows} | {r["model"]: r for r in rows}
     if "efficientnet_b1" in by_arch and "resnet152" in by_arch:
@@ -404,7 +405,7 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
     return summary
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def latency_table(rows: list[dict[str, Any]]) -> str:
     """Table 4's layout: model, (top-1 when given), params, MACs, latency, speed-up over the
     slowest row."""
     slowest = max(r["median_ms"] for r in rows)
@@ -412,7 +413,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     head = ["model", *(["top-1"] if has_top1 else []), "params", "MACs", "latency ms", "p25-p75", "x slowest"]
     if any(r.get("predicted_ms") is not None for r in rows):
         head.append("predicted ms")
-    lines = [head]
+    lines = []
     for r in rows:
         line = [r["model"]]
         if has_top1:
@@ -426,11 +427,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ]
         if "predicted ms" in head:
             line.append("-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}")
-        lines.append(line)
-    widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(x, widths))) for x in lines
-    )
+        lines.append(dict(zip(head, line)))
+    return tables.format_table(lines, head, {h: str for h in head}, align="first-left")
 
 
 def _space(cfg: Any) -> Any:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from foundation import per_image
+from foundation import per_image, tables
 from foundation.errors import UserError
 from foundation.runfiles import read_json, stage_of
 from foundation.units import parse_phi
@@ -276,7 +276,7 @@ def run(cfg: Any, rundir: Any, life: Any) -> dict[str, Any]:
     for row in rows:
         if row["name"] in judged:
             row["result"] += f"; vs {judged[row['name']]['against']}: {describe(judged[row['name']])}"
-    table = format_table(rows)
+    table = runs_table(rows)
     rundir.write_text("pipeline.md", table + "\n")
     print(f"\npipeline {parent}\n{table}")
     return {
@@ -375,12 +375,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "result": result}
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def runs_table(rows: list[dict[str, Any]]) -> str:
     """stage | run dir | status | headline result, as a Markdown table (readable as text too)."""
     cols = ("name", "path", "status", "result")
     heads = ("stage", "run dir", "status", "headline result")
-    cells = [heads, *[tuple(str(r[c]) for c in cols) for r in rows]]
-    widths = [max(len(line[j]) for line in cells) for j in range(len(cols))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return tables.format_table(rows, cols, {c: str for c in cols}, heads, align="left", markdown=True)

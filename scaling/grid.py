@@ -445,7 +445,7 @@ def plot_grid(
     """Accuracy against each coefficient and against MACs: each point at its mean over seeds,
     error bars its 95% interval (seeds + validation images, `foundation.verdict.arm_interval`), or
     the validation set's error alone where the seed spread is not estimable (under 3 seeds)."""
-    from scaling import report
+    from foundation import figures
 
     ok = [p for p in points if p["kind"] == "candidate" and p["n"]]
     base = next((p for p in points if p["kind"] == "baseline" and p["n"]), None)
@@ -504,22 +504,22 @@ def plot_grid(
         ax.grid(alpha=0.3)
         ax.set_ylabel("proxy val accuracy (mean over seeds)")
 
-    fig, axes = report.figure(3)
+    fig, axes = figures.axes(3, 4.2, 3.4)
     for ax, name in zip(axes, ("alpha", "beta", "gamma")):
         marks(ax, lambda p, name=name: p[name])
         ax.set(xlabel=name, title=f"accuracy vs {name}")
     axes[0].legend(fontsize=7)
     rundir.save_figure("accuracy_vs_coefficients.png", fig)
-    report.close(fig)
+    figures.close(fig)
 
-    fig, axes = report.figure(1, width=5.5)
+    fig, axes = figures.axes(1, 5.5, 3.4)
     marks(axes[0], lambda p: p["macs"] / 1e9)
     axes[0].set(
         xlabel="MACs (G, conv+linear at deployment resolution, 1000 classes)", title="accuracy vs MACs"
     )
     axes[0].legend(fontsize=7)
     rundir.save_figure("accuracy_vs_macs.png", fig)
-    report.close(fig)
+    figures.close(fig)
 
 
 def _table_row(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -533,7 +533,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The grid stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from omegaconf import OmegaConf
 
-    from scaling import report
+    from foundation import tables
     from training.data import load_dataset
     from training.trials import Scheduling, TrialSetup
 
@@ -652,7 +652,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         f"{len(seeds)} seed(s), std over seeds:"
     )
     print(
-        report.format_table(
+        tables.format_table(
             [_table_row(p) for p in shown[:10]],
             [
                 "id",

@@ -319,11 +319,11 @@ def phi_one_note(comparison: Sequence[dict]) -> list[str]:
 
 # -- plot -------------------------------------------------------------------------------------------
 def plot_families(rundir: Any, baseline: Arch, by_mode: dict[str, list[dict]]) -> None:
-    from scaling import report
+    from foundation import figures
     from search_spaces.cost import count
 
     base = count(baseline)
-    fig, (ax_macs, ax_params) = report.figure(2)
+    fig, (ax_macs, ax_params) = figures.axes(2, 4.2, 3.4)
     for mode, rows in by_mode.items():
         if not rows:
             continue
@@ -338,12 +338,12 @@ def plot_families(rundir: Any, baseline: Arch, by_mode: dict[str, list[dict]]) -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     rundir.save_figure("models.png", fig)
-    report.close(fig)
+    figures.close(fig)
 
 
 # -- the stage ------------------------------------------------------------------------------------
 def run(cfg: Any, rundir: Any) -> dict[str, Any]:
-    from scaling import report
+    from foundation import tables
     from search_spaces.official import OFFICIAL_PARAMS, efficientnet_b0
 
     phis = parse_phi(cfg.phi)
@@ -399,7 +399,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     ]
     if cfg.mode == "flops-matched":
         columns.append("phi_used")
-    print(report.format_table(rows, columns))
+    print(tables.format_table(rows, columns))
     ratios = [r["macs_ratio"] for r in rows]
     outside = [r for r in rows if abs(r["macs_ratio"] - 1) > MACS_TOLERANCE]
     verdict = (
@@ -407,13 +407,13 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         if not outside
         else "NOT within 25%: " + ", ".join(f"phi {r['phi']} ({r['macs_ratio']:.3f})" for r in outside)
     )
-    base_macs = report.FORMATS["macs"](rows[0]["target_macs"] / 2 ** rows[0]["phi"])
+    base_macs = tables.FORMATS["macs"](rows[0]["target_macs"] / 2 ** rows[0]["phi"])
     print(f"MACs / (2^phi x baseline {base_macs}): {min(ratios):.3f} .. {max(ratios):.3f}, {verdict}")
     print(
         "\nreleased B1..B7 vs these coefficients (phi implied per dimension: log(multiplier) / log(coefficient)):"
     )
     print(
-        report.format_table(
+        tables.format_table(
             comparison,
             [
                 "model",

@@ -493,8 +493,8 @@ def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
 # -- the stage ----------------------------------------------------------------------------------
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search study; `execute` runs its trials (Ray Tune, or in this process)."""
+    from foundation import tables
     from foundation.units import format_flops
-    from scaling import report
     from training.data import load_dataset
     from training.trials import Scheduling, TrialSetup
 
@@ -551,7 +551,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         flush=True,
     )
     shown = {r["arch"]: r for r in rows}.values()
-    print(report.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
+    print(tables.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
     trials.save()
     if trials.remaining:
         execute(trials, TrialSetup.of(cfg), Scheduling())

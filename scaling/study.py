@@ -626,7 +626,7 @@ def plot(
     dimension's multiplier). Each point is an arm's mean over seeds with its interval
     (`foundation.verdict.arm_interval`: seeds + evaluation set); where the seed spread is not
     estimable (under 3 seeds) the bars are the evaluation set's error alone, and the title says so."""
-    from scaling import report
+    from foundation import figures
 
     stats = point_intervals(rows, rundir.path, images, "gmacs")
     if stats.empty:
@@ -638,7 +638,7 @@ def plot(
         else "bars: eval-set error only (seed spread not estimable)"
     )
     budgets = sorted(stats["budget"].unique())
-    fig, axes = report.figure(len(budgets), width=5.0)
+    fig, axes = figures.axes(len(budgets), 5.0, 3.4)
     for ax, budget in zip(axes, budgets):
         sub = stats[stats["budget"] == budget]
         for method, part in sub.groupby("method", sort=False):
@@ -652,9 +652,9 @@ def plot(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     rundir.save_figure("accuracy_vs_macs.png", fig)
-    report.close(fig)
+    figures.close(fig)
     if sweep:
-        fig, axes = report.figure(1, width=5.0)
+        fig, axes = figures.axes(1, 5.0, 3.4)
         for budget in budgets:
             part = stats[stats["budget"] == budget].sort_values("multiplier")
             axes[0].errorbar(
@@ -670,7 +670,7 @@ def plot(
         axes[0].grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         rundir.save_figure("accuracy_vs_multiplier.png", fig)
-        report.close(fig)
+        figures.close(fig)
 
 
 def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:
@@ -724,7 +724,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The study stage; `execute` runs its trials (Ray Tune, or in this process)."""
-    from scaling import report
+    from foundation import tables
     from training.data import load_dataset
     from training.trials import Scheduling, TrialSetup
 
@@ -755,7 +755,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
     shown = {(r["method"], r["level"]): r for r in rows}.values()
     print(
-        report.format_table(
+        tables.format_table(
             list(shown),
             [
                 "method",
