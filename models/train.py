@@ -22,6 +22,11 @@ from search_spaces.arch_config import ArchConfig
 from training.data.config import DataConfig
 from training.proxy_config import ProxyConfig
 
+# what `effnas report` reads of a train run: table -> (required columns, of which numeric)
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "metrics.csv": (("epoch", "val_accuracy"), ("epoch", "val_accuracy")),
+}
+
 
 @dataclass
 class TrainConfig:

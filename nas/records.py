@@ -34,6 +34,15 @@ COLUMNS = (
     "error",
     "zero_cost",
 )
+# what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
+# extra columns are tolerated, so runs from before a column was added still read
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "trials.csv": (
+        ("id", "name", "macs", "params", "accuracy", "reward", "status"),
+        ("macs", "params", "accuracy", "reward"),
+    ),
+    "pareto.csv": (("id", "macs", "accuracy"), ("macs", "accuracy")),
+}
 TRAINED = ("ok", "stopped", "failed")  # statuses that consumed a training run (the --trials budget)
 
 

@@ -63,6 +63,27 @@ COLUMNS = (
     "proxy_macs",
     "error",
 )
+# what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
+# extra columns are tolerated, so runs from before a column was added still read
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "trials.csv": (
+        (
+            "id",
+            "kind",
+            "alpha",
+            "beta",
+            "gamma",
+            "product",
+            "macs",
+            "macs_ratio",
+            "params",
+            "accuracy",
+            "status",
+        ),
+        ("alpha", "beta", "gamma", "product", "macs", "macs_ratio", "params", "accuracy"),
+    ),
+}
+DOCUMENTS = ("coefficients.yaml",)  # and the YAML files it reads
 # what one trial of a point records (the rest of a row is the point's, the same for every seed)
 TRIAL_KEYS = ("seed", "accuracy", "loss", "status", "seconds", "epochs", "proxy_macs", "error")
 

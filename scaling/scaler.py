@@ -46,6 +46,29 @@ MATCH_WITHIN = math.log(
 
 # -- inputs -----------------------------------------------------------------------------------
 
+# what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
+# extra columns are tolerated, so runs from before a column was added still read
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "models.csv": (
+        ("phi", "name", "width", "depth", "resolution", "params", "macs", "macs_ratio"),
+        ("phi", "width", "depth", "resolution", "params", "macs", "macs_ratio"),
+    ),
+    "official_comparison.csv": (
+        (
+            "model",
+            "width",
+            "depth",
+            "resolution",
+            "params",
+            "macs",
+            "phi_width",
+            "phi_depth",
+            "phi_resolution",
+        ),
+        ("width", "depth", "resolution", "params", "macs", "phi_width", "phi_depth", "phi_resolution"),
+    ),
+}
+
 
 def dropout_for(phi: float) -> float:
     return round(min(DROPOUT_B7, DROPOUT_B0 + (DROPOUT_B7 - DROPOUT_B0) * phi / 7), 4)

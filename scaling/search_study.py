@@ -65,6 +65,14 @@ COLUMNS = (
     "status",
     "error",
 )
+# what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
+# extra columns are tolerated, so runs from before a column was added still read
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "study.csv": (
+        ("arch", "role", "name", "budget", "seed", "macs", "accuracy", "reward", "status"),
+        ("budget", "seed", "macs", "accuracy", "reward"),
+    ),
+}
 
 
 # -- the search run -----------------------------------------------------------------------------

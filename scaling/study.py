@@ -82,6 +82,25 @@ COLUMNS = (
     "status",
     "error",
 )
+# what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
+# extra columns are tolerated, so runs from before a column was added still read
+NUMERIC = (
+    "level",
+    "budget",
+    "seed",
+    "width",
+    "depth",
+    "resolution",
+    "macs",
+    "params",
+    "activations",
+    "macs_ratio",
+    "accuracy",
+    "images_per_s",
+)
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "study.csv": (("method", *NUMERIC[:-1], "on_level", "images_per_s", "status"), NUMERIC),
+}
 
 
 @dataclass

@@ -150,7 +150,7 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
     # `effnas dashboard` finds the study; the manifest's URL lacks the password, so it asks for it
     from omegaconf import OmegaConf
 
-    from effnas.dashboard import locate
+    from effnas.views.dashboard import locate
     from foundation.errors import UserError
 
     cfg = OmegaConf.create({"runs": [str(run)], "storage": None})

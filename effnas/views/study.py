@@ -1,0 +1,240 @@
+"""The study section of `effnas report`: paper Figure 8, Figure 3 and Table 3 at matched MACs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from effnas.views.common import Figures, Run, count, fixed, flops, mean_std, recipe, source_line, table
+from foundation import figures as plots
+from foundation.verdict import describe
+from scaling.study import METHODS, SINGLE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+METHOD_ORDER = METHODS  # the study's methods, in the order its tables show them
+
+
+def _ordered(methods: Sequence[str]) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in methods]
+    return known + sorted(m for m in methods if m not in METHOD_ORDER)
+
+
+def study_stats(study: pd.DataFrame) -> pd.DataFrame:
+    """Per budget, level and method over its finished seeds: mean and sample std of accuracy, n,
+    and the arm's mean MACs, activations and throughput."""
+    ok = study[study["status"] == "ok"]
+    return (
+        ok.groupby(["budget", "level", "method"])
+        .agg(
+            mean=("accuracy", "mean"),
+            std=("accuracy", "std"),
+            n=("accuracy", "size"),
+            macs=("macs", "mean"),
+            activations=("activations", "mean"),
+            images_per_s=("images_per_s", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def study_verdicts(summary: Mapping[str, Any], budget: float, level: float) -> dict[str, Any]:
+    """summary.json's winner and compound margin for one budget and level (keys as the study
+    writes them: '5 epochs', '2x'); empty when the summary has none."""
+    budgets = summary.get("budgets")
+    entry = budgets.get(f"{budget:g} epochs", {}).get(f"{level:g}x", {}) if isinstance(budgets, dict) else {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def study_accuracy_table(run: Run, stats: pd.DataFrame) -> pd.DataFrame:
+    """Rows (budget, level), a column per method with mean ± std (n), then the study's own winner
+    and compound's margin over the best single dimension (summary.json)."""
+    import pandas as pd
+
+    methods = _ordered(list(stats["method"].unique()))
+    rows = []
+    for (budget, level), part in stats.groupby(["budget", "level"]):
+        cells = {r["method"]: mean_std(r["mean"], r["std"], r["n"]) for r in part.to_dict("records")}
+        v = study_verdicts(run.summary, budget, level)
+        margin = v.get("compound_margin")
+        judged = v.get("compound_vs_best_single")
+        rows.append(
+            {"budget (epochs)": f"{budget:g}", "MACs level": f"{level:g}x"}
+            | {m: cells.get(m, "") for m in methods}
+            | {
+                "leader": _leader(v),
+                "compound − best single": "-"
+                if margin is None
+                else (
+                    f"{describe(judged)} (vs {judged['other']})"
+                    if judged
+                    else f"{margin:+.4f} (vs {v.get('best_single')}; not judged)"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _leader(v: Mapping[str, Any]) -> str:
+    """The highest mean and whether the data show it ahead of the runner-up."""
+    leader = v.get("leader") or v.get("winner")
+    if not leader:
+        return "-"
+    call = v.get("winner_call")
+    if call is None:
+        return f"{leader} (not judged)"
+    return f"{leader} ({'wins' if call == 'wins' else call + ' with ' + v['vs_runner_up']['other']})"
+
+
+def study_cost_table(study: pd.DataFrame) -> pd.DataFrame:
+    """Each arm (level, method) once: its multipliers, MACs, activations, whether it landed on its
+    level, and the mean throughput of its finished trials."""
+    columns = [
+        c
+        for c in (
+            "level",
+            "method",
+            "multiplier",
+            "depth",
+            "width",
+            "resolution",
+            "macs",
+            "macs_ratio",
+            "params",
+            "activations",
+            "on_level",
+        )
+        if c in study.columns
+    ]
+    arms = study.drop_duplicates(["level", "method"])[columns].copy()
+    speed = study[study["status"] == "ok"].groupby(["level", "method"])["images_per_s"].mean()
+    arms["images_per_s"] = [speed.get((lv, m), math.nan) for lv, m in zip(arms["level"], arms["method"])]
+    arms["order"] = [(_ordered(list(arms["method"].unique())).index(m)) for m in arms["method"]]
+    return arms.sort_values(["level", "order"]).drop(columns="order")
+
+
+def figure8(run: Run, stats: pd.DataFrame) -> Any:
+    """Paper Figure 8: accuracy against MACs, a line per method over the levels (mean, std bars
+    over seeds), a panel per budget; the unscaled baseline as a reference point."""
+    budgets = sorted(stats["budget"].unique())
+    fig, axes = plots.axes(len(budgets), width=5.0, height=3.9)
+    for ax, budget in zip(axes, budgets):
+        sub = stats[stats["budget"] == budget].assign(gmacs=lambda f: f["macs"] / 1e9)
+        for method in _ordered(list(sub["method"].unique())):
+            part = sub[sub["method"] == method].sort_values("gmacs")
+            style = {"marker": "*", "ms": 10} if method.startswith("compound") else {"marker": "o"}
+            if method == "baseline":
+                style = {"marker": "D", "color": "k", "linestyle": "none"}
+            part.plot(
+                x="gmacs", y="mean", yerr=part["std"].fillna(0), capsize=3, ax=ax, label=method, **style
+            )
+        ax.set(
+            xlabel="MACs (G, deployment resolution, 1000 classes)",
+            ylabel="proxy val accuracy",
+            title=f"{run.label}: {budget:g} epochs",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def figure3_dimensions(study: pd.DataFrame) -> list[str]:
+    """Single dimensions with finished trials at two or more multipliers (Figure 3 needs a curve)."""
+    ok = study[study["status"] == "ok"]
+    x = "multiplier" if "multiplier" in study.columns else None
+    return [d for d in SINGLE if ok.loc[ok["method"] == d, x or d].nunique() >= 2]
+
+
+def figure3(run: Run, study: pd.DataFrame, dims: Sequence[str]) -> Any:
+    """Paper Figure 3: accuracy against one dimension's multiplier, a panel per dimension, a line
+    per budget (mean, std bars over seeds)."""
+    ok = study[study["status"] == "ok"]
+    fig, axes = plots.axes(len(dims), width=4.4, height=3.6)
+    for ax, dim in zip(axes, dims):
+        x = "multiplier" if "multiplier" in study.columns else dim
+        for budget, part in ok[ok["method"] == dim].groupby("budget"):
+            curve = part.groupby(x)["accuracy"].agg(["mean", "std"]).reset_index()
+            curve.plot(
+                x=x,
+                y="mean",
+                yerr=curve["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                ax=ax,
+                label=f"{budget:g} epochs",
+            )
+        ax.set(
+            xlabel=f"{dim} multiplier" if x == "multiplier" else dim,
+            ylabel="proxy val accuracy",
+            title=f"scaling {dim} alone",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def section(run: Run, figures: Figures) -> list[str]:
+    study, summary = run.tables["study.csv"], run.summary
+    stats = study_stats(study)
+    budgets = ", ".join(f"{b:g}" for b in sorted(study["budget"].unique()))
+    proxy = run.config.get("proxy") if isinstance(run.config.get("proxy"), dict) else {}
+    budget = f"{budgets} epochs (the study's `budget` column){recipe(proxy)}"
+    if proxy.get("resolution"):
+        budget += " (× each arm's resolution multiplier)"
+    failed = int((study["status"] != "ok").sum())
+    out = [
+        f"### `{run.path}`: baseline {summary.get('baseline', '?')}, "
+        f"compound coefficients {summary.get('coefficients', '?')}",
+        "",
+    ]
+    if len(stats):
+        out.append(
+            figures.save(
+                f"{run.label}_figure8.png",
+                figure8(run, stats),
+                f"{run.label}: accuracy vs MACs per method (Figure 8)",
+            )
+        )
+    dims = figure3_dimensions(study)
+    if dims:
+        out.append(
+            figures.save(
+                f"{run.label}_figure3.png",
+                figure3(run, study, dims),
+                f"{run.label}: accuracy vs multiplier (Figure 3)",
+            )
+        )
+    out += [
+        "",
+        "Proxy accuracy, mean ± sample std over seeds (n finished), per budget and MACs level; the "
+        "winner and compound's margin over the best single dimension are the study's own (summary.json):",
+        "",
+        table(study_accuracy_table(run, stats)),
+        "",
+        source_line(run, budget),
+        "",
+    ]
+    if failed:
+        out += [f"{failed} of {len(study)} trials did not finish and are left out of the means.", ""]
+    held = summary.get("ranking_held_across_budgets")
+    if isinstance(held, dict) and held:
+        out += [
+            "- ranking held across budgets: "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in held.items()),
+            "",
+        ]
+    formats = {"macs": flops, "params": count, "activations": count, "macs_ratio": fixed(3)}
+    formats |= {"images_per_s": fixed(1), "width": fixed(3), "depth": fixed(3), "multiplier": fixed(3)}
+    out += [
+        "Each arm: its multipliers and cost (MACs at the deployment resolution, 1000 classes), whether it "
+        "landed on its level, and the proxy's training throughput:",
+        "",
+        table(study_cost_table(study), formats | {"level": lambda v: f"{v:g}x"}),
+        "",
+        source_line(run, budget),
+        "",
+    ]
+    return out
