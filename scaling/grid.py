@@ -20,6 +20,7 @@ start, rewritten after each finished trial, so `--resume RUN_DIR` trains only wh
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -457,17 +458,15 @@ def _rounded(v: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: round(x, 6) if isinstance(x, float) else x for k, x in v.items()}
 
 
-def plot_grid(
-    rundir: Any,
+def _marker(
     points: Sequence[Mapping[str, Any]],
     winner: Mapping[str, Any],
-    scores: Mapping[str, verdict.Scores] | None = None,
-) -> None:
-    """Accuracy against each coefficient and against MACs: each point at its mean over seeds,
-    error bars its 95% interval (seeds + validation images, `foundation.verdict.arm_interval`), or
-    the validation set's error alone where the seed spread is not estimable (under 3 seeds)."""
-    from foundation import figures
-
+    scores: Mapping[str, verdict.Scores] | None,
+) -> Callable[[Any, Callable[[Mapping[str, Any]], float]], None]:
+    """Draws the grid's points on one axes against `x`: each point at its mean over seeds, error
+    bars its 95% interval (seeds + validation images, `foundation.verdict.arm_interval`), or the
+    validation set's error alone where the seed spread is not estimable (under 3 seeds); the
+    winner, the paper's point and the unscaled baseline marked."""
     ok = [p for p in points if p["kind"] == "candidate" and p["n"]]
     base = next((p for p in points if p["kind"] == "baseline" and p["n"]), None)
     paper = next((p for p in ok if p["id"] == _paper_id()), None)
@@ -525,22 +524,71 @@ def plot_grid(
         ax.grid(alpha=0.3)
         ax.set_ylabel("proxy val accuracy (mean over seeds)")
 
+    return marks
+
+
+def figure_coefficients(
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    scores: Mapping[str, verdict.Scores] | None = None,
+) -> Any:
+    """Accuracy against alpha, beta and gamma, a panel each (`point_stats`' points)."""
+    from foundation import figures
+
+    marks = _marker(points, winner, scores)
     fig, axes = figures.axes(3, 4.2, 3.4)
     for ax, name in zip(axes, ("alpha", "beta", "gamma")):
         marks(ax, lambda p, name=name: p[name])
         ax.set(xlabel=name, title=f"accuracy vs {name}")
     axes[0].legend(fontsize=7)
-    rundir.save_figure("accuracy_vs_coefficients.png", fig)
-    figures.close(fig)
+    return fig
 
+
+def figure_macs(
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    scores: Mapping[str, verdict.Scores] | None = None,
+    title: str = "accuracy vs MACs",
+) -> Any:
+    """Accuracy against MACs (`point_stats`' points): the grid stage's figure and the report's."""
+    from foundation import figures
+
+    marks = _marker(points, winner, scores)
     fig, axes = figures.axes(1, 5.5, 3.4)
     marks(axes[0], lambda p: p["macs"] / 1e9)
-    axes[0].set(
-        xlabel="MACs (G, conv+linear at deployment resolution, 1000 classes)", title="accuracy vs MACs"
-    )
+    axes[0].set(xlabel="MACs (G, conv+linear at deployment resolution, 1000 classes)", title=title)
     axes[0].legend(fontsize=7)
-    rundir.save_figure("accuracy_vs_macs.png", fig)
-    figures.close(fig)
+    return fig
+
+
+def plot_grid(
+    rundir: Any,
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    scores: Mapping[str, verdict.Scores] | None = None,
+) -> None:
+    """accuracy_vs_coefficients.png and accuracy_vs_macs.png into the run directory."""
+    from foundation import figures
+
+    for name, fig in (
+        ("accuracy_vs_coefficients.png", figure_coefficients(points, winner, scores)),
+        ("accuracy_vs_macs.png", figure_macs(points, winner, scores)),
+    ):
+        rundir.save_figure(name, fig)
+        figures.close(fig)
+
+
+def rows_of(frame: Any) -> list[dict[str, Any]]:
+    """A grid run's trials.csv (a DataFrame) as the per-trial rows `point_stats` reads."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def is_paper(row: Mapping[str, Any]) -> bool:
+    """Whether a grid point is the paper's (1.2, 1.1, 1.15)."""
+    return all(
+        math.isclose(float(row[k]), v, abs_tol=1e-9)
+        for k, v in zip(("alpha", "beta", "gamma"), PAPER_COEFFICIENTS)
+    )
 
 
 def _table_row(p: Mapping[str, Any]) -> dict[str, Any]:

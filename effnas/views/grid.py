@@ -7,87 +7,62 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from effnas.views.common import Figures, Run, count, fixed, flops, source_line, table
-from foundation import figures as plots
 from foundation.verdict import describe
-from search_spaces.official import PAPER_COEFFICIENTS
+from scaling.grid import is_paper
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-def grid_points(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per grid point: with a `seed` column its seeds, mean and std (sample, ddof=1) of
-    the finished ones; without, the single trial's accuracy as the mean."""
-    ok = trials["status"] == "ok"
-    if "seed" not in trials.columns:
-        return trials.assign(seeds=1, n=ok.astype(int), mean=trials["accuracy"].where(ok), std=math.nan)
-    points = trials.drop_duplicates("id").set_index("id")
-    stats = trials[ok].groupby("id")["accuracy"].agg(["mean", "std", "size"]).rename(columns={"size": "n"})
-    points = points.join(stats).assign(seeds=trials.groupby("id").size())
-    points["n"] = points["n"].fillna(0).astype(int)
-    return points.reset_index()
+def grid_points(run: Run) -> tuple[pd.DataFrame, list[dict[str, Any]], dict[str, Any] | None]:
+    """The grid's points as the stage computes them (`scaling.grid.point_stats`: the point's
+    fields, mean, sample std and n of its finished seeds, seeds), with each point's `status` (a
+    run without seeds: its trial's; with: ok when every seed finished), as a frame and as rows;
+    and each point's scores on the validation images where the run recorded them."""
+    import pandas as pd
 
+    from scaling.grid import point_scores, point_stats, rows_of
 
-def _is_paper(row: Mapping[str, Any]) -> bool:
-    return all(
-        math.isclose(float(row[k]), v, abs_tol=1e-9)
-        for k, v in zip(("alpha", "beta", "gamma"), PAPER_COEFFICIENTS)
-    )
-
-
-def grid_figure(run: Run, points: pd.DataFrame, winner: Any) -> Any:
-    """Proxy accuracy against MACs: each point's mean (std bars over seeds), the winner, the
-    paper's point and the unscaled baseline."""
-    done = points[points["mean"].notna()]
-    cand = done[done["kind"] == "candidate"]
-    fig, (ax,) = plots.axes(1, width=6.5, height=4.2)
-    ax.errorbar(
-        cand["macs"] / 1e9,
-        cand["mean"],
-        yerr=cand["std"].fillna(0),
-        fmt="o",
-        ms=4,
-        capsize=3,
-        alpha=0.7,
-        label="candidate",
-    )
-    win = cand[cand["id"] == winner]
-    ax.scatter(
-        win["macs"] / 1e9, win["mean"], marker="*", s=180, color="tab:red", zorder=5, label=f"winner {winner}"
-    )
-    paper = cand[[_is_paper(r) for r in cand.to_dict("records")]]
-    if len(paper):
-        ax.scatter(
-            paper["macs"] / 1e9,
-            paper["mean"],
-            marker="s",
-            s=70,
-            facecolors="none",
-            edgecolors="k",
-            zorder=6,
-            label="paper (1.2, 1.1, 1.15)",
+    trials = run.tables["trials.csv"]
+    rows = rows_of(trials)
+    points = point_stats(rows)
+    seeded = "seed" in trials.columns
+    status = dict(zip(trials["id"], trials["status"]))
+    for p in points:
+        p["status"] = (
+            ("ok" if p["n"] == p["seeds"] else f"{p['n']}/{p['seeds']} ok") if seeded else status[p["id"]]
         )
-    base = done[done["kind"] == "baseline"]
-    if len(base):
-        ax.axhline(float(base["mean"].iloc[0]), color="grey", ls="--", lw=1, label="unscaled baseline")
-    ax.set(
-        xlabel="MACs (G, deployment resolution, 1000 classes)",
-        ylabel="proxy val accuracy",
-        title=f"{run.label}: phi = {run.summary.get('phi')}",
+    frame = pd.DataFrame(points)
+    for column in ("mean", "std"):
+        frame[column] = pd.to_numeric(frame[column])
+    images = run.summary.get("validation_images")
+    scores = point_scores(rows, run.path, int(images)) if seeded and images else None
+    return frame, points, scores
+
+
+def figure(run: Run, points: list[dict[str, Any]], winner: Any, scores: Any, figures: Figures) -> list[str]:
+    """The grid stage's accuracy-against-MACs figure (`scaling.grid.figure_macs`), titled for
+    the report; nothing when no candidate finished."""
+    from scaling.grid import figure_macs, ranked_candidates
+
+    best = next((p for p in points if p["id"] == winner and p["n"]), None) or next(
+        iter(ranked_candidates(points)), None
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
+    if best is None:
+        return []
+    fig = figure_macs(points, best, scores, f"{run.label}: phi = {run.summary.get('phi')}")
+    return [figures.save(f"{run.label}_accuracy_vs_macs.png", fig, f"{run.label}: accuracy vs MACs"), ""]
 
 
 def section(run: Run, figures: Figures) -> list[str]:
     trials, coeffs = run.tables["trials.csv"], run.docs["coefficients.yaml"]
     winner = coeffs.get("id")
-    points = grid_points(trials).sort_values(["mean", "macs"], ascending=[False, True], na_position="last")
+    frame, found, scores = grid_points(run)
+    points = frame.sort_values(["mean", "macs"], ascending=[False, True], na_position="last")
 
     def mark(row: Mapping[str, Any]) -> str:
         marks = ["**winner**"] if row["id"] == winner else []
-        marks += ["paper (1.2, 1.1, 1.15)"] if row["kind"] == "candidate" and _is_paper(row) else []
+        marks += ["paper (1.2, 1.1, 1.15)"] if row["kind"] == "candidate" and is_paper(row) else []
         marks += ["unscaled baseline"] if row["kind"] == "baseline" else []
         return ", ".join(marks)
 
@@ -111,10 +86,6 @@ def section(run: Run, figures: Figures) -> list[str]:
     shown = points[[c for c in columns if c in points.columns]].rename(
         columns={} if seeded else {"mean": "accuracy"}
     )
-    if seeded:  # a point's status: ok when every seed finished
-        shown = shown.assign(
-            status=["ok" if n == s else f"{n}/{s} ok" for n, s in zip(points["n"], points["seeds"])]
-        )
     formats = {
         "macs": flops,
         "params": count,
@@ -123,17 +94,12 @@ def section(run: Run, figures: Figures) -> list[str]:
         "macs_ratio": fixed(3),
     }
     formats |= {"mean": fixed(4), "accuracy": fixed(4), "std": fixed(4)}
-    paper_done = points[[r["kind"] == "candidate" and _is_paper(r) for r in points.to_dict("records")]]
+    paper_done = points[[r["kind"] == "candidate" and is_paper(r) for r in points.to_dict("records")]]
     out = [
         f"### `{run.path}`: winner {winner} (alpha {coeffs.get('alpha')}, beta {coeffs.get('beta')}, "
         f"gamma {coeffs.get('gamma')})",
         "",
-        figures.save(
-            f"{run.label}_accuracy_vs_macs.png",
-            grid_figure(run, points, winner),
-            f"{run.label}: accuracy vs MACs",
-        ),
-        "",
+        *figure(run, found, winner, scores, figures),
         f"{len(points)} grid points"
         + (" (mean and sample std over seeds)" if seeded else "")
         + ", by proxy accuracy:",

@@ -2,58 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from effnas.views.common import Figures, Run, count, fixed, flops, source_line, table
-from foundation import figures as plots
-
-if TYPE_CHECKING:
-    pass
 
 
 def front_figure(run: Run, cost: str) -> Any:
-    """Accuracy against `cost` (macs or latency_ms): every trained trial, the Pareto front the
-    search recorded when `cost` is its reward's own, the target T and the best trial."""
-    trials, summary = run.tables["trials.csv"], run.summary
-    ok = trials[(trials["status"] == "ok") & trials[cost].notna()]
-    scale, unit = (1e6, "M MACs") if cost == "macs" else (1.0, "ms")
-    reward_cost = "latency_ms" if summary.get("target_latency_ms") else "macs"
+    """The search's own accuracy-against-`cost` figure (`nas.records.plot_pareto`: every trained
+    trial, the Pareto front, the target T on the reward's own axis and the best trial), drawn from
+    the run's trials.csv."""
+    from nas.records import plot_pareto, read_trials
+
+    summary = run.summary
     target = summary.get("target_macs") if cost == "macs" else summary.get("target_latency_ms")
-    fig, (ax,) = plots.axes(1, width=6.5, height=4.2)
-    ax.scatter(ok[cost] / scale, ok["accuracy"], s=16, alpha=0.6, label="trial")
-    pareto = run.tables["pareto.csv"]
-    if cost == reward_cost and cost in pareto.columns and len(pareto):
-        ax.step(
-            pareto[cost] / scale,
-            pareto["accuracy"],
-            where="post",
-            marker="o",
-            color="tab:orange",
-            label="Pareto front",
-        )
-    if target:
-        ax.axvline(
-            target / scale, color="tab:red", linestyle="--", label=f"target T = {target / scale:g} {unit}"
-        )
-    best = ok[ok["id"] == summary.get("best_trial")]
-    if len(best):
-        ax.scatter(
-            best[cost] / scale,
-            best["accuracy"],
-            s=160,
-            marker="*",
-            color="tab:green",
-            zorder=5,
-            label=f"best reward (#{summary.get('best_trial')})",
-        )
-    ax.set(
-        xlabel="MACs at 224x224, 1000 classes (millions)" if cost == "macs" else "predicted latency (ms)",
-        ylabel="proxy validation accuracy",
-        title=f"{run.label}: {summary.get('sampler')} on {summary.get('dataset')}",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
+    title = f"{run.label}: {summary.get('sampler')} on {summary.get('dataset')}"
+    rows = read_trials(run.path / "trials.csv")
+    return plot_pareto(rows, float(target or 0), title, cost, show_target=bool(target))
 
 
 def section(run: Run, figures: Figures) -> list[str]:
