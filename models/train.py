@@ -149,3 +149,22 @@ def _clock(seconds: float) -> str:
     h, rest = divmod(total, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def plot_curves(runs: list[tuple[str, str, Any]]) -> Any:
+    """Train runs' metrics.csv tables, (label, legend, DataFrame) each, as validation accuracy and,
+    where every run logged it, training loss against epochs (`effnas report`'s figure)."""
+    from foundation import figures
+
+    has_loss = all("train_loss" in metrics.columns for _, _, metrics in runs)
+    fig, axes = figures.axes(2 if has_loss else 1, width=5.0, height=3.6)
+    for label, legend, metrics in runs:
+        metrics.plot(x="epoch", y="val_accuracy", marker="o", ms=3, ax=axes[0], label=legend)
+        if has_loss:
+            metrics.plot(x="epoch", y="train_loss", marker="o", ms=3, ax=axes[1], label=label)
+    axes[0].set(ylabel="validation accuracy", title="validation accuracy")
+    if has_loss:
+        axes[1].set(ylabel="training loss", title="training loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return fig

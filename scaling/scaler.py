@@ -26,13 +26,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import UserError
 from foundation.units import parse_phi
 from scaling.compound import PAPER_COEFFICIENTS, constraint_product, macs_of, round_resolution, scale_arch
 from search_spaces.arch import Arch, ArchError
 from search_spaces.arch_config import arch_from_cfg, arch_given
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODES = ("formula", "official", "flops-matched")
 OFFICIAL_MAX_PHI = 7
@@ -362,6 +365,53 @@ def plot_families(rundir: Any, baseline: Arch, by_mode: dict[str, list[dict]]) -
         ax.legend(fontsize=8)
     rundir.save_figure("models.png", fig)
     figures.close(fig)
+
+
+def official_activations(models: Sequence[str]) -> list[int]:
+    """Activations of the released B-models (the cost model on the official table; no torch)."""
+    from search_spaces.cost import count
+    from search_spaces.official import official
+
+    return [count(official(f"efficientnet_{m}")).activations for m in models]
+
+
+def official_family(models: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
+    """A scale run's official_comparison.csv beside its models.csv, joined on phi: the released
+    B1..B7's params, MACs, activations and the phi each implies per dimension under the run's
+    coefficients, with ours (`ours_*`) at the same phi."""
+    comp = comparison.copy()
+    if "activations" not in comp.columns:
+        comp["activations"] = official_activations(list(comp["model"]))
+    ours = models.set_index("phi")
+    comp["ours_phi"] = [int(m.lstrip("b")) for m in comp["model"]]
+    for column in ("params", "macs", "activations"):
+        comp[f"ours_{column}"] = [
+            ours[column].get(p, math.nan) if column in ours.columns else math.nan for p in comp["ours_phi"]
+        ]
+    comp["ours_macs / official"] = comp["ours_macs"] / comp["macs"]
+    return comp
+
+
+def plot_against_official(family: pd.DataFrame, mode: str) -> Any:
+    """`official_family` as params, MACs and activations against phi (log), a panel each: the
+    released B1..B7 and ours (`effnas report`'s figure of a scale run)."""
+    from foundation import figures
+
+    columns = [c for c in ("params", "macs", "activations") if family[f"ours_{c}"].notna().any()]
+    fig, axes = figures.axes(len(columns), width=4.2, height=3.6)
+    for ax, column in zip(axes, columns):
+        family.plot(x="ours_phi", y=column, marker="s", logy=True, ax=ax, label="released B1..B7", color="k")
+        family.plot(
+            x="ours_phi",
+            y=f"ours_{column}",
+            marker="o",
+            logy=True,
+            ax=ax,
+            label=f"ours ({mode})",
+        )
+        ax.set(xlabel="phi", ylabel=column, title=column)
+        ax.grid(alpha=0.3, which="both")
+    return fig
 
 
 # -- the stage ------------------------------------------------------------------------------------

@@ -630,7 +630,7 @@ def point_intervals(rows: Sequence[dict[str, Any]], run: Any, images: int, by: s
                 "budget": budget,
                 "method": method,
                 "gmacs": first["macs"] / 1e9,
-                "multiplier": first["multiplier"],
+                "multiplier": first.get("multiplier"),
                 **{k: iv[k] for k in ("mean", "low", "high", "images_half")},
             }
         )
@@ -638,24 +638,21 @@ def point_intervals(rows: Sequence[dict[str, Any]], run: Any, images: int, by: s
     return frame.sort_values(["budget", "method", by]) if not frame.empty else frame
 
 
-def plot(
-    rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None, images: int = 0, split: str = "val"
-) -> None:
-    """Figure 8 (accuracy vs MACs per method) per budget; for a sweep, Figure 3 (accuracy vs the
-    dimension's multiplier). Each point is an arm's mean over seeds with its interval
-    (`foundation.verdict.arm_interval`: seeds + evaluation set); where the seed spread is not
-    estimable (under 3 seeds) the bars are the evaluation set's error alone, and the title says so."""
+def _bars(stats: Any) -> str:
+    if stats["low"].notna().all():
+        return "95% interval (seeds + eval images)"
+    return "bars: eval-set error only (seed spread not estimable)"
+
+
+def figure8(stats: Any, split: str = "val", label: str = "") -> Any:
+    """Paper Figure 8 from `point_intervals(..., "gmacs")`: accuracy against MACs, a line per
+    method over the levels, a panel per budget. Each point is an arm's mean over seeds with its
+    interval (`foundation.verdict.arm_interval`: seeds + evaluation set); where the seed spread is
+    not estimable (under 3 seeds) the bars are the evaluation set's error alone, and the title
+    says so. `label` prefixes each panel's title (the report's run label)."""
     from foundation import figures
 
-    stats = point_intervals(rows, rundir.path, images, "gmacs")
-    if stats.empty:
-        return
-    seeds_ok = stats["low"].notna().all()
-    bars = (
-        "95% interval (seeds + eval images)"
-        if seeds_ok
-        else "bars: eval-set error only (seed spread not estimable)"
-    )
+    bars = _bars(stats)
     budgets = sorted(stats["budget"].unique())
     fig, axes = figures.axes(len(budgets), 5.0, 3.4)
     for ax, budget in zip(axes, budgets):
@@ -667,16 +664,31 @@ def plot(
                 part["gmacs"], part["mean"], yerr=_error_bars(part), marker=marker, capsize=3, label=method
             )
         ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel=f"accuracy ({split})")
-        ax.set_title(f"{budget:g} epochs; {bars}", fontsize=8)
+        ax.set_title(f"{label + ': ' if label else ''}{budget:g} epochs; {bars}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    rundir.save_figure("accuracy_vs_macs.png", fig)
-    figures.close(fig)
-    if sweep:
-        fig, axes = figures.axes(1, 5.0, 3.4)
+    return fig
+
+
+def swept_dimensions(stats: Any) -> list[str]:
+    """Single dimensions with finished arms at two or more multipliers (Figure 3 needs a curve)."""
+    return [d for d in SINGLE if stats.loc[stats["method"] == d, "multiplier"].nunique() >= 2]
+
+
+def figure3(stats: Any, dims: Sequence[str], split: str = "val") -> Any:
+    """Paper Figure 3 from `point_intervals`: accuracy against one dimension's multiplier, a panel
+    per dimension in `dims`, a line per budget; bars as in `figure8`."""
+    from foundation import figures
+
+    bars = _bars(stats)
+    budgets = sorted(stats["budget"].unique())
+    fig, axes = figures.axes(len(dims), 5.0, 3.4)
+    for ax, dim in zip(axes, dims):
         for budget in budgets:
-            part = stats[stats["budget"] == budget].sort_values("multiplier")
-            axes[0].errorbar(
+            part = stats[(stats["budget"] == budget) & (stats["method"] == dim)].sort_values("multiplier")
+            if part.empty:
+                continue
+            ax.errorbar(
                 part["multiplier"],
                 part["mean"],
                 yerr=_error_bars(part),
@@ -684,12 +696,33 @@ def plot(
                 capsize=3,
                 label=f"{budget:g} epochs",
             )
-        axes[0].set(xlabel=f"{sweep} multiplier", ylabel=f"accuracy ({split})")
-        axes[0].set_title(f"scaling {sweep} alone; {bars}", fontsize=8)
-        axes[0].grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        rundir.save_figure("accuracy_vs_multiplier.png", fig)
+        ax.set(xlabel=f"{dim} multiplier", ylabel=f"accuracy ({split})")
+        ax.set_title(f"scaling {dim} alone; {bars}", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot(
+    rundir: Any, rows: Sequence[dict[str, Any]], sweep: str | None, images: int = 0, split: str = "val"
+) -> None:
+    """accuracy_vs_macs.png (Figure 8) and, for a sweep, accuracy_vs_multiplier.png (Figure 3)."""
+    from foundation import figures
+
+    stats = point_intervals(rows, rundir.path, images, "gmacs")
+    if stats.empty:
+        return
+    drawn = [("accuracy_vs_macs.png", figure8(stats, split))]
+    if sweep:
+        drawn.append(("accuracy_vs_multiplier.png", figure3(stats, [sweep], split)))
+    for name, fig in drawn:
+        rundir.save_figure(name, fig)
         figures.close(fig)
+
+
+def rows_of(frame: Any) -> list[dict[str, Any]]:
+    """A study run's study.csv (a DataFrame) as the per-trial rows `point_intervals` reads."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:

@@ -1,5 +1,5 @@
 """`effnas report` over a tiny real chain (search -> grid -> scale -> train, as in test_chain.py)
-and a hand-made study run: one report.md whose image links resolve, a section per stage, every
+and a tiny real study run (as in test_study.py): one report.md whose image links resolve, a section per stage, every
 table followed by the run directory it came from; bad inputs exit 2 with one line and write nothing.
 """
 
@@ -23,14 +23,16 @@ TINY_PROXY = [
     "proxy.compile=off",
     "run.threads=1",
 ]
+STUDY = ["data.max_train=300", "seeds=1", "budgets=[1]", "methods=[baseline,depth,width,resolution,compound]"]
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """search -> grid -> scale -> train on tiny budgets, every trial in this process."""
+    """search -> grid -> scale -> train on tiny budgets, and a scaling study at two MACs levels (so
+    each single dimension has a Figure 3 curve), every trial in this process."""
     root = tmp_path_factory.mktemp("chain")
-    runs = {n: root / n for n in ("search", "grid", "scale", "train")}
+    runs = {n: root / n for n in ("search", "grid", "scale", "train", "study")}
     with pytest.MonkeyPatch.context() as mp:  # the session's data cache, never ~/.cache
         mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
         no_ray = ["ray.enabled=false", *TINY_PROXY]
@@ -40,64 +42,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert main(["scale", "--from", str(runs["grid"]), "--phi", "1..2", f"run.dir={runs['scale']}"]) == 0
         train = ["train", str(runs["scale"] / "b1.yaml"), *TINY_PROXY, "save_weights=false"]
         assert main([*train, f"run.dir={runs['train']}"]) == 0
+        study = ["study", "scaling", "--flops", "2x,3x", *STUDY, *no_ray]
+        assert main([*study, f"run.dir={runs['study']}"]) == 0
     return runs
-
-
-def make_study(path: Path) -> Path:
-    """A study run directory as `effnas study scaling` writes it: 2 levels x 4 methods x 2 seeds
-    at one budget, its summary.json (per budget and level: methods, winner, compound margin)."""
-    rows = []
-    mults = {"depth": (1.9, 3.6), "width": (1.4, 2.0), "resolution": (1.4, 2.0), "compound": (1.0, 2.0)}
-    for i, level in enumerate((2.0, 4.0)):
-        for j, method in enumerate(("depth", "width", "resolution", "compound")):
-            m = mults[method][i]
-            dims = {"depth": (m, 1.0, 224), "width": (1.0, m, 224), "resolution": (1.0, 1.0, int(224 * m))}
-            depth, width, res = dims.get(method, (1.2**m, 1.1**m, int(224 * 1.15**m)))
-            for seed in (0, 1):
-                rows.append(
-                    {
-                        "id": f"{method}@{level:g}x/5ep/seed{seed}",
-                        "method": method,
-                        "level": level,
-                        "budget": 5.0,
-                        "seed": seed,
-                        "multiplier": m,
-                        "width": width,
-                        "depth": depth,
-                        "resolution": res,
-                        "proxy_resolution": 16,
-                        "macs": int(level * 385e6 * (1 + 0.01 * j)),
-                        "params": 5_000_000 + 1_000_000 * j,
-                        "activations": 7_000_000 + 500_000 * j,
-                        "macs_ratio": level * (1 + 0.01 * j),
-                        "on_level": True,
-                        "accuracy": 0.80 + 0.01 * j + 0.02 * i + 0.002 * seed,
-                        "images_per_s": 500.0 - 50 * j,
-                        "seconds": 10.0,
-                        "status": "ok",
-                        "error": None,
-                    }
-                )
-    frame = pd.DataFrame(rows)
-    levels = {}
-    for level, part in frame.groupby("level"):
-        means = part.groupby("method")["accuracy"].mean()
-        single = means[["depth", "width", "resolution"]]
-        levels[f"{level:g}x"] = {
-            "methods": {m: {"mean": round(v, 5), "std": 0.00141, "n": 2} for m, v in means.items()},
-            "winner": means.idxmax(),
-            "best_single": single.idxmax(),
-            "compound_margin": round(means["compound"] - single.max(), 5),
-        }
-    (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "config.yaml").write_text("kind: scaling\nproxy:\n  epochs: 5.0\n  images: null\n")
-    dataset = {"name": "digits", "fingerprint": "91d55792" + "0" * 56, "train": 1222, "val": 216, "test": 0}
-    manifest = {"stage": "study", "status": "done", "dataset": dataset, "upstream": []}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    summary = {"stage": "study", "status": "done", "budgets": {"5 epochs": levels}, "baseline": "b0"}
-    (path / "summary.json").write_text(json.dumps(summary | {"coefficients": [1.2, 1.1, 1.15]}))
-    frame.to_csv(path / "study.csv", index=False)
-    return path
 
 
 def only_run(root: Path) -> Path:
@@ -106,14 +53,14 @@ def only_run(root: Path) -> Path:
 
 
 def test_report_over_every_stage(chain: dict[str, Path], tmp_path: Path) -> None:
-    study = make_study(tmp_path / "study")
-    runs = [*chain.values(), study]
+    runs = list(chain.values())
     out = tmp_path / "out"
     assert main(["report", "--runs", *map(str, runs), "--title", "Tiny chain", f"run.root={out}"]) == 0
     report_dir = only_run(out)
     text = (report_dir / "report.md").read_text()
 
     assert text.startswith("# Tiny chain\n")
+    assert text.count("\n## ") == 5
     for heading in ("## Search", "## Grid", "## Scale", "## Study", "## Train"):
         assert f"\n{heading}\n" in text, heading
     images = IMAGE.findall(text)
@@ -136,9 +83,13 @@ def test_report_over_every_stage(chain: dict[str, Path], tmp_path: Path) -> None
     assert named == {str(r) for r in runs}
 
     assert "**winner**, paper (1.2, 1.1, 1.15)" in text  # max_candidates=1 trains the paper's point
-    assert (
-        "compound" in text and "(vs resolution; not judged)" in text
-    )  # the study's own margin, from summary.json
+    # the study's own leader and compound's margin over the best single dimension, from summary.json
+    summary = json.loads((chain["study"] / "summary.json").read_text())
+    for level in ("2x", "3x"):
+        entry = summary["budgets"]["1 epochs"][level]
+        assert "| 1 " in text and f"| {level} " in text
+        assert f"{entry['leader']} (" in text
+        assert f"(vs {entry['compound_vs_best_single']['other']})" in text
     manifest = json.loads((report_dir / "manifest.json").read_text())
     assert {u["path"] for u in manifest["upstream"]} == {str(r.resolve()) for r in runs}
     summary = json.loads((report_dir / "summary.json").read_text())

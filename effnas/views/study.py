@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from effnas.views.common import Figures, Run, count, fixed, flops, mean_std, recipe, source_line, table
-from foundation import figures as plots
 from foundation.verdict import describe
-from scaling.study import METHODS, SINGLE
+from scaling.study import METHODS, figure3, figure8, swept_dimensions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,64 +115,19 @@ def study_cost_table(study: pd.DataFrame) -> pd.DataFrame:
     return arms.sort_values(["level", "order"]).drop(columns="order")
 
 
-def figure8(run: Run, stats: pd.DataFrame) -> Any:
-    """Paper Figure 8: accuracy against MACs, a line per method over the levels (mean, std bars
-    over seeds), a panel per budget; the unscaled baseline as a reference point."""
-    budgets = sorted(stats["budget"].unique())
-    fig, axes = plots.axes(len(budgets), width=5.0, height=3.9)
-    for ax, budget in zip(axes, budgets):
-        sub = stats[stats["budget"] == budget].assign(gmacs=lambda f: f["macs"] / 1e9)
-        for method in _ordered(list(sub["method"].unique())):
-            part = sub[sub["method"] == method].sort_values("gmacs")
-            style = {"marker": "*", "ms": 10} if method.startswith("compound") else {"marker": "o"}
-            if method == "baseline":
-                style = {"marker": "D", "color": "k", "linestyle": "none"}
-            part.plot(
-                x="gmacs", y="mean", yerr=part["std"].fillna(0), capsize=3, ax=ax, label=method, **style
-            )
-        ax.set(
-            xlabel="MACs (G, deployment resolution, 1000 classes)",
-            ylabel="proxy val accuracy",
-            title=f"{run.label}: {budget:g} epochs",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig
+def figures_of(run: Run) -> tuple[Any, str]:
+    """The study stage's per-arm means and intervals (`scaling.study.point_intervals`) on the
+    evaluation images its summary names, and that split; empty where the run does not say."""
+    import pandas as pd
 
+    from scaling.study import point_intervals, rows_of
 
-def figure3_dimensions(study: pd.DataFrame) -> list[str]:
-    """Single dimensions with finished trials at two or more multipliers (Figure 3 needs a curve)."""
-    ok = study[study["status"] == "ok"]
-    x = "multiplier" if "multiplier" in study.columns else None
-    return [d for d in SINGLE if ok.loc[ok["method"] == d, x or d].nunique() >= 2]
-
-
-def figure3(run: Run, study: pd.DataFrame, dims: Sequence[str]) -> Any:
-    """Paper Figure 3: accuracy against one dimension's multiplier, a panel per dimension, a line
-    per budget (mean, std bars over seeds)."""
-    ok = study[study["status"] == "ok"]
-    fig, axes = plots.axes(len(dims), width=4.4, height=3.6)
-    for ax, dim in zip(axes, dims):
-        x = "multiplier" if "multiplier" in study.columns else dim
-        for budget, part in ok[ok["method"] == dim].groupby("budget"):
-            curve = part.groupby(x)["accuracy"].agg(["mean", "std"]).reset_index()
-            curve.plot(
-                x=x,
-                y="mean",
-                yerr=curve["std"].fillna(0),
-                marker="o",
-                capsize=3,
-                ax=ax,
-                label=f"{budget:g} epochs",
-            )
-        ax.set(
-            xlabel=f"{dim} multiplier" if x == "multiplier" else dim,
-            ylabel="proxy val accuracy",
-            title=f"scaling {dim} alone",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig
+    evaluation = run.summary.get("evaluation")
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
+    images, split = int(evaluation.get("images") or 0), str(evaluation.get("split") or "val")
+    if not images:
+        return pd.DataFrame(), split
+    return point_intervals(rows_of(run.tables["study.csv"]), run.path, images, "gmacs"), split
 
 
 def section(run: Run, figures: Figures) -> list[str]:
@@ -190,23 +144,24 @@ def section(run: Run, figures: Figures) -> list[str]:
         f"compound coefficients {summary.get('coefficients', '?')}",
         "",
     ]
-    if len(stats):
+    intervals, split = figures_of(run)
+    if len(intervals):
         out.append(
             figures.save(
                 f"{run.label}_figure8.png",
-                figure8(run, stats),
+                figure8(intervals, split, run.label),
                 f"{run.label}: accuracy vs MACs per method (Figure 8)",
             )
         )
-    dims = figure3_dimensions(study)
-    if dims:
-        out.append(
-            figures.save(
-                f"{run.label}_figure3.png",
-                figure3(run, study, dims),
-                f"{run.label}: accuracy vs multiplier (Figure 3)",
+        dims = swept_dimensions(intervals)
+        if dims:
+            out.append(
+                figures.save(
+                    f"{run.label}_figure3.png",
+                    figure3(intervals, dims, split),
+                    f"{run.label}: accuracy vs multiplier (Figure 3)",
+                )
             )
-        )
     out += [
         "",
         "Proxy accuracy, mean ± sample std over seeds (n finished), per budget and MACs level; the "
