@@ -638,6 +638,57 @@ def point_intervals(rows: Sequence[dict[str, Any]], run: Any, images: int, by: s
     return frame.sort_values(["budget", "method", by]) if not frame.empty else frame
 
 
+def ordered_methods(methods: Sequence[str]) -> list[str]:
+    """`methods` in the study's order (METHODS), any others after, sorted."""
+    known = [m for m in METHODS if m in methods]
+    return known + sorted(m for m in methods if m not in METHODS)
+
+
+def seed_stats(study: Any) -> Any:
+    """A study.csv (DataFrame) per budget, level and method over its finished seeds: mean and
+    sample std of accuracy, n, and the arm's mean MACs, activations and throughput."""
+    ok = study[study["status"] == "ok"]
+    return (
+        ok.groupby(["budget", "level", "method"])
+        .agg(
+            mean=("accuracy", "mean"),
+            std=("accuracy", "std"),
+            n=("accuracy", "size"),
+            macs=("macs", "mean"),
+            activations=("activations", "mean"),
+            images_per_s=("images_per_s", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def arm_table(study: Any) -> Any:
+    """A study.csv (DataFrame) with each arm (level, method) once: its multipliers, MACs,
+    activations, whether it landed on its level, and the mean throughput of its finished trials."""
+    columns = [
+        c
+        for c in (
+            "level",
+            "method",
+            "multiplier",
+            "depth",
+            "width",
+            "resolution",
+            "macs",
+            "macs_ratio",
+            "params",
+            "activations",
+            "on_level",
+        )
+        if c in study.columns
+    ]
+    arms = study.drop_duplicates(["level", "method"])[columns].copy()
+    speed = study[study["status"] == "ok"].groupby(["level", "method"])["images_per_s"].mean()
+    arms["images_per_s"] = [speed.get((lv, m), math.nan) for lv, m in zip(arms["level"], arms["method"])]
+    arms["order"] = [(ordered_methods(list(arms["method"].unique())).index(m)) for m in arms["method"]]
+    return arms.sort_values(["level", "order"]).drop(columns="order")
+
+
 def _bars(stats: Any) -> str:
     if stats["low"].notna().all():
         return "95% interval (seeds + eval images)"

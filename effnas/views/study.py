@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from effnas.views.common import Figures, Run, count, fixed, flops, mean_std, recipe, source_line, table
 from foundation.verdict import describe
-from scaling.study import METHODS, figure3, figure8, swept_dimensions
+from scaling.study import arm_table, figure3, figure8, ordered_methods, seed_stats, swept_dimensions
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-METHOD_ORDER = METHODS  # the study's methods, in the order its tables show them
-
-
-def _ordered(methods: Sequence[str]) -> list[str]:
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(m for m in methods if m not in METHOD_ORDER)
-
-
-def study_stats(study: pd.DataFrame) -> pd.DataFrame:
-    """Per budget, level and method over its finished seeds: mean and sample std of accuracy, n,
-    and the arm's mean MACs, activations and throughput."""
-    ok = study[study["status"] == "ok"]
-    return (
-        ok.groupby(["budget", "level", "method"])
-        .agg(
-            mean=("accuracy", "mean"),
-            std=("accuracy", "std"),
-            n=("accuracy", "size"),
-            macs=("macs", "mean"),
-            activations=("activations", "mean"),
-            images_per_s=("images_per_s", "mean"),
-        )
-        .reset_index()
-    )
 
 
 def study_verdicts(summary: Mapping[str, Any], budget: float, level: float) -> dict[str, Any]:
@@ -53,7 +26,7 @@ def study_accuracy_table(run: Run, stats: pd.DataFrame) -> pd.DataFrame:
     and compound's margin over the best single dimension (summary.json)."""
     import pandas as pd
 
-    methods = _ordered(list(stats["method"].unique()))
+    methods = ordered_methods(list(stats["method"].unique()))
     rows = []
     for (budget, level), part in stats.groupby(["budget", "level"]):
         cells = {r["method"]: mean_std(r["mean"], r["std"], r["n"]) for r in part.to_dict("records")}
@@ -88,33 +61,6 @@ def _leader(v: Mapping[str, Any]) -> str:
     return f"{leader} ({'wins' if call == 'wins' else call + ' with ' + v['vs_runner_up']['other']})"
 
 
-def study_cost_table(study: pd.DataFrame) -> pd.DataFrame:
-    """Each arm (level, method) once: its multipliers, MACs, activations, whether it landed on its
-    level, and the mean throughput of its finished trials."""
-    columns = [
-        c
-        for c in (
-            "level",
-            "method",
-            "multiplier",
-            "depth",
-            "width",
-            "resolution",
-            "macs",
-            "macs_ratio",
-            "params",
-            "activations",
-            "on_level",
-        )
-        if c in study.columns
-    ]
-    arms = study.drop_duplicates(["level", "method"])[columns].copy()
-    speed = study[study["status"] == "ok"].groupby(["level", "method"])["images_per_s"].mean()
-    arms["images_per_s"] = [speed.get((lv, m), math.nan) for lv, m in zip(arms["level"], arms["method"])]
-    arms["order"] = [(_ordered(list(arms["method"].unique())).index(m)) for m in arms["method"]]
-    return arms.sort_values(["level", "order"]).drop(columns="order")
-
-
 def figures_of(run: Run) -> tuple[Any, str]:
     """The study stage's per-arm means and intervals (`scaling.study.point_intervals`) on the
     evaluation images its summary names, and that split; empty where the run does not say."""
@@ -132,7 +78,7 @@ def figures_of(run: Run) -> tuple[Any, str]:
 
 def section(run: Run, figures: Figures) -> list[str]:
     study, summary = run.tables["study.csv"], run.summary
-    stats = study_stats(study)
+    stats = seed_stats(study)
     budgets = ", ".join(f"{b:g}" for b in sorted(study["budget"].unique()))
     proxy = run.config.get("proxy") if isinstance(run.config.get("proxy"), dict) else {}
     budget = f"{budgets} epochs (the study's `budget` column){recipe(proxy)}"
@@ -187,7 +133,7 @@ def section(run: Run, figures: Figures) -> list[str]:
         "Each arm: its multipliers and cost (MACs at the deployment resolution, 1000 classes), whether it "
         "landed on its level, and the proxy's training throughput:",
         "",
-        table(study_cost_table(study), formats | {"level": lambda v: f"{v:g}x"}),
+        table(arm_table(study), formats | {"level": lambda v: f"{v:g}x"}),
         "",
         source_line(run, budget),
         "",
