@@ -266,7 +266,6 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         int(cfg.run.seed),
         storage=opened,
         study_name=study_name,
-        history=history_of(rows, "latency_ms" if unit == "ms" else "macs"),
         **options,
     )
     elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
@@ -280,7 +279,13 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         study=getattr(sampler, "study", None),
         storage=opened,
     )
-    log.sync(trial_entries(rows, space))  # a resumed run: what finished before the study heard of it
+    # a resumed run: what finished before the study heard of it. Before `restore`, which closes the
+    # trials a kill left running: Optuna takes no attributes on a finished trial, and one killed
+    # between its row and its annotation would stay in the study without its key.
+    log.sync(trial_entries(rows, space))
+    history = history_of(rows, "latency_ms" if unit == "ms" else "macs")
+    if history:
+        sampler.restore(history)
 
     def save(all_rows: list[dict[str, Any]]) -> None:
         write_trials(rundir, all_rows)  # the record first: the study is rebuilt from it on resume
