@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from foundation import verdict
 from foundation.errors import UserError
-from scaling.study import KEPT, StudyTrials, _read_previous, evaluation_split
+from scaling.study import KEPT, StudyTrials, _read_previous, check_eval_split, evaluation_split
 from search_spaces.arch import Arch
 from training.trial_table import restore
 
@@ -272,6 +272,7 @@ def validate(cfg: Any) -> None:
     check(cfg)
     if int(cfg.seeds) < 1:
         raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
+    check_eval_split(cfg)
     if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
         raise UserError(f"--budgets must be epochs > 0, got {list(cfg.budgets or [])}")
     if not 0 < float(cfg.tolerance) < 1:
@@ -485,14 +486,82 @@ def summarize(
     return result
 
 
-def plot(rundir: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Accuracy vs MACs per budget, mean and std over seeds (`foundation.figures`, which the report
-    draws too)."""
-    import pandas as pd
+# marker, colour, size per role; the searched one drawn last, on top
+ROLE_STYLE = {
+    "random": {"marker": "o", "color": "0.55", "markersize": 6},
+    "base": {"marker": "s", "color": "tab:blue", "markersize": 7},
+    "searched": {"marker": "*", "color": "tab:red", "markersize": 14},
+}
+
+
+def figure(summary: Mapping[str, Any], label: str = "") -> Any:
+    """Accuracy against MACs from `summarize(...)`, one panel per budget: each architecture's mean
+    over its finished seeds with its 95% interval (`foundation.verdict.arm_interval`: seeds +
+    evaluation images); where the seed spread is not estimable (under 3 seeds, or no per-image
+    records) the bars are the evaluation set's error alone, or none, and the title says which.
+    Random ones grey, the base blue, the searched one a red star. None when no trial finished."""
+    import numpy as np
 
     from foundation import figures
 
-    fig = figures.searched_among_random(pd.DataFrame(list(rows), columns=COLUMNS))
+    budgets = {b: e["archs"] for b, e in (summary.get("budgets") or {}).items()}
+    budgets = {b: {k: v for k, v in a.items() if v.get("mean") is not None} for b, a in budgets.items()}
+    budgets = {b: a for b, a in budgets.items() if a}
+    if not budgets:
+        return None
+    fig, panels = figures.axes(len(budgets), width=5.0, height=3.9)
+    for ax, (budget, archs) in zip(panels, budgets.items()):
+        intervals = all(v.get("low") is not None for v in archs.values())
+        half = any(v.get("images_half") is not None for v in archs.values())
+        for role, style in ROLE_STYLE.items():
+            part = {k: v for k, v in archs.items() if v["role"] == role}
+            if not part:
+                continue
+            x = [v["macs"] / 1e9 for v in part.values()]
+            y = [v["mean"] for v in part.values()]
+            lower = [
+                v["mean"] - v["low"] if v.get("low") is not None else v.get("images_half")
+                for v in part.values()
+            ]
+            upper = [
+                v["high"] - v["mean"] if v.get("high") is not None else v.get("images_half")
+                for v in part.values()
+            ]
+            bars = np.nan_to_num(np.array([lower, upper], dtype=float))
+            ax.errorbar(
+                x,
+                y,
+                yerr=bars,
+                linestyle="none",
+                capsize=3,
+                label=role,
+                zorder=3 if role == "searched" else 2,
+                **style,
+            )
+            for name, xi, yi in zip(part, x, y):
+                ax.annotate(name, (xi, yi), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        what = (
+            "95% interval (seeds + eval images)"
+            if intervals
+            else "bars: eval-set error only (seed spread not estimable)"
+            if half
+            else "no interval"
+        )
+        ax.set(xlabel="MACs (G, deployment resolution, 1000 classes)", ylabel="proxy accuracy")
+        ax.set_title(
+            f"{label + ': ' if label else ''}searched vs random of its MACs, {budget}; {what}", fontsize=8
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot(rundir: Any, summary: Mapping[str, Any]) -> None:
+    """`figure(summary)` as the run's accuracy_vs_macs.png (the report draws the same function)."""
+    from foundation import figures
+
+    fig = figure(summary)
     if fig is not None:
         rundir.save_figure("accuracy_vs_macs.png", fig)
         figures.close(fig)
@@ -565,7 +634,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         execute(trials, TrialSetup.of(cfg), Scheduling())
     trials.save()
     summary = summarize(rows, rundir.path, images, split)
-    plot(rundir, rows)
+    plot(rundir, summary)
     for budget, entry in summary["budgets"].items():
         print(f"{budget}:")
         for label, v in entry["archs"].items():

@@ -321,8 +321,7 @@ def validate(cfg: Any) -> None:
     check(cfg)
     if int(cfg.seeds) < 1:
         raise UserError(f"--seeds must be >= 1, got {cfg.seeds}")
-    if cfg.eval_split not in EVAL_SPLITS:
-        raise UserError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {cfg.eval_split!r}")
+    check_eval_split(cfg)
     if not cfg.budgets or any(not float(b) > 0 for b in cfg.budgets):
         raise UserError(f"--budgets must be epochs > 0, got {list(cfg.budgets or [])}")
     if not 0 < float(cfg.tolerance) < 1 or not float(cfg.max_multiplier) > 1:
@@ -774,6 +773,20 @@ def plot(
 def rows_of(frame: Any) -> list[dict[str, Any]]:
     """A study run's study.csv (a DataFrame) as the per-trial rows `point_intervals` reads."""
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def check_eval_split(cfg: Any) -> None:
+    """`eval_split` is one of EVAL_SPLITS, and `test` only where the data will have a test split
+    (checked from the config, before a run directory exists)."""
+    from training.data import has_test_split
+
+    if cfg.eval_split not in EVAL_SPLITS:
+        raise UserError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {cfg.eval_split!r}")
+    if cfg.eval_split == "test" and not has_test_split(cfg.data):
+        raise UserError(
+            f"eval_split=test but dataset {cfg.data.name} has no test split "
+            "(set data.test_fraction above 0, or data.test_root)"
+        )
 
 
 def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:

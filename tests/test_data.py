@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from foundation.errors import UserError
-from training.data import DataError, Dataset, Split, load_dataset
+from training.data import DataError, Dataset, Split, has_test_split, load_dataset
 from training.data import sources as data_sources
 from training.data.config import DataConfig
 
@@ -95,6 +95,10 @@ def test_digits(tmp_path):
         assert np.array_equal(split.x[:, 0], split.x[:, 2])  # gray repeated to 3 channels
     assert data.train.x.max() == 255 and data.train.x.min() == 0  # 0..16 ink scaled to the full range
     assert len(data.fingerprint) == 64 and int(data.fingerprint, 16) >= 0
+    # test_fraction 0: no test split at all (not an empty one a score would divide by)
+    cfg = make_cfg(tmp_path, name="digits", image_size=8, test_fraction=0.0)
+    assert load_dataset(cfg).test is None and not has_test_split(cfg)
+    assert has_test_split(make_cfg(tmp_path, name="digits", image_size=8, test_fraction=0.2))
 
 
 def test_imagefolder_splits_disjoint_cover_and_stable(tmp_path):

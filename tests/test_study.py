@@ -201,6 +201,11 @@ def test_study_on_a_real_local_ray_runtime(tmp_path: Path) -> None:
         (["--seeds", "0"], "must be >= 1"),
         (["--budgets", "0"], "--budgets must be epochs > 0"),
         (["--from", "/nonexistent/run"], "not an effnas run directory"),
+        (["eval_split=train"], "eval_split must be one of auto, test, val, got 'train'"),
+        (
+            ["eval_split=test", "data.test_fraction=0", *TINY],
+            "eval_split=test but dataset digits has no test split",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

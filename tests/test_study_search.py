@@ -17,7 +17,7 @@ from conftest import expect_usage_error, space_config
 from effnas.cli import main
 from foundation.errors import UserError
 from foundation.verdict import METHOD_BINOMIAL, Scores, compare
-from scaling.search_study import Objective, exponents, rank, sample_matched, summarize
+from scaling.search_study import Objective, exponents, figure, rank, sample_matched, summarize
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.mnasnet import MnasNetSpace
@@ -127,6 +127,18 @@ def test_ranks_and_margins(tmp_path: Path) -> None:
     assert "vs_base" not in summarize(rows)["budgets"]["4 epochs"]  # no evaluation set: nothing judged
     assert rank({"a": 1.0, "b": 1.0, "c": 0.5}, "b") == 1  # ties share the better rank
 
+    # the figure's bars are these intervals, not the seed std
+    fig = figure(summary)
+    (ax,) = fig.axes
+    bars = {c.get_label(): c for c in ax.containers}
+    (segment,) = bars["searched"].lines[2][0].get_segments()
+    arch = entry["archs"]["searched"]
+    assert [y for _, y in segment] == pytest.approx([arch["low"], arch["high"]])
+    assert "95% interval" in ax.get_title()
+    one_seed = summarize([r for r in rows if r["seed"] == 0], tmp_path, 1000, "test")
+    (ax,) = figure(one_seed).axes
+    assert "eval-set error only" in ax.get_title()
+
 
 def test_the_search_study_defaults_to_a_longer_budget_than_the_search() -> None:
     from effnas.config import compose
@@ -235,6 +247,8 @@ def no_best(search_run: Path, tmp_path: Path) -> Path:
         (["random=0"], "--random must be >= 1"),
         (["--arch", "efficientnet_b0"], "give --from, not --arch"),
         (["tolerance=0"], "tolerance must be in (0, 1)"),
+        (["eval_split=all"], "eval_split must be one of auto, test, val, got 'all'"),
+        (["eval_split=test", "data.test_fraction=0"], "eval_split=test but dataset digits has no test split"),
     ],
 )
 def test_bad_numbers_are_one_line_exit_2(

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from effnas.views.common import Figures, Run, fixed, flops, mean_std, recipe, source_line, table
-from foundation.figures import searched_among_random
 from foundation.verdict import describe
+from scaling import search_study
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,7 +61,7 @@ def section(run: Run, figures: Figures) -> list[str]:
         out += [
             figures.save(
                 f"{run.label}_accuracy_vs_macs.png",
-                searched_among_random(run.tables["study.csv"]),
+                search_study.figure(summary, run.label),
                 f"{run.label}: the searched architecture among random ones of its MACs",
             ),
             "",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from training.data.augment import augment_batch, resize_batch
     from training.data.dataset import DataError, Dataset, Split
-    from training.data.load import check_data_config, load_dataset
+    from training.data.load import check_data_config, has_test_split, load_dataset
 
 __all__ = [
     "DataError",
@@ -22,6 +22,7 @@ __all__ = [
     "Split",
     "augment_batch",
     "check_data_config",
+    "has_test_split",
     "load_dataset",
     "resize_batch",
 ]
@@ -33,6 +34,7 @@ _HOME = {
     "Split": "dataset",
     "load_dataset": "load",
     "check_data_config": "load",
+    "has_test_split": "load",
     "augment_batch": "augment",
     "resize_batch": "augment",
 }

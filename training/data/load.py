@@ -113,6 +113,13 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
     )
 
 
+def has_test_split(cfg: Any) -> bool:
+    """Whether the data `cfg` describes will have a test split, from the config alone: CIFAR-10's
+    official one, an ImageFolder's `test_root`, else a `test_fraction` hold-out above 0."""
+    name, _, _, test_fraction, _, _ = check_data_config(cfg)
+    return name == "cifar10" or _get(cfg, "test_root") is not None or test_fraction > 0
+
+
 def load_dataset(cfg: Any) -> Dataset:
     """Load, cache and split the dataset `cfg` (a `DataConfig`) describes. Raises `DataError` on bad data.
 
@@ -146,7 +153,7 @@ def split_dataset(
         pool, held = splits.hold_out(
             y, len(classes), test_fraction, _rng(seed, TEST_STREAM), "test", classes, where
         )
-        test = _split(x, y, held)
+        test = _split(x, y, held) if len(held) else None  # test_fraction 0: no test split
         test_params = test_fraction
     kept, held = splits.hold_out(
         y[pool], len(classes), val_fraction, _rng(seed, VAL_STREAM), "validation", classes, where
