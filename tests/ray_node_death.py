@@ -52,13 +52,16 @@ def training_on(node: Any) -> bool:
 
 
 def main(run: str, arch: str, overrides: list[str]) -> int:
+    # A test cluster without token auth (private temp dir, no one else joins it); effnas would
+    # otherwise switch its driver to token mode when ~/.ray/auth_token exists. Before Ray is
+    # imported: it reads the mode once, and a pytest process whose earlier Ray runs left
+    # RAY_AUTH_MODE=token in the environment (Ray sets it there) passed it on to this one, whose
+    # driver then could not start a trial's actor on the unauthenticated nodes.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     from ray.cluster_utils import Cluster
 
     from effnas.cli import main as effnas
 
-    # A test cluster without token auth (private temp dir, no one else joins it); effnas would
-    # otherwise switch its driver to token mode when ~/.ray/auth_token exists.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tempfile.mkdtemp(prefix="effnas-cl-", dir="/tmp")  # short: Unix socket paths
     store = 80 * 1024**2
     cluster = Cluster()

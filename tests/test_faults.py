@@ -22,7 +22,9 @@ import pytest
 from conftest import expect_usage_error
 
 from effnas.cli import main
+from foundation import per_image
 from foundation.errors import UserError
+from scaling import grid
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -181,7 +183,8 @@ def _killed_then_resumed(
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Start `argv` as its own process; once a trial finished, check that a second process is
     refused the run, kill -9 the first's process group, resume in this process. -> (table
-    after the kill, table after the resume, ids the resume trained)."""
+    after the kill, table after the resume, ids the resume trained). Also snapshots the
+    per-image records (`per_image/`) at the kill, for `_records_whole`."""
     log = run.parent / f"{run.name}.log"
     proc = _start(argv, log)
     try:
@@ -194,6 +197,8 @@ def _killed_then_resumed(
     finally:
         _kill_group(proc)
     before = pd.read_csv(run / table)
+    records = run / per_image.DIR
+    _AT_KILL[run] = {p.name: p.read_text() for p in records.glob("*.txt")} if records.is_dir() else {}
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"  # killed, not ended
     assert main([*resume, str(run)]) == 0  # the dead driver's lock went with it
     trained = _trained_lines(capsys.readouterr().out)
@@ -215,6 +220,22 @@ def _each_trained_once(before: pd.DataFrame, after: pd.DataFrame, trained: list[
     assert sorted(trained) == sorted(before.loc[~done, "id"])
 
 
+_AT_KILL: dict[Path, dict[str, str]] = {}  # run -> its per-image records when it was killed
+
+
+def _records_whole(run: Path, before: pd.DataFrame, after: pd.DataFrame, key: Any) -> None:
+    """Every finished trial has its per-image record (the verdicts are computed from them): one
+    bit per evaluation image, as many right as its accuracy says; the records of the trials
+    finished before the kill are the ones they wrote then, untouched by the resume."""
+    for row in after.to_dict("records"):
+        hits = per_image.load(run, key(row))
+        assert hits is not None, f"no per-image record for {key(row)}"
+        assert hits.mean() == pytest.approx(row["accuracy"], abs=1e-4)
+    for row in before[before["status"] == "ok"].to_dict("records"):
+        name = per_image.file_of(run, key(row)).name
+        assert _AT_KILL[run][name] == per_image.file_of(run, key(row)).read_text()
+
+
 @pytest.mark.parametrize(
     "executor",
     [
@@ -233,6 +254,7 @@ def test_kill_9_mid_grid_then_resume_trains_each_candidate_once(
     before, after, trained = _killed_then_resumed(argv, run, "trials.csv", ["grid", "--resume"], capsys)
     assert len(after) == 4  # the baseline and 3 candidates
     _each_trained_once(before, after, trained, ["id", "seed"])
+    _records_whole(run, before, after, grid.record_key)
     assert (run / "coefficients.yaml").is_file()
 
 
@@ -247,6 +269,7 @@ def test_kill_9_mid_study_then_resume_trains_each_arm_once(
     before, after, trained = _killed_then_resumed(argv, run, "study.csv", resume, capsys)
     assert len(after) == 4
     _each_trained_once(before, after, trained, ["id"])
+    _records_whole(run, before, after, lambda row: row["id"])
     assert json.loads((run / "summary.json").read_text())["complete"] is True
 
 
