@@ -137,8 +137,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "study",
-            "scaling.studies",
-            "scaling.study:StudyConfig",
+            "effnas.studies",
+            "effnas.studies:StudyConfig",
             ("arch", "data", "proxy"),
             "trained studies: `scaling`, compound vs one dimension at equal MACs (paper Tables 3/7, "
             "Figs 3/8); `search`, the searched arch vs random ones of its MACs and the base",

@@ -35,19 +35,15 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
-
-from omegaconf import MISSING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from foundation import per_image, verdict
 from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, macs_of, scale_arch
 from search_spaces.arch import Arch
-from search_spaces.arch_config import ArchConfig
-from training.data.config import DataConfig
-from training.proxy_config import ProxyConfig
-from training.trial_table import TrialTable, error_of, read_table, restore
+from training.study_trials import KEPT, StudyTrials, check_eval_split, evaluation_split, read_previous
+from training.trial_table import restore
 
 if TYPE_CHECKING:
     from training.trials import Executor
@@ -58,7 +54,6 @@ COMPOUND = ("compound", "compound_paper")  # compound_paper: the paper's (1.2, 1
 SINGLE = ("depth", "width", "resolution")
 DWR_EXPONENTS = (0.1, 0.4, 0.05)  # Dollar et al. 2021, alpha = 0.8: depth, width, resolution of s
 STEP = 0.005  # resolution of the multiplier search
-EVAL_SPLITS = ("auto", "test", "val")
 COLUMNS = (
     "id",
     "method",
@@ -101,36 +96,6 @@ NUMERIC = (
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "study.csv": (("method", *NUMERIC[:-1], "on_level", "images_per_s", "status"), NUMERIC),
 }
-
-
-@dataclass
-class StudyConfig:
-    """Schema of `conf/study.yaml` (`run` and `ray` are added by the stage registry)."""
-
-    kind: str = MISSING  # scaling | search (the `effnas study <kind>` subcommand)
-    arch: ArchConfig = field(default_factory=ArchConfig)  # unset: --from's, or the official B0
-    data: DataConfig = field(default_factory=DataConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    flops: str = MISSING  # MACs levels as multiples of the baseline's: 2x or 2x,4x
-    methods: list[str] = MISSING
-    seeds: int = MISSING
-    budgets: list[float] = MISSING  # proxy epochs; several: does the ranking hold?
-    default_budgets: dict[str, list[float]] = MISSING  # per kind, when --budgets is not given
-    sweep: Optional[str] = MISSING  # width | depth | resolution: Figure 3's curve instead
-    multipliers: list[float] = MISSING
-    alpha: Optional[float] = MISSING  # compound coefficients; unset: --from's or the paper's
-    beta: Optional[float] = MISSING
-    gamma: Optional[float] = MISSING
-    tolerance: float = MISSING  # a method is on its level within this relative MACs error
-    random: int = MISSING  # study search: random archs of the searched one's MACs
-    max_draws: int = MISSING  # study search: rejection-sampling draws before giving up
-    max_multiplier: float = MISSING  # the largest multiplier a dimension may take
-    resolution_divisor: int = MISSING
-    upstream: Optional[str] = MISSING  # a search run (best_arch.yaml) or a grid run (coefficients)
-    resume: Optional[str] = MISSING
-    storage: Optional[str] = MISSING  # Optuna storage URL of the run's study (training.trial_log)
-    study_name: Optional[str] = MISSING
-    eval_split: str = MISSING  # auto | test | val: the images every arm is judged on
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -402,47 +367,10 @@ def plan(cfg: Any, baseline: Arch, coeffs: Sequence[float]) -> list[dict[str, An
 
 
 # -- the trials ---------------------------------------------------------------------------------
-class StudyTrials(TrialTable):
-    """The study's rows as a `training.trial_table.TrialTable`; every end rewrites study.csv and
-    keeps the trial's per-image record of the split the study judges on."""
+class ScalingTrials(StudyTrials):
+    """The study's trial table (`training.study_trials`) over its columns and trial-log entries."""
 
-    name = "study"
-    file = "study.csv"
     columns = COLUMNS
-
-    def __init__(self, rows: list[dict[str, Any]], rundir: Any, log: Any = None, test: bool = False) -> None:
-        super().__init__(rows, rundir, log=log)
-        self.test = test  # judge on the test split (its accuracy and per-image record) instead of val
-
-    def config(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "name": row["id"].replace("/", "_").replace("@", "_"),
-            "arch": row["_arch"],
-            "resolution": row["proxy_resolution"],
-            "seed": row["seed"],
-            "epochs": row["budget"],
-            "test": self.test,
-        }
-
-    def record(self, row: dict[str, Any], result: dict[str, Any], error: str | bool) -> None:
-        measure, record = ("test_accuracy", "test_correct") if self.test else ("accuracy", "correct")
-        ok = not error and result.get("status") == "ok" and result.get(measure) is not None
-        per_image.save(self.rundir.path, row["id"], result.get(record) if ok else None)
-        row.update(
-            status="ok" if ok else "failed",
-            accuracy=result.get(measure) if ok else None,
-            val_accuracy=result.get("accuracy") if ok else None,
-            images_per_s=round(float(result.get("images_per_second") or 0), 1) if ok else None,
-            seconds=round(float(result["seconds"]), 1) if result.get("seconds") is not None else None,
-            error=None if ok else error_of(result, error),
-        )
-
-    def line(self, row: dict[str, Any]) -> str:
-        acc = f"acc {row['accuracy']:.4f}" if row["status"] == "ok" else f"FAILED {row['error']}"
-        return (
-            f"{row['id']:<34} MACs x{row['macs_ratio']:<6g} "
-            f"res {row['proxy_resolution']:<4} {acc}  {row['seconds']}s"
-        )
 
     def entries(self) -> list[Any]:
         return trial_entries(self.rows)
@@ -484,14 +412,6 @@ def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
 
 
 SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged with
-
-
-def _read_previous(path: Any) -> dict[Any, dict[str, Any]]:
-    """An earlier attempt's study.csv rows by id (for --resume)."""
-    return read_table(path, lambda r: str(r["id"]), "study table")
-
-
-KEPT = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")  # restored on --resume
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -775,31 +695,6 @@ def rows_of(frame: Any) -> list[dict[str, Any]]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
-def check_eval_split(cfg: Any) -> None:
-    """`eval_split` is one of EVAL_SPLITS, and `test` only where the data will have a test split
-    (checked from the config, before a run directory exists)."""
-    from training.data import has_test_split
-
-    if cfg.eval_split not in EVAL_SPLITS:
-        raise UserError(f"eval_split must be one of {', '.join(EVAL_SPLITS)}, got {cfg.eval_split!r}")
-    if cfg.eval_split == "test" and not has_test_split(cfg.data):
-        raise UserError(
-            f"eval_split=test but dataset {cfg.data.name} has no test split "
-            "(set data.test_fraction above 0, or data.test_root)"
-        )
-
-
-def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:
-    """(split, images) every arm is judged on: `test` (the data's test split: CIFAR-10's 10,000
-    images resolve about a 1.4-point difference between two models at 50%, paired less) when
-    `eval_split` is test, or auto and the data have one; else the validation hold-out."""
-    want = str(cfg.get("eval_split") or "auto")
-    if want == "test" and data.test is None:
-        raise UserError(f"eval_split=test but dataset {data.name} has no test split")
-    split = "test" if want == "test" or (want == "auto" and data.test is not None) else "val"
-    return split, len((data.test if split == "test" else data.val).y)
-
-
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     """The console's summary: per budget and level, each arm's mean (and interval), the leader's
     call against the runner-up, compound against the best single dimension."""
@@ -854,12 +749,12 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     rundir.record_dataset(data)
     split, images = evaluation_split(cfg, data)
     rows = plan(cfg, baseline, coeffs)
-    previous = _read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
+    previous = read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
     restore(rows, previous, lambda r: r["id"], KEPT)
     from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
-    trials = StudyTrials(rows, rundir, log, test=split == "test")
+    trials = ScalingTrials(rows, rundir, log, test=split == "test")
     print(
         f"study scaling: baseline {baseline.name} ({source['baseline']}), compound coefficients "
         f"{tuple(coeffs)} ({source['coefficients']}); {len(rows)} trials on {data.name} at "

@@ -17,7 +17,7 @@ from conftest import expect_usage_error, space_config
 from effnas.cli import main
 from foundation.errors import UserError
 from foundation.verdict import METHOD_BINOMIAL, Scores, compare
-from scaling.search_study import Objective, exponents, figure, rank, sample_matched, summarize
+from nas.search_study import Objective, exponents, figure, rank, sample_matched, summarize
 from search_spaces.arch import Arch
 from search_spaces.cost import count
 from search_spaces.mnasnet import MnasNetSpace
@@ -283,7 +283,7 @@ def test_the_random_archs_come_from_the_space_the_search_recorded(search_run: Pa
     from omegaconf import OmegaConf
 
     from effnas.config import compose
-    from scaling.search_study import candidates, read_search_run
+    from nas.search_study import candidates, read_search_run
 
     run = tmp_path / "narrow"
     shutil.copytree(search_run, run)
@@ -320,9 +320,9 @@ def test_an_interrupted_study_summarises_what_finished_and_resumes_from_elsewher
     directory than the relative --from was given in, trains the other two on the same archs."""
     from omegaconf import open_dict
 
+    from effnas import studies
     from effnas.config import compose
     from effnas.rundir import RunDir
-    from scaling import studies
     from training.trials import run_trial
 
     monkeypatch.chdir(search_run.parent)

@@ -27,8 +27,8 @@ def stage_files() -> dict[str, tuple[dict[str, tuple[tuple[str, ...], tuple[str,
     """stage -> (its tables: name -> (required columns, of which numeric); its YAML files), as each
     stage declares them beside the code that writes them."""
     from models import train
-    from nas import records
-    from scaling import grid, scaler, search_study, study
+    from nas import records, search_study
+    from scaling import grid, scaler, study
 
     return {
         "search": (records.TABLES, ()),

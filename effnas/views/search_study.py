@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from effnas.views.common import Figures, Run, fixed, flops, mean_std, recipe, source_line, table
 from foundation.verdict import describe
-from scaling import search_study
+from nas import search_study
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from foundation import verdict
 from foundation.errors import UserError
-from scaling.study import KEPT, StudyTrials, _read_previous, check_eval_split, evaluation_split
 from search_spaces.arch import Arch
+from training.study_trials import KEPT, StudyTrials, check_eval_split, evaluation_split, read_previous
 from training.trial_table import restore
 
 if TYPE_CHECKING:
@@ -346,7 +346,8 @@ def plan(cfg: Any, found: Sequence[Candidate], search: SearchRun) -> list[dict[s
 
 
 class SearchStudyTrials(StudyTrials):
-    """The scaling study's trial table over this study's rows and columns, with the reward."""
+    """The studies' trial table (`training.study_trials`) over this study's rows and columns, with
+    the reward."""
 
     columns = COLUMNS
 
@@ -610,7 +611,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             )
     split, images = evaluation_split(cfg, data)
     rows = plan(cfg, found, search)
-    previous = _read_previous(rundir.file("study.csv")) if resuming else {}
+    previous = read_previous(rundir.file("study.csv")) if resuming else {}
     restore(rows, previous, lambda r: r["id"], KEPT)
     from training.trial_log import TrialLog
 
