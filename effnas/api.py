@@ -15,14 +15,13 @@ are the CLI's: `foundation.errors.UserError` with its one-line message.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from foundation.errors import UserError
+from foundation.runfiles import Run
 
 if TYPE_CHECKING:
-    import pandas as pd
     import torch
 
     from search_spaces.arch import Arch
@@ -87,18 +86,6 @@ def create_model(
     if file is not None:
         load_into(model, load_state_dict(file), f"weights {file} do not fit {a.name} ({classes} classes)")
     return model.eval()
-
-
-@dataclass
-class Run:
-    """A run directory as data: its stage, manifest, summary, recorded config and every table."""
-
-    path: Path
-    stage: str
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # "trials.csv" -> its DataFrame
 
 
 def load_run(path: str | Path) -> Run:

@@ -11,10 +11,14 @@ import glob
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
@@ -141,3 +145,20 @@ def upstream_run(path: str | os.PathLike[str], stage: str, needs: str) -> Path:
     if not (p / needs).is_file():
         raise UserError(f"--from {p}: the {stage} run has no {needs} (unfinished?)")
     return p
+
+
+@dataclass
+class Run:
+    """A run directory read as data: its stage, manifest, summary, recorded config and tables.
+
+    `effnas.load_run` fills it with every table it finds; the report's reader (effnas.views)
+    with the tables and YAML documents the stage declares, checked."""
+
+    path: Path
+    stage: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # "trials.csv" -> its DataFrame
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # YAML files (coefficients.yaml)
+    label: str = ""  # search1, grid2, ...: names its figures in a report

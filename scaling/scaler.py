@@ -49,6 +49,8 @@ MATCH_WITHIN = math.log(
 
 # -- inputs -----------------------------------------------------------------------------------
 
+# a released model beside these coefficients: its shape, cost, and the phi each multiplier implies
+_COMPARED = ("width", "depth", "resolution", "params", "macs", "phi_width", "phi_depth", "phi_resolution")
 # what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
 # extra columns are tolerated, so runs from before a column was added still read
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -56,20 +58,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("phi", "name", "width", "depth", "resolution", "params", "macs", "macs_ratio"),
         ("phi", "width", "depth", "resolution", "params", "macs", "macs_ratio"),
     ),
-    "official_comparison.csv": (
-        (
-            "model",
-            "width",
-            "depth",
-            "resolution",
-            "params",
-            "macs",
-            "phi_width",
-            "phi_depth",
-            "phi_resolution",
-        ),
-        ("width", "depth", "resolution", "params", "macs", "phi_width", "phi_depth", "phi_resolution"),
-    ),
+    "official_comparison.csv": (("model", *_COMPARED), _COMPARED),
 }
 
 
@@ -488,19 +477,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     print(
         tables.format_table(
             comparison,
-            [
-                "model",
-                "width",
-                "depth",
-                "resolution",
-                "params",
-                "macs",
-                "phi_width",
-                "phi_depth",
-                "phi_resolution",
-                "ours_params",
-                "ours_macs",
-            ],
+            ["model", *_COMPARED, "ours_params", "ours_macs"],
         )
     )
     notes = phi_one_note(comparison)

@@ -93,6 +93,7 @@ NUMERIC = (
     "accuracy",
     "images_per_s",
 )
+ARM_SHAPE = ("multiplier", "depth", "width", "resolution")  # what an arm scaled, and by how much
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "study.csv": (("method", *NUMERIC[:-1], "on_level", "images_per_s", "status"), NUMERIC),
 }
@@ -586,19 +587,7 @@ def arm_table(study: Any) -> Any:
     activations, whether it landed on its level, and the mean throughput of its finished trials."""
     columns = [
         c
-        for c in (
-            "level",
-            "method",
-            "multiplier",
-            "depth",
-            "width",
-            "resolution",
-            "macs",
-            "macs_ratio",
-            "params",
-            "activations",
-            "on_level",
-        )
+        for c in ("level", "method", *ARM_SHAPE, "macs", "macs_ratio", "params", "activations", "on_level")
         if c in study.columns
     ]
     arms = study.drop_duplicates(["level", "method"])[columns].copy()
@@ -768,17 +757,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     print(
         tables.format_table(
             list(shown),
-            [
-                "method",
-                "level",
-                "multiplier",
-                "depth",
-                "width",
-                "resolution",
-                "macs",
-                "macs_ratio",
-                "on_level",
-            ],
+            ["method", "level", *ARM_SHAPE, "macs", "macs_ratio", "on_level"],
         )
     )
     trials.save()  # also a resumed run's finished rows the study lacks

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foundation.errors import UserError
 from foundation.figures import close
-from foundation.runfiles import check_table, read_json, stage_of
+from foundation.runfiles import Run, check_table, read_json, stage_of
 from foundation.tables import count, fixed, flops
 
 if TYPE_CHECKING:
@@ -41,20 +40,6 @@ def stage_files() -> dict[str, tuple[dict[str, tuple[tuple[str, ...], tuple[str,
 
 
 # -- reading run directories --------------------------------------------------------------------
-@dataclass
-class Run:
-    """One input run directory, read whole: its files as plain data."""
-
-    path: Path
-    stage: str
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    tables: dict[str, pd.DataFrame]
-    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # YAML files (coefficients.yaml)
-    label: str = ""  # search1, grid2, ...: names its figures
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
