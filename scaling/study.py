@@ -470,9 +470,8 @@ def summarize(
                 entry["leader"] = ranking[0]  # the highest mean
                 entry.update(_verdicts(arms, ranking, scored))
                 # named only when the data show it: its interval over the runner-up excludes zero
-                entry["winner"] = (
-                    ranking[0] if entry.get("winner_call") == "wins" or len(ranking) == 1 else None
-                )
+                # (a lone scaled method has no runner-up: it leads, it does not win)
+                entry["winner"] = ranking[0] if entry.get("winner_call") == "wins" else None
                 rankings.setdefault(f"{level:g}x", {})[budget] = ranking
             per_level[f"{level:g}x"] = entry
         out[f"{budget:g} epochs"] = per_level

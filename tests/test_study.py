@@ -87,6 +87,27 @@ def test_summary_means_winner_and_compound_margin() -> None:
     assert entry["methods"]["depth"]["mean"] == pytest.approx(0.61) and entry["methods"]["depth"]["n"] == 2
 
 
+def test_a_lone_scaled_method_leads_but_does_not_win() -> None:
+    """One scaled arm (`--methods baseline,width`) has no runner-up to beat: it is the leader,
+    never the winner, whatever its accuracy against the baseline."""
+    rows = [
+        {
+            "method": m,
+            "level": lv,
+            "budget": 8.0,
+            "seed": s,
+            "accuracy": a,
+            "status": "ok",
+            "macs_ratio": lv,
+            "on_level": True,
+        }
+        for m, lv, accs in (("baseline", 1.0, [0.6, 0.61, 0.62]), ("width", 2.0, [0.5, 0.51, 0.52]))
+        for s, a in enumerate(accs)
+    ]
+    entry = summarize(rows)["budgets"]["8 epochs"]["2x"]
+    assert entry["leader"] == "width" and entry["winner"] is None
+
+
 # slow (40-73 s): the study end to end runs by default on Ray (test_study_on_a_real_local_ray_runtime)
 # and its resume after kill -9 in tests/test_faults.py; this one adds the in-process executor
 @pytest.mark.slow
