@@ -579,7 +579,6 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     from foundation import tables
     from training.data import load_dataset
     from training.trial_log import TrialLog
-    from training.trials import TrialSetup
 
     t0 = time.time()
     search = read_search_run(upstream_of(cfg))
@@ -601,7 +600,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
     shown = {r["arch"]: r for r in rows}.values()
     print(tables.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
-    pending = trials.run_trials(execute, TrialSetup.of(cfg))
+    pending = trials.run_trials(execute, cfg)
 
     summary = summarize(rows, rundir.path, images, split)
     plot(rundir, summary)

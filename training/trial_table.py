@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from foundation.errors import UserError
 
 if TYPE_CHECKING:
-    from training.trials import Executor, TrialSetup
+    from training.trials import Executor
 
 
 class TrialTable:
@@ -99,15 +99,16 @@ class TrialTable:
         )
 
     # -- the stage's trial phase --------------------------------------------------------------------
-    def run_trials(self, execute: Executor, setup: TrialSetup) -> int:
+    def run_trials(self, execute: Executor, cfg: Any) -> int:
         """Write the table (a resumed run's finished rows too, before anything trains), hand what is
-        not `ok` yet to `execute`, write it again; returns how many rows are still `pending` (the
-        executor returned early: Tune ends `fit()` quietly on Ctrl-C)."""
-        from training.trials import Scheduling
+        not `ok` yet to `execute` with the stage config's `TrialSetup`, write it again; returns how
+        many rows are still `pending` (the executor returned early: Tune ends `fit()` quietly on
+        Ctrl-C)."""
+        from training.trials import Scheduling, TrialSetup
 
         self.save()
         if self.remaining:
-            execute(self, setup, Scheduling())
+            execute(self, TrialSetup.of(cfg), Scheduling())
         self.save()
         return sum(r["status"] == "pending" for r in self.rows)
 
