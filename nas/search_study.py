@@ -37,8 +37,13 @@ from typing import TYPE_CHECKING, Any
 from foundation import verdict
 from foundation.errors import UserError
 from search_spaces.arch import Arch
-from training.study_trials import KEPT, StudyTrials, check_eval_split, evaluation_split, read_previous
-from training.trial_table import restore
+from training.study_trials import (
+    StudyTrials,
+    check_eval_split,
+    evaluation_split,
+    resume_rows,
+    stop_interrupted,
+)
 
 if TYPE_CHECKING:
     from search_spaces.mnasnet import MnasNetSpace
@@ -572,23 +577,77 @@ def plot(rundir: Any, summary: Mapping[str, Any]) -> None:
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search study; `execute` runs its trials (Ray Tune, or in this process)."""
     from foundation import tables
-    from foundation.units import format_flops
     from training.data import load_dataset
-    from training.trials import Scheduling, TrialSetup
+    from training.trial_log import TrialLog
 
     t0 = time.time()
     search = read_search_run(upstream_of(cfg))
-    resuming = bool(cfg.get("resume"))
-    found = _saved(rundir, int(cfg.random)) if resuming else None
+    found = _architectures(cfg, rundir, search)
+    sampling = {k: v for k, v in rundir.manifest.get("search_study", {}).items() if k != "search_run"}
+    data = load_dataset(cfg.data)  # fail on bad data before any trial; record what was used
+    rundir.record_dataset(data)
+    same_data, longer = _compare_with_search(cfg, search, data)
+    split, images = evaluation_split(cfg, data)
+    rows = plan(cfg, found, search)
+    resumed = resume_rows(rundir, rows, bool(cfg.get("resume")))
+    log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
+    trials = SearchStudyTrials(rows, rundir, search.objective, log, test=split == "test")
+    done = len(rows) - trials.remaining if resumed else None
+    print(
+        _plan_line(cfg, search, found, sampling, data.name, len(rows), split, images, done),
+        file=sys.stderr,
+        flush=True,
+    )
+    shown = {r["arch"]: r for r in rows}.values()
+    print(tables.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
+    pending = trials.run_trials(execute, cfg)
+
+    summary = summarize(rows, rundir.path, images, split)
+    plot(rundir, summary)
+    for line in summary_lines(summary):
+        print(line)
+    log.finish(rundir, ["study.csv", "accuracy_vs_macs.png"], "KILLED" if pending else "FINISHED")
+    obj = search.objective
+    record = {
+        "search_run": str(search.path.resolve()),
+        "searched": search.best.name,
+        "base": found[-1].arch.name,
+        "random": len(found) - 2,
+        "reward": {"target": obj.target, "unit": obj.unit, "a": obj.a, "b": obj.b},
+        "sampling": sampling,
+        "same_data_as_search": same_data,
+        "budget_vs_search": longer,
+        **summary,
+    }
+    if pending:  # what finished is summarised and plotted all the same (`complete: false`)
+        interrupted = {"stage": "study", "kind": "search", "status": "interrupted", "complete": False}
+        stop_interrupted(rundir, "search", pending, interrupted | {"pending": pending} | record)
+    return {
+        "kind": "search",
+        "complete": True,
+        **record,
+        "trials": len(rows),
+        "failed": [r["id"] for r in rows if r["status"] != "ok"],
+        "wall_seconds": round(time.time() - t0, 1),
+    }
+
+
+def _architectures(cfg: Any, rundir: Any, search: SearchRun) -> list[Candidate]:
+    """The architectures to train: on --resume, those the first attempt wrote to archs/; else
+    sampled now, written to archs/ and recorded (with the sampling) in the manifest."""
+    found = _saved(rundir, int(cfg.random)) if cfg.get("resume") else None
     if found is None:
         found, sampling = candidates(cfg, search)
         for c in found:
             rundir.write_text(f"archs/{c.label}.yaml", c.arch.to_yaml())
         rundir.record_upstream(search.path, "search", "best arch, space, reward")
         rundir.record(search_study={"search_run": str(search.path.resolve()), **sampling})
-    sampling = {k: v for k, v in rundir.manifest.get("search_study", {}).items() if k != "search_run"}
-    data = load_dataset(cfg.data)  # fail on bad data before any trial; record what was used
-    rundir.record_dataset(data)
+    return found
+
+
+def _compare_with_search(cfg: Any, search: SearchRun, data: Any) -> tuple[bool, dict[str, float | None]]:
+    """(whether the data are the search's, each budget as a multiple of the search's proxy budget
+    in images); a warning on the console for other data, or a budget no longer than the search's."""
     same_data = search.dataset.get("fingerprint") == data.fingerprint
     if not same_data:
         print(
@@ -609,89 +668,56 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
                 f"study search: warning: {budget} is {ratio:g}x the search's proxy budget, not longer",
                 file=sys.stderr,
             )
-    split, images = evaluation_split(cfg, data)
-    rows = plan(cfg, found, search)
-    previous = read_previous(rundir.file("study.csv")) if resuming else {}
-    restore(rows, previous, lambda r: r["id"], KEPT)
-    from training.trial_log import TrialLog
+    return same_data, longer
 
-    log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
-    trials = SearchStudyTrials(rows, rundir, search.objective, log, test=split == "test")
+
+def _plan_line(
+    cfg: Any,
+    search: SearchRun,
+    found: Sequence[Candidate],
+    sampling: Mapping[str, Any],
+    dataset: str,
+    trials: int,
+    split: str,
+    images: int,
+    done: int | None,
+) -> str:
+    """The console's first line: what is compared, by which reward, on what; `done` trials of a
+    resumed run (None: a first attempt)."""
     obj = search.objective
-    print(
+    return (
         f"study search: {search.best.name} from {search.path} vs {len(found) - 2} random architectures "
         f"of its MACs (within {float(cfg.tolerance):.0%}, reached {sampling.get('tolerance_reached', 0):.1%}) "
         f"vs {found[-1].arch.name}; reward ACC x (cost / {obj.target:g} {obj.unit})^(a={obj.a:g}, b={obj.b:g}); "
-        f"{len(rows)} trials on {data.name}, budgets {list(cfg.budgets)} epochs"
+        f"{trials} trials on {dataset}, budgets {list(cfg.budgets)} epochs"
         + f"; judged on the {split} split ({images} images)"
-        + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
-        file=sys.stderr,
-        flush=True,
+        + (f"; resuming: {done} done" if done is not None else "")
     )
-    shown = {r["arch"]: r for r in rows}.values()
-    print(tables.format_table(list(shown), ["arch", "name", "macs", "macs_ratio", "params", "activations"]))
-    trials.save()
-    if trials.remaining:
-        execute(trials, TrialSetup.of(cfg), Scheduling())
-    trials.save()
-    summary = summarize(rows, rundir.path, images, split)
-    plot(rundir, summary)
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The console's summary: per budget, each architecture's accuracy (mean, spread, n) and
+    reward, the searched one's ranks and its margins over the best random one and the base."""
+    from foundation.units import format_flops
+
+    lines = []
     for budget, entry in summary["budgets"].items():
-        print(f"{budget}:")
+        lines.append(f"{budget}:")
         for label, v in entry["archs"].items():
             if v["mean"] is None:
                 continue
             spread = f" +- {v['std']:.4f}" if v["std"] is not None else ""
-            print(
+            lines.append(
                 f"  {label:<9} {format_flops(v['macs']):>8} MACs  acc {v['mean']:.4f}{spread} "
                 f"(n={v['n']})  reward {v['reward_mean']:.4f}"
             )
         if "searched_rank" in entry:
             r = entry["searched_rank"]
-            line = (
+            lines.append(
                 f"  searched ranks {r['accuracy']}/{r['of']} in accuracy, {r['reward']}/{r['of']} in reward"
             )
-            print(line)
             for name, what in (("vs_best_random", "best random"), ("vs_base", "base")):
                 b = entry.get(name)
                 if b:
-                    print(f"  searched vs {what} ({b['id']}): {verdict.describe(b)}")
-    pending = sum(r["status"] == "pending" for r in rows)
-    log.finish(rundir, ["study.csv", "accuracy_vs_macs.png"], "KILLED" if pending else "FINISHED")
-    record = {
-        "search_run": str(search.path.resolve()),
-        "searched": search.best.name,
-        "base": found[-1].arch.name,
-        "random": len(found) - 2,
-        "reward": {"target": obj.target, "unit": obj.unit, "a": obj.a, "b": obj.b},
-        "sampling": sampling,
-        "same_data_as_search": same_data,
-        "budget_vs_search": longer,
-        **summary,
-    }
-    if pending:  # what finished is summarised and plotted all the same (`complete: false`)
-        rundir.write_json(
-            "summary.json",
-            {
-                "stage": "study",
-                "kind": "search",
-                "status": "interrupted",
-                "complete": False,
-                "pending": pending,
-            }
-            | record,
-        )
-        print(
-            f"study: interrupted with {pending} trial(s) pending; continue with "
-            f"`effnas study search --resume {rundir.path}`",
-            file=sys.stderr,
-        )
-        raise KeyboardInterrupt
-    return {
-        "kind": "search",
-        "complete": True,
-        **record,
-        "trials": len(rows),
-        "failed": [r["id"] for r in rows if r["status"] != "ok"],
-        "wall_seconds": round(time.time() - t0, 1),
-    }
+                    lines.append(f"  searched vs {what} ({b['id']}): {verdict.describe(b)}")
+    return lines

@@ -207,15 +207,9 @@ def space_of(cfg: Any) -> Any:
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
-    from foundation.units import format_flops, parse_duration
-    from nas.driver import RewardMetric, Search
-    from nas.records import history_of, read_trials
+    from foundation.units import format_flops
+    from nas.records import read_trials
     from nas.reward import RewardFn
-    from nas.samplers import make_sampler
-    from training.data import load_dataset
-    from training.proxy_config import budget, checked
-    from training.trial_log import Choice, TrialLog, open_storage, study_of
-    from training.trials import EarlyStop, Scheduling, TrialSetup
 
     t0 = time.time()
     space = space_of(cfg)
@@ -228,27 +222,9 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
     surrogate = evaluator_of(cfg, space)
     if surrogate is None:
-        data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
-        rundir.record_dataset(data)
+        data = _load_data(cfg, rundir)
     else:
-        from nas.surrogate import executor
-
-        print(
-            f"search: trials scored by the {surrogate.kind} surrogate {cfg.evaluator.path} (fitted on "
-            f"{surrogate.rows} architectures, k-fold Kendall {surrogate.cv['kendall']:.3f}); nothing trains",
-            file=sys.stderr,
-        )
-        execute = executor(surrogate, space, float(cfg.evaluator.noise), int(cfg.run.seed))
-        rundir.record(
-            evaluator={
-                "name": "surrogate",
-                "path": str(Path(cfg.evaluator.path).resolve()),
-                "model": surrogate.kind,
-                "rows": surrogate.rows,
-                "cv_kendall": surrogate.cv["kendall"],
-                "noise": float(cfg.evaluator.noise),
-            }
-        )
+        data, execute = None, _surrogate_executor(cfg, rundir, space, surrogate)
     rundir.record(
         space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
         target_macs=int(target) if unit == "MACs" else None,
@@ -257,81 +233,17 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
-    storage, study_name = study_of(rundir, cfg, "search")
-    opened = open_storage(storage)  # once: a journal is replayed whole on opening
-    options = {k: cfg.sampler[k] for k in cfg.sampler if k != "name"}
-    sampler = make_sampler(
-        cfg.sampler.name,
-        space,
-        int(cfg.run.seed),
-        storage=opened,
-        study_name=study_name,
-        **options,
-    )
-    elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
-    # Every trial also goes to the run's Optuna study (and MLflow): a sampler that asks and tells
-    # through the study already (tpe, nsga2) has its trials annotated there, not copied.
-    log = TrialLog.open(
-        rundir,
-        cfg,
-        "search",
-        {d.name: Choice(range(len(d.values))) for d in space.dims},
-        study=getattr(sampler, "study", None),
-        storage=opened,
-    )
-    # a resumed run: what finished before the study heard of it. Before `restore`, which closes the
-    # trials a kill left running: Optuna takes no attributes on a finished trial, and one killed
-    # between its row and its annotation would stay in the study without its key.
-    log.sync(trial_entries(rows, space))
-    history = history_of(rows, "latency_ms" if unit == "ms" else "macs")
-    if history:
-        sampler.restore(history)
-
-    def save(all_rows: list[dict[str, Any]]) -> None:
-        write_trials(rundir, all_rows)  # the record first: the study is rebuilt from it on resume
-        log.sync(trial_entries(all_rows, space))
-        rundir.record(search_seconds=round(search.elapsed(), 2))
-
-    search = Search(
-        space,
-        sampler,
-        reward_fn,
-        rows,
-        trials=int(cfg.trials),
-        time_budget=parse_duration(cfg.time_budget) if cfg.time_budget else None,
-        elapsed_before=elapsed_before,
-        reject_above=cfg.reject_above,
-        save=save,
-        latency_of=None if table is None else (lambda arch: table.predict(arch)),
-        prerank=prerank_of(cfg, space, data if surrogate is None else None),
-        prerank_candidates=int(cfg.prerank_candidates),
-    )
+    sampler, log = _open_sampler(cfg, rundir, space)
+    _restore_history(rows, space, unit, sampler, log)
+    search = _make_search(cfg, rundir, space, sampler, reward_fn, rows, log, table, data)
     if rows:
         print(
             f"search: resuming with {search.trained} trained trial(s) of {search.trials} "
-            f"({len(rows)} recorded, {elapsed_before:.0f}s spent)",
+            f"({len(rows)} recorded, {search.elapsed_before:.0f}s spent)",
             file=sys.stderr,
         )
     write_trials(rundir, search.rows)
-    interrupted = False
-    try:
-        if search.remaining > 0:
-            early_stop = None
-            if cfg.asha and surrogate is None:
-                reports = budget(checked(cfg.proxy), len(data.train)).reports
-                early_stop = EarlyStop(reports, int(cfg.asha_grace_period), float(cfg.asha_reduction_factor))
-            setup = TrialSetup.of(cfg, metrics=RewardMetric(reward_fn))
-            execute(search, setup, Scheduling(metric="reward", early_stop=early_stop))
-            # Tune ends quietly on Ctrl-C: the budget is then neither spent nor given up on
-            interrupted = search.stop_reason is None and search.remaining > 0
-        if search.stop_reason is None and search.remaining == 0:
-            search.stop_reason = "trials"
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        search.abandon_pending()
-        sampler.close()
-        rundir.record(search_seconds=round(search.elapsed(), 2))
+    interrupted = _run_search(cfg, rundir, search, sampler, execute, reward_fn, data)
     summary = write_outputs(cfg, rundir, space, search.rows, target, reward_fn)
     log.finish(rundir, ARTIFACTS, "KILLED" if interrupted else "FINISHED")
     if interrupted:
@@ -349,6 +261,154 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         wall_seconds=round(time.time() - t0, 2),
     )
     return summary
+
+
+# -- the stage's phases ---------------------------------------------------------------------------
+def _load_data(cfg: Any, rundir: Any) -> Any:
+    """The proxy's dataset, loaded now to fail on bad data before Ray starts; recorded as used."""
+    from training.data import load_dataset
+
+    data = load_dataset(cfg.data)
+    rundir.record_dataset(data)
+    return data
+
+
+def _surrogate_executor(cfg: Any, rundir: Any, space: Any, surrogate: Any) -> Executor:
+    """The executor that scores trials with the surrogate instead of training them; recorded."""
+    from nas.surrogate import executor
+
+    print(
+        f"search: trials scored by the {surrogate.kind} surrogate {cfg.evaluator.path} (fitted on "
+        f"{surrogate.rows} architectures, k-fold Kendall {surrogate.cv['kendall']:.3f}); nothing trains",
+        file=sys.stderr,
+    )
+    execute = executor(surrogate, space, float(cfg.evaluator.noise), int(cfg.run.seed))
+    rundir.record(
+        evaluator={
+            "name": "surrogate",
+            "path": str(Path(cfg.evaluator.path).resolve()),
+            "model": surrogate.kind,
+            "rows": surrogate.rows,
+            "cv_kendall": surrogate.cv["kendall"],
+            "noise": float(cfg.evaluator.noise),
+        }
+    )
+    return execute
+
+
+def _open_sampler(cfg: Any, rundir: Any, space: Any) -> tuple[Any, Any]:
+    """(the sampler, the trial log), both on the run's Optuna storage, opened once: a journal is
+    replayed whole on opening. Every trial also goes to the run's Optuna study (and MLflow): a
+    sampler that asks and tells through the study already (tpe, nsga2) has its trials annotated
+    there, not copied."""
+    from nas.samplers import make_sampler
+    from training.trial_log import Choice, TrialLog, open_storage, study_of
+
+    storage, study_name = study_of(rundir, cfg, "search")
+    opened = open_storage(storage)
+    options = {k: cfg.sampler[k] for k in cfg.sampler if k != "name"}
+    sampler = make_sampler(
+        cfg.sampler.name,
+        space,
+        int(cfg.run.seed),
+        storage=opened,
+        study_name=study_name,
+        **options,
+    )
+    log = TrialLog.open(
+        rundir,
+        cfg,
+        "search",
+        {d.name: Choice(range(len(d.values))) for d in space.dims},
+        study=getattr(sampler, "study", None),
+        storage=opened,
+    )
+    return sampler, log
+
+
+def _restore_history(rows: list[dict[str, Any]], space: Any, unit: str, sampler: Any, log: Any) -> None:
+    """A resumed run's recorded trials into the trial log, then into the sampler (nothing for a
+    first attempt)."""
+    from nas.records import history_of
+
+    # what finished before the study heard of it. Before `restore`, which closes the trials a kill
+    # left running: Optuna takes no attributes on a finished trial, and one killed between its row
+    # and its annotation would stay in the study without its key.
+    log.sync(trial_entries(rows, space))
+    history = history_of(rows, "latency_ms" if unit == "ms" else "macs")
+    if history:
+        sampler.restore(history)
+
+
+def _make_search(
+    cfg: Any,
+    rundir: Any,
+    space: Any,
+    sampler: Any,
+    reward_fn: Any,
+    rows: list[dict[str, Any]],
+    log: Any,
+    table: Any,
+    data: Any,
+) -> Any:
+    """The search driver over the recorded `rows` (a resumed run's time spent counts against the
+    time budget); every change of its rows rewrites trials.csv, then the trial log."""
+    from foundation.units import parse_duration
+    from nas.driver import Search
+
+    elapsed_before = float(rundir.manifest.get("search_seconds", 0.0)) if cfg.resume else 0.0
+
+    def save(all_rows: list[dict[str, Any]]) -> None:
+        write_trials(rundir, all_rows)  # the record first: the study is rebuilt from it on resume
+        log.sync(trial_entries(all_rows, space))
+        rundir.record(search_seconds=round(search.elapsed(), 2))
+
+    search = Search(
+        space,
+        sampler,
+        reward_fn,
+        rows,
+        trials=int(cfg.trials),
+        time_budget=parse_duration(cfg.time_budget) if cfg.time_budget else None,
+        elapsed_before=elapsed_before,
+        reject_above=cfg.reject_above,
+        save=save,
+        latency_of=None if table is None else (lambda arch: table.predict(arch)),
+        prerank=prerank_of(cfg, space, data),
+        prerank_candidates=int(cfg.prerank_candidates),
+    )
+    return search
+
+
+def _run_search(
+    cfg: Any, rundir: Any, search: Any, sampler: Any, execute: Executor, reward_fn: Any, data: Any
+) -> bool:
+    """Runs the search's remaining trials; whether it was interrupted (Ctrl-C). Whatever happens,
+    the trials in hand are abandoned, the sampler closed and the time spent recorded."""
+    from nas.driver import RewardMetric
+    from training.proxy_config import budget, checked
+    from training.trials import EarlyStop, Scheduling, TrialSetup
+
+    interrupted = False
+    try:
+        if search.remaining > 0:
+            early_stop = None
+            if cfg.asha and data is not None:  # ASHA stops trainings; a surrogate's trials do not train
+                reports = budget(checked(cfg.proxy), len(data.train)).reports
+                early_stop = EarlyStop(reports, int(cfg.asha_grace_period), float(cfg.asha_reduction_factor))
+            setup = TrialSetup.of(cfg, metrics=RewardMetric(reward_fn))
+            execute(search, setup, Scheduling(metric="reward", early_stop=early_stop))
+            # Tune ends quietly on Ctrl-C: the budget is then neither spent nor given up on
+            interrupted = search.stop_reason is None and search.remaining > 0
+        if search.stop_reason is None and search.remaining == 0:
+            search.stop_reason = "trials"
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        search.abandon_pending()
+        sampler.close()
+        rundir.record(search_seconds=round(search.elapsed(), 2))
+    return interrupted
 
 
 def trial_entries(rows: list[dict[str, Any]], space: Any) -> list[Any]:

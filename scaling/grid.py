@@ -600,32 +600,22 @@ def _table_row(p: Mapping[str, Any]) -> dict[str, Any]:
 
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The grid stage; `execute` runs its trials (Ray Tune, or in this process)."""
-    from omegaconf import OmegaConf
-
-    from foundation import tables
     from training.data import load_dataset
-    from training.trials import Scheduling, TrialSetup
+    from training.trial_log import TrialLog
 
     t0 = time.time()
     baseline, source = resolve_baseline(cfg)
     if not cfg.get("resume"):  # a resumed run's manifest already names its inputs
-        if source["source"] == "search run":
-            rundir.record_upstream(
-                source["path"], "search", f"baseline arch {baseline.name} (best_arch.yaml)"
-            )
-        elif source["path"] is None and source["source"] != "--arch":
-            rundir.record_upstream(None, "official", f"baseline {source['source']}")
-        rundir.record(baseline=source)
+        _record_baseline(rundir, baseline, source)
     data = load_dataset(cfg.data)  # fail on bad data before Ray starts; record what was used
     rundir.record_dataset(data)
 
     candidates, n_every = candidates_of(cfg)
-    phi = float(cfg.phi)
     seeds = [int(cfg.run.seed) + i for i in range(int(cfg.seeds))]
     rows = plan(
         baseline,
         candidates,
-        phi,
+        float(cfg.phi),
         int(cfg.proxy.resolution),
         float(cfg.target),
         bool(cfg.include_baseline),
@@ -634,33 +624,15 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     )
     previous = _read_trials(rundir.file("trials.csv"), int(cfg.run.seed)) if cfg.get("resume") else {}
     restore(rows, previous, _key, KEPT)
-    from training.trial_log import TrialLog
-
     log = TrialLog.open(rundir, cfg, "grid", trial_space(rows))
     trials = GridTrials(rows, rundir, log=log)
-    todo = list(trials.queue)
-    n_cand = len(candidates)
-    print(
-        f"grid: phi={phi:g}, {n_every} grid points with |alpha*beta^2*gamma^2 - {cfg.target:g}| <= {cfg.tol:g} "
-        f"(step {cfg.step:g}, alpha <= {cfg.max_alpha:g}, beta <= {cfg.max_beta:g}, gamma <= {cfg.max_gamma:g})"
-        + (f", training a spread-out subset of {n_cand}" if n_cand < n_every else "")
-        + (" + the unscaled baseline" if cfg.include_baseline else "")
-        + (f", each with seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else "")
-        + f"; baseline {baseline.name} ({source['source']}); proxy {_budget(cfg.proxy)} on {data.name} "
-        f"at {cfg.proxy.resolution}px x gamma^phi"
-        + (f"; resuming: {len(rows) - len(todo)} done" if previous else ""),
-        flush=True,
-    )
-    trials.save()  # also a resumed run's finished rows the study lacks
-    if todo:
-        execute(trials, TrialSetup.of(cfg), Scheduling())
-    trials.save()
-    unfinished = [r["id"] for r in rows if r["status"] == "pending"]
-    if unfinished:
-        log.finish(rundir, ["trials.csv"], "KILLED")
+    done = len(rows) - trials.remaining if previous else None
+    print(_plan_line(cfg, len(candidates), n_every, seeds, baseline, source, data.name, done), flush=True)
+    unfinished = trials.run_trials(execute, cfg)
     if unfinished:  # Tune returns from fit() on Ctrl-C with trials still pending
+        log.finish(rundir, ["trials.csv"], "KILLED")
         print(
-            f"grid: interrupted with {len(unfinished)} trial(s) unfinished; continue with "
+            f"grid: interrupted with {unfinished} trial(s) unfinished; continue with "
             f"`effnas grid --resume {rundir.path}`",
             file=sys.stderr,
         )
@@ -668,106 +640,195 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
 
     points = point_stats(rows)
     winner = pick_winner(rows)
-    failed = [
-        r["id"] + (f" (seed {r['seed']})" if len(seeds) > 1 else "") for r in rows if r["status"] != "ok"
-    ]
     if winner is None:
-        raise UserError(
-            "no grid candidate finished"
-            + (f" all {len(seeds)} seeds" if len(seeds) > 1 else "")
-            + f" ({len(failed)} trial(s) failed or unfinished); see {rundir.file('trials.csv')}"
-        )
+        raise _no_winner(len(seeds), len(_failed(rows, seeds)), rundir.file("trials.csv"))
     scores = point_scores(rows, rundir.path, len(data.val))
     compared = verdicts(points, winner, scores)
-    evaluation = verdict.evaluation(list(scores.values()), "val")
-    verdict_record = {
-        "method": evaluation["method"],
-        "validation_images": len(data.val),
-        "seeds": len(seeds),
-        "seed_spread": evaluation["seed_spread"],
-        "resolvable_difference": evaluation["resolvable_difference"],
-        "winner_call": _winner_call(compared),
-        **{name: _rounded(v) for name, v in compared.items()},
-    }
-    std = None if winner["std"] is None else float(winner["std"])
-    proxy = OmegaConf.to_container(cfg.proxy, resolve=True)
-    coefficients = {
-        "alpha": winner["alpha"],
-        "beta": winner["beta"],
-        "gamma": winner["gamma"],
-        "product": winner["product"],
-        "phi": phi,
-        "id": winner["id"],
-        "accuracy": float(winner["mean"]),  # mean over seeds
-        "accuracy_std": std,
-        "seeds": seeds,
-        "macs_ratio": float(winner["macs_ratio"]),
-        "selection": f"highest mean proxy validation accuracy over {len(seeds)} seed(s) of {n_cand} candidates",
-        "verdict": verdict_record,
-        "baseline": baseline.to_dict(),
-        "baseline_source": source,
-        "proxy": proxy,
-        "data": {"name": data.name, "fingerprint": data.fingerprint},
-    }
+    verdict_record = _verdict_record(scores, compared, len(data.val), len(seeds))
+    coefficients = _coefficients(cfg, winner, seeds, len(candidates), verdict_record, baseline, source, data)
     rundir.write_yaml("coefficients.yaml", coefficients)
     plot_grid(rundir, points, winner, scores)
     log.finish(
         rundir, ["trials.csv", "coefficients.yaml", "accuracy_vs_coefficients.png", "accuracy_vs_macs.png"]
     )
+    for line in _result_lines(points, winner, compared, verdict_record, len(seeds)):
+        print(line)
+    summary = _summary(cfg, rows, seeds, len(candidates), n_every, points, winner, verdict_record, source)
+    return summary | {"wall_seconds": round(time.time() - t0, 1)}
 
-    shown = sorted((p for p in points if p["n"]), key=lambda p: -p["mean"])
-    print(
+
+# -- the stage's phases ---------------------------------------------------------------------------
+def _record_baseline(rundir: Any, baseline: Arch, source: Mapping[str, Any]) -> None:
+    """The manifest names the baseline and, for a search run or the official B0, where it came from."""
+    if source["source"] == "search run":
+        rundir.record_upstream(source["path"], "search", f"baseline arch {baseline.name} (best_arch.yaml)")
+    elif source["path"] is None and source["source"] != "--arch":
+        rundir.record_upstream(None, "official", f"baseline {source['source']}")
+    rundir.record(baseline=source)
+
+
+def _plan_line(
+    cfg: Any,
+    n_cand: int,
+    n_every: int,
+    seeds: Sequence[int],
+    baseline: Arch,
+    source: Mapping[str, Any],
+    dataset: str,
+    done: int | None,
+) -> str:
+    """The console's first line: the grid, what of it trains, the baseline and the proxy; `done`
+    trials of a resumed run (None: a first attempt)."""
+    return (
+        f"grid: phi={float(cfg.phi):g}, {n_every} grid points with |alpha*beta^2*gamma^2 - {cfg.target:g}| "
+        f"<= {cfg.tol:g} (step {cfg.step:g}, alpha <= {cfg.max_alpha:g}, beta <= {cfg.max_beta:g}, "
+        f"gamma <= {cfg.max_gamma:g})"
+        + (f", training a spread-out subset of {n_cand}" if n_cand < n_every else "")
+        + (" + the unscaled baseline" if cfg.include_baseline else "")
+        + (f", each with seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else "")
+        + f"; baseline {baseline.name} ({source['source']}); proxy {_budget(cfg.proxy)} on {dataset} "
+        f"at {cfg.proxy.resolution}px x gamma^phi" + (f"; resuming: {done} done" if done is not None else "")
+    )
+
+
+def _failed(rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[str]:
+    """The trials not `ok`, by point id (and seed, when there are several)."""
+    return [r["id"] + (f" (seed {r['seed']})" if len(seeds) > 1 else "") for r in rows if r["status"] != "ok"]
+
+
+def _no_winner(n_seeds: int, n_failed: int, table: Path) -> UserError:
+    """The error when no candidate finished every seed: nothing to pick."""
+    return UserError(
+        "no grid candidate finished"
+        + (f" all {n_seeds} seeds" if n_seeds > 1 else "")
+        + f" ({n_failed} trial(s) failed or unfinished); see {table}"
+    )
+
+
+def _verdict_record(
+    scores: Mapping[str, verdict.Scores],
+    compared: Mapping[str, Mapping[str, Any] | None],
+    images: int,
+    n_seeds: int,
+) -> dict[str, Any]:
+    """How the pick was judged (coefficients.yaml's and the summary's `verdict`): the method, what
+    the data resolve, the call against the runner-up and each comparison (`verdicts`)."""
+    evaluation = verdict.evaluation(list(scores.values()), "val")
+    return {
+        "method": evaluation["method"],
+        "validation_images": images,
+        "seeds": n_seeds,
+        "seed_spread": evaluation["seed_spread"],
+        "resolvable_difference": evaluation["resolvable_difference"],
+        "winner_call": _winner_call(compared),
+        **{name: _rounded(v) for name, v in compared.items()},
+    }
+
+
+def _std(point: Mapping[str, Any]) -> float | None:
+    """A point's std over seeds as a float (None under two finished seeds)."""
+    return None if point["std"] is None else float(point["std"])
+
+
+def _coefficients(
+    cfg: Any,
+    winner: Mapping[str, Any],
+    seeds: Sequence[int],
+    n_cand: int,
+    verdict_record: Mapping[str, Any],
+    baseline: Arch,
+    source: Mapping[str, Any],
+    data: Any,
+) -> dict[str, Any]:
+    """coefficients.yaml: the winner's (alpha, beta, gamma) and how it was picked, from what."""
+    from omegaconf import OmegaConf
+
+    return {
+        "alpha": winner["alpha"],
+        "beta": winner["beta"],
+        "gamma": winner["gamma"],
+        "product": winner["product"],
+        "phi": float(cfg.phi),
+        "id": winner["id"],
+        "accuracy": float(winner["mean"]),  # mean over seeds
+        "accuracy_std": _std(winner),
+        "seeds": list(seeds),
+        "macs_ratio": float(winner["macs_ratio"]),
+        "selection": f"highest mean proxy validation accuracy over {len(seeds)} seed(s) of {n_cand} candidates",
+        "verdict": verdict_record,
+        "baseline": baseline.to_dict(),
+        "baseline_source": source,
+        "proxy": OmegaConf.to_container(cfg.proxy, resolve=True),
+        "data": {"name": data.name, "fingerprint": data.fingerprint},
+    }
+
+
+def _best_first(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The points with a finished seed, highest mean first (the console's table, the paper's rank)."""
+    return sorted((p for p in points if p["n"]), key=lambda p: -p["mean"])
+
+
+def _result_lines(
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    compared: Mapping[str, Mapping[str, Any] | None],
+    verdict_record: Mapping[str, Any],
+    n_seeds: int,
+) -> list[str]:
+    """The console's result: the top ten points, the winner, its margins and the call."""
+    from foundation import tables
+
+    shown = _best_first(points)
+    columns = ["id", "alpha", "beta", "gamma", "product", "resolution", "macs", "macs_ratio"]
+    columns += ["mean", "std", "n", "seconds"]
+    std = _std(winner)
+    return [
         f"\ngrid: top of {len(shown)} finished (of {len(points)}), accuracy as mean over "
-        f"{len(seeds)} seed(s), std over seeds:"
-    )
-    print(
-        tables.format_table(
-            [_table_row(p) for p in shown[:10]],
-            [
-                "id",
-                "alpha",
-                "beta",
-                "gamma",
-                "product",
-                "resolution",
-                "macs",
-                "macs_ratio",
-                "mean",
-                "std",
-                "n",
-                "seconds",
-            ],
-        )
-    )
-    by_id = {p["id"]: p for p in points}
-    paper = by_id.get(_paper_id())
-    base = by_id.get(BASELINE_ID)
-    print(
+        f"{n_seeds} seed(s), std over seeds:",
+        tables.format_table([_table_row(p) for p in shown[:10]], columns),
         f"winner {winner['id']}: alpha={winner['alpha']:g} beta={winner['beta']:g} gamma={winner['gamma']:g} "
         f"(product {winner['product']:.4f}), proxy accuracy {float(winner['mean']):.4f}"
         + (f" +- {std:.4f}" if std is not None else "")
-        + f" (n={winner['n']})"
-    )
-    for name, v in compared.items():
-        print(verdict_line(name, v, winner["id"]))
-    print(f"  -> {verdict_record['winner_call']}")
+        + f" (n={winner['n']})",
+        *(verdict_line(name, v, winner["id"]) for name, v in compared.items()),
+        f"  -> {verdict_record['winner_call']}",
+    ]
+
+
+def _summary(
+    cfg: Any,
+    rows: Sequence[Mapping[str, Any]],
+    seeds: Sequence[int],
+    n_cand: int,
+    n_every: int,
+    points: Sequence[Mapping[str, Any]],
+    winner: Mapping[str, Any],
+    verdict_record: Mapping[str, Any],
+    source: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The stage's summary: what trained and failed, whether the constraint held, the winner, the
+    paper's point (with its rank) and the unscaled baseline's accuracy, the grid's settings."""
+    by_id = {p["id"]: p for p in points}
+    paper = by_id.get(_paper_id())
+    base = by_id.get(BASELINE_ID)
+    failed = _failed(rows, seeds)
     violations = [
         r["id"] for r in rows if r["kind"] == "candidate" and abs(r["product"] - cfg.target) > cfg.tol + 1e-9
     ]
     return {
-        "phi": phi,
+        "phi": float(cfg.phi),
         "candidates": n_cand,
         "grid_points": n_every,
         "trials": len(rows),
         "ok": len(rows) - len(failed),
         "failed": failed,
         "constraint_holds": not violations,
-        "seeds": seeds,
+        "seeds": list(seeds),
         "winner": {
             k: winner[k]
             for k in ("id", "alpha", "beta", "gamma", "product", "macs", "macs_ratio", "resolution", "n")
         }
-        | {"accuracy": float(winner["mean"]), "std": std},
+        | {"accuracy": float(winner["mean"]), "std": _std(winner)},
         "paper_point": None
         if paper is None
         else {
@@ -775,7 +836,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             "accuracy": paper["mean"],
             "std": paper["std"],
             "n": paper["n"],
-            "rank": next((i + 1 for i, p in enumerate(shown) if p["id"] == paper["id"]), None),
+            "rank": next((i + 1 for i, p in enumerate(_best_first(points)) if p["id"] == paper["id"]), None),
         },
         "baseline_accuracy": None if base is None else base["mean"],
         "verdict": verdict_record,
@@ -789,5 +850,4 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             "tol": cfg.tol,
         },
         "proxy_budget": _budget(cfg.proxy),
-        "wall_seconds": round(time.time() - t0, 1),
     }

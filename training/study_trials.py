@@ -10,11 +10,13 @@ the study's table. A study adds its columns and its trial-log entries.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from foundation import per_image
 from foundation.errors import UserError
-from training.trial_table import TrialTable, error_of, read_table
+from training.trial_table import TrialTable, error_of, read_table, restore
 
 EVAL_SPLITS = ("auto", "test", "val")
 KEPT = ("accuracy", "val_accuracy", "images_per_s", "seconds", "status", "error")  # restored on --resume
@@ -48,6 +50,28 @@ def evaluation_split(cfg: Any, data: Any) -> tuple[str, int]:
 def read_previous(path: Any) -> dict[Any, dict[str, Any]]:
     """An earlier attempt's study.csv rows by id (for --resume)."""
     return read_table(path, lambda r: str(r["id"]), "study table")
+
+
+def resume_rows(rundir: Any, rows: Sequence[dict[str, Any]], resuming: bool) -> bool:
+    """On --resume, the finished rows of the earlier attempt's study.csv back into the planned
+    `rows` (only the rest trains); whether there was an earlier table (the console then says how
+    much is done)."""
+    previous = read_previous(rundir.file("study.csv")) if resuming else {}
+    restore(rows, previous, lambda r: r["id"], KEPT)
+    return bool(previous)
+
+
+def stop_interrupted(rundir: Any, kind: str, pending: int, summary: Mapping[str, Any]) -> NoReturn:
+    """A study the executor left with `pending` trials (Ctrl-C): `summary` (what finished, summarised
+    all the same, `complete: false`) becomes summary.json, the console says how to continue, and
+    the interrupt goes on up."""
+    rundir.write_json("summary.json", dict(summary))
+    print(
+        f"study: interrupted with {pending} trial(s) pending; continue with "
+        f"`effnas study {kind} --resume {rundir.path}`",
+        file=sys.stderr,
+    )
+    raise KeyboardInterrupt
 
 
 class StudyTrials(TrialTable):

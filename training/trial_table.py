@@ -5,6 +5,8 @@ rewrites the table atomically (and syncs the Optuna trial log) and prints one pr
 an ETA; `--resume` reads an earlier attempt's table back (`read_table`) and keeps its finished
 rows (`restore`), so only what did not finish is trained again.
 
+`run_trials` is a stage's whole trial phase: write the table, train what remains, write it again.
+
 A stage specialises four things: `config` (a row as the trial config an executor runs),
 `record` (a trial's end into its row), `line` (the progress line) and `entries` (the rows as the
 trial log's entries). The executor sees an ordinary `training.trials.TrialSource`.
@@ -16,9 +18,12 @@ import sys
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import UserError
+
+if TYPE_CHECKING:
+    from training.trials import Executor
 
 
 class TrialTable:
@@ -92,6 +97,20 @@ class TrialTable:
             file=self.out or sys.stdout,
             flush=True,
         )
+
+    # -- the stage's trial phase --------------------------------------------------------------------
+    def run_trials(self, execute: Executor, cfg: Any) -> int:
+        """Write the table (a resumed run's finished rows too, before anything trains), hand what is
+        not `ok` yet to `execute` with the stage config's `TrialSetup`, write it again; returns how
+        many rows are still `pending` (the executor returned early: Tune ends `fit()` quietly on
+        Ctrl-C)."""
+        from training.trials import Scheduling, TrialSetup
+
+        self.save()
+        if self.remaining:
+            execute(self, TrialSetup.of(cfg), Scheduling())
+        self.save()
+        return sum(r["status"] == "pending" for r in self.rows)
 
 
 def error_of(result: Mapping[str, Any], error: str | bool) -> str:
