@@ -42,8 +42,13 @@ from foundation import per_image, verdict
 from foundation.errors import UserError
 from scaling.compound import PAPER_COEFFICIENTS, macs_of, scale_arch
 from search_spaces.arch import Arch
-from training.study_trials import KEPT, StudyTrials, check_eval_split, evaluation_split, read_previous
-from training.trial_table import restore
+from training.study_trials import (
+    StudyTrials,
+    check_eval_split,
+    evaluation_split,
+    resume_rows,
+    stop_interrupted,
+)
 
 if TYPE_CHECKING:
     from training.trials import Executor
@@ -725,7 +730,6 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The study stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from foundation import tables
     from training.data import load_dataset
-    from training.trials import Scheduling, TrialSetup
 
     t0 = time.time()
     baseline, coeffs, source = resolve_inputs(cfg)
@@ -737,8 +741,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     rundir.record_dataset(data)
     split, images = evaluation_split(cfg, data)
     rows = plan(cfg, baseline, coeffs)
-    previous = read_previous(rundir.file("study.csv")) if cfg.get("resume") else {}
-    restore(rows, previous, lambda r: r["id"], KEPT)
+    resumed = resume_rows(rundir, rows, bool(cfg.get("resume")))
     from training.trial_log import TrialLog
 
     log = TrialLog.open(rundir, cfg, "study", trial_space(rows))
@@ -748,7 +751,7 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         f"{tuple(coeffs)} ({source['coefficients']}); {len(rows)} trials on {data.name} at "
         f"{cfg.proxy.resolution}px x the resolution multiplier, budgets {list(cfg.budgets)} epochs; "
         f"judged on the {split} split ({images} images)"
-        + (f"; resuming: {len(rows) - trials.remaining} done" if previous else ""),
+        + (f"; resuming: {len(rows) - trials.remaining} done" if resumed else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -759,13 +762,9 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
             ["method", "level", *ARM_SHAPE, "macs", "macs_ratio", "on_level"],
         )
     )
-    trials.save()  # also a resumed run's finished rows the study lacks
-    if trials.remaining:
-        execute(trials, TrialSetup.of(cfg), Scheduling())
-    trials.save()
+    pending = trials.run_trials(execute, cfg)
     summary = summarize(rows, rundir.path, images, split)
     plot(rundir, rows, cfg.sweep, images, split)
-    pending = sum(r["status"] == "pending" for r in rows)
     log.finish(
         rundir,
         ["study.csv", "accuracy_vs_macs.png", "accuracy_vs_multiplier.png"],
@@ -774,16 +773,8 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     for line in summary_lines(summary):
         print(line)
     if pending:  # what finished is summarised and plotted all the same (`complete: false`)
-        rundir.write_json(
-            "summary.json",
-            {"stage": "study", "status": "interrupted", "complete": False, "pending": pending, **summary},
-        )
-        print(
-            f"study: interrupted with {pending} trial(s) pending; continue with "
-            f"`effnas study scaling --resume {rundir.path}`",
-            file=sys.stderr,
-        )
-        raise KeyboardInterrupt
+        status = {"stage": "study", "status": "interrupted", "complete": False, "pending": pending}
+        stop_interrupted(rundir, "scaling", pending, {**status, **summary})
     return {
         "complete": True,
         **summary,
