@@ -271,10 +271,14 @@ def prepare(cfg: Any) -> Conversion:
     state = read_state_dict(source)
     pairs = key_pairs(arch, library, name)
     lib_keys, our_keys = [p[0] for p in pairs], [p[1] for p in pairs]
-    head_key = lib_keys[-2] if to == "effnas" else our_keys[-2]  # the classifier's weight
-    rows = state.get(head_key)
-    if rows is None or rows.dim() != 2:
-        raise UserError(f"{source}: missing key {head_key} (not a {model} state_dict?)")
+    order = lib_keys if to == "effnas" else our_keys
+    absent = next((k for k in order if k not in state), None)  # the first, in the input's order
+    if absent is not None:
+        raise UserError(f"{source}: missing key {absent} (not a {model} state_dict?)")
+    head_key = order[-2]  # the classifier's weight: its rows are the class count
+    rows = state[head_key]
+    if rows.dim() != 2:
+        raise UserError(f"{source}: {head_key} has shape {list(rows.shape)}, {model} needs 2 dimensions")
     num_classes = int(rows.shape[0])
     shapes = expected_shapes(arch, num_classes)
     if set(shapes) != set(our_keys):  # the table and the builder disagree: a bug, not bad input
