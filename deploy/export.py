@@ -280,7 +280,10 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     else:
         weights = str(source.weights.resolve())
         if source.run is not None:
-            rundir.record_upstream(source.run, "train", f"weights {source.weights.name}")
+            from foundation.runfiles import stage_of
+
+            stage = stage_of(source.run) or "train"  # a train or a convert run
+            rundir.record_upstream(source.run, stage, f"weights {source.weights.name}")
     fmt = str(cfg.format)
     path = rundir.file(FORMATS[fmt])
     print(

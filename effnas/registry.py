@@ -311,5 +311,34 @@ The models train on the data and proxy the grid ran with (its recorded config), 
             flags=(Flag("--format", "format", "output format", "choice", ("table", "csv", "json")),),
             writes_run=False,
         ),
+        Stage(
+            "convert",
+            "models.convert",
+            "models.convert:ConvertConfig",
+            (),
+            "torchvision / timm state_dicts to an effnas run (arch.yaml + model.pt), and back",
+            positionals="files",
+            flags=(
+                Flag(
+                    "--model",
+                    "model",
+                    "LIBRARY:NAME, e.g. torchvision:efficientnet_b3, timm:tf_efficientnet_b3",
+                    metavar="LIBRARY:NAME",
+                ),
+                Flag(
+                    "--to",
+                    "to",
+                    "the output's layout (default effnas)",
+                    "choice",
+                    ("effnas", "torchvision", "timm"),
+                ),
+                Flag("--format", "format", "the library file's format", "choice", ("pt", "safetensors")),
+            ),
+            notes="""\
+Input: a .pt/.pth/.safetensors state_dict in the library's layout (--to effnas), or with
+--to torchvision|timm a convert or train run directory or a state_dict file in effnas's layout.
+timm's tf_efficientnet_b* weights get padding: same and bn_eps: 0.001 in arch.yaml; the
+PyTorch-trained ones bn_eps: 1.0e-05. The round trip is bit-exact.""",
+        ),
     )
 }

@@ -18,6 +18,7 @@ OPS = ("mbconv", "ds", "dsa", "conv", "bneck")
 _OP_PREFIX = ("ds", "dsa", "conv", "bneck")  # mbconv is the official, unprefixed form
 _EXPANDING = ("mbconv", "bneck")  # the ops that carry an `e` token
 ACTIVATIONS = ("silu", "relu", "relu6")  # silu (swish) is the default and is never written
+PADDINGS = ("symmetric", "same")  # see `Arch`: symmetric k // 2 (the default) or TF "SAME"
 
 
 class ArchError(ValueError):
@@ -198,7 +199,7 @@ def encode_stage(stage: StageSpec) -> str:
     return "_".join(parts)
 
 
-_STEM_HEAD_FIELDS = ("stem_kernel", "stem_stride", "stem_pool", "act", "head_min")
+_STEM_HEAD_FIELDS = ("stem_kernel", "stem_stride", "stem_pool", "act", "head_min", "padding", "bn_eps")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,19 @@ class Arch:
     (0: none, the last stage feeds the classifier: ResNet, MobileNetV1); `head_min` is a floor
     on its scaled width (MobileNetV2's last conv 1280 only grows, torchvision). `act` is the
     stem's and head's activation; each stage carries its own.
+
+    `padding` and `bn_eps` say how the weights were trained, not what the network is (they change
+    neither a shape nor the cost model's count):
+    - `padding: symmetric` (default): every kxk conv pads k // 2 on each side (torchvision, timm's
+      `efficientnet_b*`). `padding: same`: TensorFlow's "SAME", which pads
+      `max((ceil(i / s) - 1) * s + k - i, 0)` in total per axis, the odd pixel at the bottom /
+      right: timm's `tf_efficientnet_b*`, the paper's own weights, need it. It differs from
+      symmetric only on strided convs (stride 1 is k // 2 either way, built as a plain conv); those
+      compute their padding from each input's size (dynamic), or once at build time when the
+      builder is given a fixed input size (`build_model(..., input_size=224)`: static).
+    - `bn_eps`: every BatchNorm's epsilon; 1e-3 (default) is tensorflow/tpu's and timm's `tf_`
+      models'; torchvision's and timm's own weights were trained with PyTorch's 1e-5.
+    Both are written to YAML only where they differ from the default, so existing files stay.
     """
 
     stages: tuple[StageSpec, ...]
@@ -231,6 +245,8 @@ class Arch:
     stem_pool: bool = False
     act: str = "silu"
     head_min: int = 0
+    padding: str = "symmetric"
+    bn_eps: float = 1e-3
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -264,6 +280,10 @@ class Arch:
             raise ArchError(f"illegal stem_stride value {self.stem_stride}; expected 1 or 2")
         if self.act not in ACTIVATIONS:
             raise ArchError(f"unknown activation act={self.act!r}; expected one of {', '.join(ACTIVATIONS)}")
+        if self.padding not in PADDINGS:
+            raise ArchError(f"unknown padding {self.padding!r}; expected one of {', '.join(PADDINGS)}")
+        if not 0.0 < self.bn_eps < 1.0:
+            raise ArchError(f"bn_eps must be within (0, 1), got {self.bn_eps}")
 
     @property
     def blocks(self) -> list[str]:

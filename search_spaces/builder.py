@@ -7,40 +7,72 @@ built model with fvcore: the cross-check of `search_spaces.cost.count`.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from search_spaces.arch import Arch
-from search_spaces.blocks import ACTIVATIONS, Bottleneck, ConvNormAct, MBConv, RegularConv
+from search_spaces.blocks import (
+    ACTIVATIONS,
+    BatchNorm,
+    Bottleneck,
+    ConvLayer,
+    ConvNormAct,
+    MBConv,
+    NormLayer,
+    RegularConv,
+    conv_layer,
+    symmetric_conv,
+)
 from search_spaces.latency import Part
 from search_spaces.plan import Layer, layer_plan
 
 
-def make_layer(layer: Layer) -> nn.Module:
+def make_layer(layer: Layer, norm: NormLayer = BatchNorm, conv: ConvLayer = symmetric_conv) -> nn.Module:
     act = ACTIVATIONS[layer.act]
     if layer.op == "conv":
-        return RegularConv(layer, act=act)
+        return RegularConv(layer, norm, act, conv)
     if layer.op == "bneck":
-        return Bottleneck(layer, act=act)
-    return MBConv(layer, act=act)
+        return Bottleneck(layer, norm, act, conv)
+    return MBConv(layer, norm, act, conv)
 
 
-def make_stem(out_ch: int, kernel: int, stride: int, pool: bool, act: str) -> tuple[nn.Module, nn.Module]:
+def make_stem(
+    out_ch: int,
+    kernel: int,
+    stride: int,
+    pool: bool,
+    act: str,
+    norm: NormLayer = BatchNorm,
+    conv: ConvLayer = symmetric_conv,
+) -> tuple[nn.Module, nn.Module]:
     """(the stem conv, its 3x3/2 max pool or an identity)."""
-    conv = ConvNormAct(3, out_ch, kernel, stride, act=ACTIVATIONS[act])
-    return conv, nn.MaxPool2d(3, 2, padding=1) if pool else nn.Identity()
+    stem = ConvNormAct(3, out_ch, kernel, stride, norm=norm, act=ACTIVATIONS[act], conv=conv)
+    return stem, nn.MaxPool2d(3, 2, padding=1) if pool else nn.Identity()
 
 
-def make_head_conv(in_ch: int, out_ch: int, act: str) -> nn.Module:
+def make_head_conv(in_ch: int, out_ch: int, act: str, norm: NormLayer = BatchNorm) -> nn.Module:
     """The 1x1 head conv (EfficientNet, MobileNetV2), or an identity where there is none (0)."""
-    return ConvNormAct(in_ch, out_ch, 1, act=ACTIVATIONS[act]) if out_ch else nn.Identity()
+    return ConvNormAct(in_ch, out_ch, 1, norm=norm, act=ACTIVATIONS[act]) if out_ch else nn.Identity()
+
+
+def _shrink(size: int | None, stride: int) -> int | None:
+    """The output size of a stride-`stride` conv ("SAME" and k // 2 padding alike: ceil)."""
+    return None if size is None else -(-size // stride)
 
 
 class EfficientNet(nn.Module):
     """stem (kxk conv [+ 3x3/2 max pool]) -> layers -> [1x1 head conv] -> global pool -> dropout
     -> linear: EfficientNet, and every other network an `Arch` describes (MobileNets, ResNets)."""
 
-    def __init__(self, arch: Arch, num_classes: int = 1000, stem_stride: int | None = None) -> None:
+    def __init__(
+        self,
+        arch: Arch,
+        num_classes: int = 1000,
+        stem_stride: int | None = None,
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -49,10 +81,25 @@ class EfficientNet(nn.Module):
             raise ValueError(f"illegal stem stride {stem_stride}; expected 1 or 2")
         self.arch = arch
         stem, layers, head = layer_plan(arch)
-        self.stem, self.stem_pool = make_stem(stem, arch.stem_kernel, stem_stride, arch.stem_pool, arch.act)
-        self.blocks = nn.Sequential(*(make_layer(layer) for layer in layers))
+        # the arch's BN epsilon and padding (Arch's docstring); momentum is tensorflow/tpu's
+        norm = partial(nn.BatchNorm2d, momentum=0.01, eps=arch.bn_eps)
+        self.stem, self.stem_pool = make_stem(
+            stem,
+            arch.stem_kernel,
+            stem_stride,
+            arch.stem_pool,
+            arch.act,
+            norm,
+            conv_layer(arch.padding, input_size),
+        )
+        size = _shrink(_shrink(input_size, stem_stride), 2 if arch.stem_pool else 1)
+        blocks = []
+        for layer in layers:  # each layer's strided conv sees the layer's input size
+            blocks.append(make_layer(layer, norm, conv_layer(arch.padding, size)))
+            size = _shrink(size, layer.stride)
+        self.blocks = nn.Sequential(*blocks)
         features = head or layers[-1].out_ch
-        self.head = make_head_conv(layers[-1].out_ch, head, arch.act)
+        self.head = make_head_conv(layers[-1].out_ch, head, arch.act, norm)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(arch.dropout)
         self.classifier = nn.Linear(features, num_classes)
@@ -88,11 +135,13 @@ def build_model(
     depth: float | None = None,
     num_classes: int = 1000,
     stem_stride: int | None = None,
+    input_size: int | None = None,
 ) -> EfficientNet:
     """Build `arch`, optionally overriding its width/depth multipliers (rounded officially) and
-    its stem stride (the proxy's 32 px setting)."""
+    its stem stride (the proxy's 32 px setting). `input_size`: the one input size the model will
+    see, which makes `padding: same` static (no effect on symmetric padding)."""
     changes = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
-    return EfficientNet(arch.scaled(**changes) if changes else arch, num_classes, stem_stride)
+    return EfficientNet(arch.scaled(**changes) if changes else arch, num_classes, stem_stride, input_size)
 
 
 def fvcore_count(

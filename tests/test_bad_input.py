@@ -188,6 +188,22 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         [],
     ),
     "export/missing weights": (["export", "--weights", "{r}/none.pt"], "none.pt", []),
+    # convert
+    "convert/a state_dict of another model": (
+        ["convert", "{r}/train_b1/model.pt", "--model", "torchvision:efficientnet_b1"],
+        "missing key features.0.0.weight",
+        [],
+    ),
+    "convert/unknown model": (
+        ["convert", "{r}/train_b1/model.pt", "--model", "torchvision:efficientnet_b9"],
+        "efficientnet_b9",
+        [],
+    ),
+    "convert/truncated weights": (
+        ["convert", "{r}/train_b1/model.pt", "--to", "timm", "--model", "efficientnet_b1"],
+        "model.pt",
+        [(truncate, "train_b1/model.pt")],
+    ),
     # report
     "report/missing run": (["report", "{r}/nope"], "nope", []),
     "report/not a run": (["report", "{r}/grid/.hydra"], "not an effnas run", []),

@@ -1,5 +1,5 @@
-"""Weight files: a plain state_dict (`model.pt`, what `effnas train` writes) or a finished train
-run that holds one, read and fitted to a built model with one-line errors. Used by `effnas export`,
+"""Weight files: a plain state_dict (`model.pt`, what `effnas train` and `effnas convert` write)
+or a finished train or convert run that holds one, read and fitted to a built model with one-line errors. Used by `effnas export`,
 `effnas latency` and the Python API (`effnas.create_model(..., weights=...)`).
 """
 
@@ -13,13 +13,19 @@ from foundation.errors import UserError
 
 
 def weight_source(value: str | Path | None) -> tuple[Path | None, Path | None, dict[str, Any]]:
-    """(the state_dict file, the train run it belongs to, that run's facts) for `--weights`: a
-    file, or a finished train run directory (its model.pt)."""
+    """(the state_dict file, the train or convert run it belongs to, that run's facts) for
+    `--weights`: a file, or a finished train or convert run directory (its model.pt)."""
     from foundation.runfiles import require_run, stage_of
 
     if not value:
         return None, None, {}
     path = Path(str(value))
+    if path.is_dir() and stage_of(path) == "convert":
+        if not (path / "model.pt").is_file():
+            raise UserError(f"--weights {path}: the convert run has no model.pt (converted --to a library?)")
+        return path / "model.pt", path, convert_facts(path)
+    if path.is_file() and stage_of(path.parent) == "convert":
+        return path, path.parent, convert_facts(path.parent)
     if path.is_dir():
         run = require_run(path, "train", "--weights")
         weights = run / "model.pt"
@@ -54,6 +60,28 @@ def train_facts(run: Path) -> dict[str, Any]:
         "num_classes": OmegaConf.select(cfg, "proxy.num_classes") or dataset.get("num_classes"),
         "resolution": summary.get("resolution") or OmegaConf.select(cfg, "proxy.resolution"),
         "stem_stride": OmegaConf.select(cfg, "proxy.stem_stride"),
+    }
+
+
+def convert_facts(run: Path) -> dict[str, Any]:
+    """What a finished `effnas convert` run holds: its arch.yaml (padding and BN eps included),
+    classes and resolution."""
+    import yaml
+
+    from foundation.runfiles import read_json
+
+    summary = read_json(run / "summary.json")
+    if summary.get("status") != "done" or not (run / "arch.yaml").is_file():
+        raise UserError(f"--weights {run}: the convert run did not finish or has no arch.yaml")
+    try:
+        arch = yaml.safe_load((run / "arch.yaml").read_text())
+    except yaml.YAMLError:
+        raise UserError(f"--weights {run}: arch.yaml is not valid YAML") from None
+    return {
+        "arch": arch,
+        "num_classes": summary.get("num_classes"),
+        "resolution": summary.get("resolution"),
+        "stem_stride": (arch or {}).get("stem_stride") if isinstance(arch, dict) else None,
     }
 
 
