@@ -72,8 +72,18 @@ def validate(cfg: Any) -> None:
     minutes = cfg.train.checkpoint_minutes
     if minutes is not None and not float(minutes) > 0:
         raise UserError(f"train.checkpoint_minutes must be > 0 or null (every epoch only), got {minutes}")
+    if str(cfg.data.get("storage", "auto")) == "disk":
+        _check_store_resolution(int(cfg.data.image_size), int(cfg.proxy.resolution))
     if cfg.get("resume"):
         _check_resumable(Path(str(cfg.resume)), arch)
+
+
+def _check_store_resolution(stored: int, trained: int) -> None:
+    if stored != trained:
+        raise UserError(
+            f"data.storage=disk stores images at data.image_size={stored} but proxy.resolution={trained}: "
+            "the trainer would resize the whole set into memory; set them equal"
+        )
 
 
 def _check_resumable(path: Path, arch: Any) -> None:
@@ -120,6 +130,7 @@ def _checkpoint_arch(state: dict[str, Any]) -> Any:
 def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     from search_spaces.arch_config import arch_from_cfg
     from training.data import load_dataset
+    from training.data.store import ImageStore
     from training.proxy import resolve_device
 
     arch = arch_from_cfg(cfg.arch)
@@ -127,6 +138,9 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     data = load_dataset(cfg.data)
     load_seconds = time.perf_counter() - t0
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
+    on_disk = isinstance(data.train.x, ImageStore)
+    if on_disk:  # data.storage=auto chose the store
+        _check_store_resolution(data.image_size, int(cfg.proxy.resolution))
     checkpoint = None
     if cfg.get("resume") and rundir.file(CHECKPOINT).is_file():
         checkpoint = read_checkpoint(rundir.file(CHECKPOINT))
@@ -144,7 +158,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     rundir.record(device=device)
     print(
         f"effnas train: {arch.name} on {data.name} ({sizes['train']} train / {sizes['val']} val images, "
-        f"loaded in {load_seconds:.1f}s), device {device}",
+        f"loaded in {load_seconds:.1f}s{', on disk' if on_disk else ''}), device {device}",
         file=sys.stderr,
     )
     if checkpoint is not None:
