@@ -107,6 +107,17 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
         root = _directory(cfg, "root", str(name), required=True)
         if root is not None and not root.is_dir():
             raise DataError(f"data.root {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    if storage == "disk":
+        folders = name == "imagefolder" or (
+            name == "cifar10"
+            and _directory(cfg, "root", "cifar10", False) is not None
+            and (_directory(cfg, "root", "cifar10", False) / "train").is_dir()  # type: ignore[operator]
+        )
+        if not folders:
+            raise DataError(
+                "data.storage=disk needs image files (an ImageFolder, or CIFAR-10 as train/ and test/ "
+                f"folders); {name} is decoded whole in memory: use data.storage=memory"
+            )
     return (
         str(name),
         image_size,
