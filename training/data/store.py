@@ -89,6 +89,53 @@ def choose(mode: str, decoded_bytes: Optional[int], streamable: bool) -> str:
 
 
 # -- writing ---------------------------------------------------------------------------------------
+# Store files are written and read with plain file I/O, not through a memory map: pages a process
+# maps count in its resident set (ru_maxrss) until unmapped, so a store written or copied through
+# one would show the whole store as the writer's memory.
+class _NpyWriter:
+    """A uint8 `.npy` of `shape`, filled in order by `write(block)` (the header first)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        self.offset = header.offset
+        del header  # the header is written and the file sized; unmapped before any pixel
+        self.file = open(path, "r+b")  # noqa: SIM115 (closed by __exit__)
+        self.file.seek(self.offset)
+
+    def write(self, block: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(block, dtype=np.uint8).data)
+
+    def __enter__(self) -> _NpyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+class _NpyReader:
+    """Rows of a uint8 `.npy` [N, ...] read with `pread` (in file order) rather than mapped."""
+
+    def __init__(self, path: Path) -> None:
+        mapped = np.load(path, mmap_mode="r")
+        self.shape, self.offset = mapped.shape, mapped.offset
+        del mapped
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), *self.shape[1:]), np.uint8)
+        flat = out.reshape(len(index), self.row_bytes)
+        for i in np.argsort(index, kind="stable"):  # file order: the disk reads forwards
+            data = os.pread(self.fd, self.row_bytes, self.offset + int(index[i]) * self.row_bytes)
+            flat[i] = np.frombuffer(data, np.uint8)
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _temp_dir(root: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
@@ -159,15 +206,13 @@ def build_store(
                 continue
             shape = (len(paths), 3, size, size)
             digest.update(name.encode() + str(shape).encode())
-            out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
             tick = _progress(f"decoding {source.where} ({split}) into the store {entry}:")
-            for start in range(0, len(paths), CHUNK):
-                block = decode_chunk(paths[start : start + CHUNK], size)
-                out[start : start + len(block)] = block
-                digest.update(np.ascontiguousarray(block).data)
-                tick(start + len(block), len(paths))
-            out.flush()
-            del out
+            with _NpyWriter(tmp / f"{name}.npy", shape) as out:
+                for start in range(0, len(paths), CHUNK):
+                    block = np.ascontiguousarray(decode_chunk(paths[start : start + CHUNK], size))
+                    out.write(block)
+                    digest.update(block.data)
+                    tick(start + len(block), len(paths))
         meta = {
             "source": source.name,
             "where": source.where,
@@ -245,32 +290,27 @@ def _write_splits(
         stats = {}
         for split, rows in index.items():
             prefix = "train" if rows is not None else "test"
-            x_all = np.load(entry / f"{prefix}_x.npy", mmap_mode="r")
+            source = _NpyReader(entry / f"{prefix}_x.npy")
             y_all = np.load(entry / f"{prefix}_y.npy")
             rows = np.arange(len(y_all)) if rows is None else np.asarray(rows)
-            out = np.lib.format.open_memmap(
-                tmp / f"{split}_x.npy", mode="w+", dtype=np.uint8, shape=(len(rows), *x_all.shape[1:])
-            )
+            image = source.shape[1:]
             total = np.zeros(3)
             squares = np.zeros(3)
             tick = _progress(f"writing the {split} split of {entry}:")
-            for start, part in _chunks(rows):
-                order = np.argsort(part, kind="stable")  # read the store in file order
-                block = np.empty((len(part), *x_all.shape[1:]), np.uint8)
-                block[order] = x_all[part[order]]
-                out[start : start + len(part)] = block
-                as_float = block.astype(np.float64)
-                total += as_float.sum(axis=(0, 2, 3))
-                squares += np.square(as_float).sum(axis=(0, 2, 3))
-                tick(start + len(part), len(rows))
-            out.flush()
-            del out
-            pixels = max(1, len(rows) * x_all.shape[2] * x_all.shape[3])
+            with _NpyWriter(tmp / f"{split}_x.npy", (len(rows), *image)) as out:
+                for start, part in _chunks(rows):
+                    block = source.rows(part)
+                    out.write(block)
+                    as_float = block.astype(np.float64)
+                    total += as_float.sum(axis=(0, 2, 3))
+                    squares += np.square(as_float).sum(axis=(0, 2, 3))
+                    tick(start + len(part), len(rows))
+            source.close()
+            pixels = max(1, len(rows) * image[1] * image[2])
             mean = total / pixels
             std = np.sqrt(np.maximum(squares / pixels - mean**2, 0.0))
             stats[split] = {"mean": mean.tolist(), "std": std.tolist()}
             np.save(tmp / f"{split}_y.npy", np.ascontiguousarray(y_all[rows], dtype=np.int64))
-            del x_all
         (tmp / "meta.json").write_text(json.dumps({"params": params, "stats": stats}, indent=1) + "\n")
         _publish(tmp, folder, lambda f: _splits_readable(f, index))
     except OSError as exc:
