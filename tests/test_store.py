@@ -152,3 +152,14 @@ def test_bad_storage_is_one_line(
     err = expect_usage_error(["train", *args, "proxy.epochs=1", f"run.root={tmp_path}"], capsys)
     assert message in err
     assert not (tmp_path / "train").exists()
+
+
+def test_a_source_test_split_is_read_from_the_store_itself(folder: Path, tmp_path: Path) -> None:
+    cfgs = [config(folder, tmp_path / s, s) for s in ("memory", "disk")]
+    for c in cfgs:
+        c.test_root = str(folder)  # a separate test tree: the source's own test split
+    resident, disk = (load_dataset(c) for c in cfgs)
+    assert resident.fingerprint == disk.fingerprint and resident.test is not None and disk.test is not None
+    assert np.array_equal(resident.test.x, np.asarray(disk.test.x))
+    assert np.array_equal(resident.test.y, disk.test.y)
+    assert not list((tmp_path / "disk").glob("*/splits-*/test_x.npy"))  # not copied

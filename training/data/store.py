@@ -258,18 +258,23 @@ def split_store(
     Written once per `params` (the split settings) into `entry/splits-<hash>/`."""
     tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     folder = entry / f"splits-{tag}"
-    if not _splits_readable(folder, index):
-        _write_splits(entry, folder, params, index)
+    copied = {split: rows for split, rows in index.items() if rows is not None}
+    if not _splits_readable(folder, copied):
+        _write_splits(entry, folder, params, copied)
     meta = json.loads((folder / "meta.json").read_text())
     out = {}
-    for split in index:
+    for split, rows in index.items():
+        if rows is None:  # the source's own test split: the store's arrays as they are
+            x = np.load(entry / "test_x.npy", mmap_mode="c").view(ImageStore)
+            out[split] = Split(x, np.load(entry / "test_y.npy"))
+            continue
         x = np.load(folder / f"{split}_x.npy", mmap_mode="c").view(ImageStore)  # "c": torch wants writable
         x.stats = (np.asarray(meta["stats"][split]["mean"]), np.asarray(meta["stats"][split]["std"]))
         out[split] = Split(x, np.load(folder / f"{split}_y.npy"))
     return out
 
 
-def _splits_readable(folder: Path, index: dict[str, Optional[np.ndarray]]) -> bool:
+def _splits_readable(folder: Path, index: dict[str, np.ndarray]) -> bool:
     try:
         meta = json.loads((folder / "meta.json").read_text())
         return all(s in meta["stats"] and (folder / f"{s}_x.npy").is_file() for s in index)
@@ -282,17 +287,14 @@ def _chunks(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         yield start, rows[start : start + CHUNK]
 
 
-def _write_splits(
-    entry: Path, folder: Path, params: dict[str, Any], index: dict[str, Optional[np.ndarray]]
-) -> None:
+def _write_splits(entry: Path, folder: Path, params: dict[str, Any], index: dict[str, np.ndarray]) -> None:
     tmp = _temp_dir(entry, folder.name)
     try:
         stats = {}
         for split, rows in index.items():
-            prefix = "train" if rows is not None else "test"
-            source = _NpyReader(entry / f"{prefix}_x.npy")
-            y_all = np.load(entry / f"{prefix}_y.npy")
-            rows = np.arange(len(y_all)) if rows is None else np.asarray(rows)
+            source = _NpyReader(entry / "train_x.npy")
+            y_all = np.load(entry / "train_y.npy")
+            rows = np.asarray(rows)
             image = source.shape[1:]
             total = np.zeros(3)
             squares = np.zeros(3)
