@@ -105,10 +105,15 @@ def test_a_changed_source_is_named_and_decoded_again(
     capsys.readouterr()
     image = root / "c0" / "0.png"
     Image.fromarray(np.full((20, 24, 3), 7, np.uint8)).save(image)  # edited since it was decoded
+    other_size = config(root, cache, "disk")
+    other_size.image_size = 8
+    load_dataset(other_size)  # decoded at another size: another store, the first one kept
+    assert old.exists() and "before its files changed" not in capsys.readouterr().err
     after = load_dataset(config(root, cache, "disk"))
     err = capsys.readouterr().err
     assert f"the store {old} was decoded from {root} before its files changed" in err
     assert not old.exists() and before.fingerprint != after.fingerprint
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2  # 16 px (new) and 8 px
 
 
 def test_auto_picks_disk_when_memory_is_short(

@@ -186,7 +186,7 @@ def build_store(
     would give the same arrays in memory."""
     from training.data.cache import ARRAYS, _read
 
-    _replace_stale(root, entry, source)
+    _replace_stale(root, entry, source, size)
     tmp = _temp_dir(root, entry.name)
     try:
         digest = hashlib.sha256(json.dumps(list(source.classes)).encode())
@@ -230,17 +230,19 @@ def build_store(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_stale(root: Path, entry: Path, source: Any) -> None:
-    """Other entries decoded from this very source (same name and place) under another key: its
-    files changed since; say which and why, and remove them (they would never be read again)."""
+def _replace_stale(root: Path, entry: Path, source: Any, image_size: int) -> None:
+    """Other entries decoded from this very source (same name, place and image size) under another
+    key: its files changed since; say which and why, and remove them (they would never be read
+    again). An entry at another image size is another store, kept."""
     for other in root.glob(f"{source.name}-*"):
         if other == entry or not (other / "meta.json").is_file():
             continue
         try:
             meta = json.loads((other / "meta.json").read_text())
+            size = np.load(other / "train_x.npy", mmap_mode="r").shape[-1]
         except (OSError, ValueError):
             continue
-        if meta.get("where") == source.where and meta.get("key") != source.key:
+        if meta.get("where") == source.where and meta.get("key") != source.key and size == image_size:
             print(
                 f"effnas.data: the store {other} was decoded from {source.where} before its files "
                 "changed (names, sizes or modification times differ): removing it, decoding again",
