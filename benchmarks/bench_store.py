@@ -78,7 +78,7 @@ def memory_child(args: argparse.Namespace, storage: str) -> dict:
     t0 = time.perf_counter()
     data = load_dataset(data_config(args.root, args.cache_dir, storage, args.image_size))
     load_s = time.perf_counter() - t0
-    p = proxy(args.image_size, images=args.images, batch_size=32, micro_batch=0, bn_calibration=256)
+    p = proxy(args.image_size, images=args.images, batch_size=args.batch, micro_batch=0, bn_calibration=256)
     result = evaluate(official("efficientnet_b0"), p, data, seed=0, threads=args.threads, device="cpu")
     return {
         "storage": storage,
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak RSS per storage instead of speed")
     parser.add_argument("--images", type=int, default=500, help="--memory: training images")
     parser.add_argument("--resident", action="store_true", help="--memory: also the resident path")
+    parser.add_argument("--batch", type=int, default=32, help="--memory: images per step")
     parser.add_argument("--child", choices=("memory", "disk"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
