@@ -133,7 +133,8 @@ STAGES: dict[str, Stage] = {
             "models.train",
             "models.train:TrainConfig",
             ("arch", "data", "proxy"),
-            "train one architecture with the proxy trainer",
+            "train one architecture with the proxy trainer (checkpointed: --resume continues it)",
+            resume=True,
         ),
         Stage(
             "study",

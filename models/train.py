@@ -2,11 +2,21 @@
 
     effnas train arch=efficientnet_b0 data=cifar10 data.root=../shared/datasets/cifar10 proxy.epochs=10
     effnas train path/to/b1.yaml data.use_test=true
+    effnas train --resume results/train/2026-12-03_07-00-00      # after a crash or kill -9
 
 Writes `metrics.csv` (one row per report, every `proxy.report_every` epochs), `model.pt` (a plain
 state_dict, unless save_weights=false) and returns the summary the CLI stores as `summary.json`.
 Every summary value except the `*seconds*` and `images_per_second` keys is deterministic on CPU
 under the seed, so `effnas rerun` of a train run reports MATCH.
+
+Checkpoints: `checkpoint.pt`, replaced atomically at the end of every epoch and every
+`train.checkpoint_minutes` of training, holds everything the next step needs (weights with BN
+statistics, optimizer state, the schedule's position, the torch / numpy / python RNG states, the
+data stream's generator and this epoch's order, the metrics so far). `--resume RUN_DIR` rebuilds
+the trainer from the run's recorded config and continues at the checkpoint's step; on CPU in one
+process (same thread count) the resumed run ends with the same bits as an uninterrupted one
+(tests/test_train_resume.py kills a run with SIGKILL to check it). The learning rate is a pure
+function of the step (`ProxyTrainer.lr_at`), so the step is the scheduler's whole state.
 """
 
 from __future__ import annotations
@@ -14,7 +24,10 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING
 
 from foundation import per_image
 from foundation.errors import UserError
@@ -26,6 +39,15 @@ from training.proxy_config import ProxyConfig
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "metrics.csv": (("epoch", "val_accuracy"), ("epoch", "val_accuracy")),
 }
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainSettings:
+    """The `train` node of `conf/train.yaml` (values and their comments live there)."""
+
+    checkpoint_minutes: Optional[float] = MISSING
 
 
 @dataclass
@@ -35,27 +57,99 @@ class TrainConfig:
     arch: ArchConfig = field(default_factory=ArchConfig)
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     save_weights: bool = True
+    resume: Optional[str] = None  # set by `--resume RUN_DIR`
 
 
 def validate(cfg: Any) -> None:
-    """Cheap checks before a run directory exists: the arch builds (the proxy and run settings
-    are checked by the application for every stage)."""
+    """Cheap checks before a run directory exists or is touched: the arch builds, the checkpoint
+    interval is valid and, on --resume, the run is unfinished and its checkpoint (if any) is of
+    this arch. (`--resume` of a run another process holds is refused by its lock before this.)"""
     from search_spaces.arch_config import arch_from_cfg
 
-    arch_from_cfg(cfg.arch)
+    arch = arch_from_cfg(cfg.arch)
+    minutes = cfg.train.checkpoint_minutes
+    if minutes is not None and not float(minutes) > 0:
+        raise UserError(f"train.checkpoint_minutes must be > 0 or null (every epoch only), got {minutes}")
+    if str(cfg.data.get("storage", "auto")) == "disk":
+        _check_store_resolution(int(cfg.data.image_size), int(cfg.proxy.resolution))
+    if cfg.get("resume"):
+        _check_resumable(Path(str(cfg.resume)), arch)
+
+
+def _check_store_resolution(stored: int, trained: int) -> None:
+    if stored != trained:
+        raise UserError(
+            f"data.storage=disk stores images at data.image_size={stored} but proxy.resolution={trained}: "
+            "the trainer would resize the whole set into memory; set them equal"
+        )
+
+
+def _check_resumable(path: Path, arch: Any) -> None:
+    from foundation.runfiles import read_json
+
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("status") == "done":
+        raise UserError(
+            f"--resume {path}: the run finished (status done, summary.json written); nothing to "
+            "resume: start a new run"
+        )
+    if (path / CHECKPOINT).is_file():
+        saved = _checkpoint_arch(read_checkpoint(path / CHECKPOINT))
+        if saved != arch:
+            raise UserError(
+                f"--resume {path}: its checkpoint is of arch {saved.name!r} "
+                f"({' '.join(saved.blocks)}), the run's config now names {arch.name!r} "
+                f"({' '.join(arch.blocks)}): resume it with the arch it was started with"
+            )
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A train run's `checkpoint.pt` (plain tensors and values: loaded with weights_only)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: unreadable checkpoint: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not an effnas train checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _checkpoint_arch(state: dict[str, Any]) -> Any:
+    from search_spaces.arch import Arch
+
+    return Arch.from_dict(state["arch"])
 
 
 def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     from search_spaces.arch_config import arch_from_cfg
     from training.data import load_dataset
-    from training.proxy import evaluate, resolve_device
+    from training.data.store import ImageStore
+    from training.proxy import resolve_device
 
     arch = arch_from_cfg(cfg.arch)
     t0 = time.perf_counter()
     data = load_dataset(cfg.data)
     load_seconds = time.perf_counter() - t0
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
+    on_disk = isinstance(data.train.x, ImageStore)
+    if on_disk:  # data.storage=auto chose the store
+        _check_store_resolution(data.image_size, int(cfg.proxy.resolution))
+    checkpoint = None
+    if cfg.get("resume") and rundir.file(CHECKPOINT).is_file():
+        checkpoint = read_checkpoint(rundir.file(CHECKPOINT))
+        if checkpoint["fingerprint"] != data.fingerprint:
+            raise UserError(
+                f"--resume {rundir.path}: the data changed since the checkpoint (dataset fingerprint "
+                f"{checkpoint['fingerprint'][:12]} then, {data.fingerprint[:12]} now): the run cannot "
+                "continue on other images; start a new run"
+            )
     rundir.record_dataset(data)
     try:
         device = resolve_device(str(cfg.run.device))
@@ -64,40 +158,21 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     rundir.record(device=device)
     print(
         f"effnas train: {arch.name} on {data.name} ({sizes['train']} train / {sizes['val']} val images, "
-        f"loaded in {load_seconds:.1f}s), device {device}",
+        f"loaded in {load_seconds:.1f}s{', on disk' if on_disk else ''}), device {device}",
         file=sys.stderr,
     )
-    rows: list[dict[str, Any]] = []
-
-    def progress(m: dict[str, Any]) -> None:
-        rows.append({k: m[k] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_loss", "lr")})
-        rows[-1]["images_per_second"] = round(m["images_per_second"], 1)
-        rundir.write_csv("metrics.csv", rows)  # rewritten each report: a crash keeps what was done
-        eta = m["train_seconds"] / m["step"] * (m["total_steps"] - m["step"])
-        total_epochs = m["epoch"] * m["total_steps"] / m["step"]
+    if checkpoint is not None:
         print(
-            f"epoch {m['epoch']:.4g}/{total_epochs:.4g}  loss {m['train_loss']:.4f}  "
-            f"val_acc {m['val_accuracy']:.4f}  val_loss {m['val_loss']:.4f}  "
-            f"{m['images_per_second']:,.0f} img/s  ETA {_clock(eta)}",
+            f"effnas train: resuming at step {checkpoint['step']} of {checkpoint['total_steps']} "
+            f"(epoch {checkpoint['step'] / checkpoint['steps_per_epoch']:.4g}) from {rundir.file(CHECKPOINT)}",
             file=sys.stderr,
-            flush=True,
         )
+    elif cfg.get("resume"):
+        print("effnas train: no checkpoint was written before the run ended; starting again", file=sys.stderr)
 
-    result = evaluate(
-        arch,
-        cfg.proxy,
-        data,
-        seed=int(cfg.run.seed),
-        threads=int(cfg.run.threads),
-        device=device,
-        test=bool(cfg.data.use_test),
-        progress=progress,
-        keep_model=bool(cfg.save_weights),
-    )
-    if result.status != "ok":
-        raise UserError(f"training failed: {result.error} (metrics so far: {rundir.file('metrics.csv')})")
+    result, model = train(arch, cfg, data, device, rundir, checkpoint)
     if cfg.save_weights:
-        _save_state_dict(result.model, rundir.file("model.pt"))
+        _save_state_dict(model, rundir.file("model.pt"))
     # which validation (and test) images it got right: lets a pipeline pair two trained models
     per_image.save(rundir.path, "val", result.correct)
     per_image.save(rundir.path, "test", result.test_correct)
@@ -130,6 +205,238 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         file=sys.stderr,
     )
     return summary
+
+
+def train(
+    arch: Any, cfg: Any, data: Any, device: str, rundir: Any, checkpoint: dict[str, Any] | None
+) -> tuple[Any, Any]:
+    """`training.proxy.evaluate`'s run (same trainer, same seeding, so the same bits) with
+    checkpoints, from `checkpoint` when given -> (TrialResult, the trained model). A diverging
+    or timed-out run is a UserError naming the metrics written so far."""
+    import torch
+
+    from training.proxy import Diverged, ProxyTrainer, TimeLimit
+    from training.proxy_config import time_limit
+
+    t0 = time.perf_counter()
+    threads = int(cfg.run.threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as evaluate: denormals slow CPU kernels 10-100x
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    seed = int(cfg.run.seed)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # weights, dropout, stochastic depth (evaluate's seeding)
+        trainer = ProxyTrainer(arch, cfg.proxy, data, seed=seed, device=device)
+        limit = time_limit(trainer.proxy)
+        trainer.deadline = None if limit is None else t0 + limit
+        loop = _Loop(trainer, arch, data.fingerprint, rundir, cfg.train.checkpoint_minutes)
+        try:
+            if checkpoint is not None:
+                loop.restore(checkpoint)
+            loop.run()
+            if cfg.data.use_test:
+                if data.test is None:
+                    raise UserError(f"dataset {data.name} has no test split (data.use_test=true)")
+                r = trainer.result
+                r.test_accuracy, _, hits = trainer.score(trainer.test_x, trainer.test_y)
+                r.test_correct = per_image.encode(hits)
+        except (Diverged, TimeLimit) as exc:
+            raise UserError(
+                f"training failed: {exc} (metrics so far: {rundir.file('metrics.csv')})"
+            ) from None
+        except torch.OutOfMemoryError as exc:
+            raise UserError(f"training failed: out of memory: {str(exc).splitlines()[0]}") from None
+        finally:
+            trainer.close()
+    trainer.result.seconds = time.perf_counter() - t0
+    return trainer.result, trainer.model
+
+
+class _Loop:
+    """`ProxyTrainer.train`'s loop, resumable: it starts at any step, and writes a checkpoint at
+    every epoch end and every `minutes` of training."""
+
+    def __init__(self, trainer: Any, arch: Any, fingerprint: str, rundir: Any, minutes: float | None) -> None:
+        import torch
+
+        self.t, self.arch, self.fingerprint, self.rundir = trainer, arch, fingerprint, rundir
+        self.every = None if minutes is None else 60.0 * float(minutes)
+        self.start = 0
+        self.losses = torch.zeros(trainer.total_steps, device=trainer.dev)
+        self.rows: list[dict[str, Any]] = []
+        self.train_seconds, self.images = 0.0, 0
+
+    def restore(self, state: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        t = self.t
+        if state["total_steps"] != t.total_steps or state["steps_per_epoch"] != t.steps_per_epoch:
+            raise UserError(
+                f"--resume {self.rundir.path}: the checkpoint is of a run of {state['total_steps']} steps "
+                f"({state['steps_per_epoch']} per epoch), the config now gives {t.total_steps} "
+                f"({t.steps_per_epoch}): resume with the budget it was started with"
+            )
+        try:
+            t.model.load_state_dict(state["model"])
+            t.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(
+                f"--resume {self.rundir.path}: the checkpoint does not fit the model: {first}"
+            ) from None
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if t.cuda and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], t.dev)
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+        t.generator.set_state(rng["data"])
+        t._order = None if state["order"] is None else state["order"].to(t.dev)
+        t._steps_done, t._calibrated_at = state["step"], state["calibrated_at"]
+        self.start = state["step"]
+        self.losses[: self.start] = state["losses"].to(t.dev)
+        self.rows = list(state["rows"])
+        self.train_seconds, self.images = state["train_seconds"], state["images"]
+        r = t.result
+        for key, value in state["result"].items():
+            setattr(r, key, value)
+
+    def save(self, done: int, lr: float) -> None:
+        import io
+        import random
+
+        import numpy as np
+        import torch
+
+        from foundation.runfiles import atomic_write
+
+        t, r = self.t, self.t.result
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "arch": {k: v for k, v in self.arch.to_dict().items() if k != "meta"},
+            "fingerprint": self.fingerprint,
+            "step": done,
+            "total_steps": t.total_steps,
+            "steps_per_epoch": t.steps_per_epoch,
+            "lr": lr,  # the schedule's value at the last step (lr_at(step) recomputes it)
+            "model": t.model.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(t.dev) if t.cuda else None,
+                "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+                "python": random.getstate(),
+                "data": t.generator.get_state(),
+            },
+            # the data position: the step (-> epoch and batch) and this epoch's permutation
+            "order": None if t._order is None else t._order.cpu(),
+            "calibrated_at": t._calibrated_at,
+            "losses": self.losses[:done].cpu(),
+            "rows": self.rows,
+            "train_seconds": self.train_seconds,
+            "images": self.images,
+            "result": {
+                "accuracy": r.accuracy,
+                "loss": r.loss,
+                "correct": r.correct,
+                "history": r.history,
+                "steps": r.steps,
+                "epochs": r.epochs,
+                "images_per_second": r.images_per_second,
+                "compile_seconds": r.compile_seconds,
+            },
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.rundir.file(CHECKPOINT), buf.getvalue())
+
+    def run(self) -> None:
+        import torch
+
+        from training.proxy import TimeLimit
+        from training.proxy_config import time_limit
+
+        t, r = self.t, self.t.result
+        check_every = 50 if t.cuda else 1  # host syncs: free on CPU, only now and then on CUDA
+        checked = self.start  # losses[:checked] are known finite
+        t.model.train()
+        tic = last_save = time.perf_counter()
+        for step in range(self.start, t.total_steps):
+            lr, loss = t.step(step)
+            self.losses[step] = loss.detach()
+            if step == self.start and r.compiled:
+                r.compile_seconds = time.perf_counter() - tic  # the first step compiles
+                tic = time.perf_counter()
+            else:
+                self.images += t.batch
+            done = step + 1
+            if t.deadline is not None and time.perf_counter() > t.deadline:
+                limit, given = f"{time_limit(t.proxy):g}s", str(t.proxy.trial_timeout)
+                raise TimeLimit(
+                    f"exceeded the time limit of {limit}"
+                    + (f" ({given})" if given != limit else "")
+                    + f" at step {done} of {t.total_steps}"
+                )
+            report = done % t.report_steps == 0 or done == t.total_steps
+            epoch_end = done % t.steps_per_epoch == 0
+            due = self.every is not None and time.perf_counter() - last_save >= self.every
+            if done - checked >= check_every or report or epoch_end or due:
+                checked = t._check_finite(self.losses, checked, done)
+            if report:
+                if t.cuda:
+                    torch.cuda.synchronize()
+                self.train_seconds += time.perf_counter() - tic
+                self._report(done, lr)
+                tic = time.perf_counter()
+            if (epoch_end or due) and done < t.total_steps:
+                self.train_seconds += time.perf_counter() - tic
+                self.save(done, lr)
+                tic = last_save = time.perf_counter()
+
+    def _report(self, done: int, lr: float) -> None:
+        from training.proxy import Diverged
+
+        t, r = self.t, self.t.result
+        r.accuracy, r.loss, hits = t.score(t.val_x, t.val_y)
+        r.correct = per_image.encode(hits)
+        if r.loss != r.loss or r.loss in (float("inf"), float("-inf")):
+            raise Diverged(f"validation loss became {r.loss} at step {done}")
+        first = ((done - 1) // t.report_steps) * t.report_steps
+        ips = self.images / self.train_seconds if self.train_seconds > 0 else 0.0
+        metrics = {
+            "epoch": round(done / t.steps_per_epoch, 4),
+            "step": done,
+            "train_loss": float(self.losses[first:done].mean()),
+            "val_accuracy": r.accuracy,
+            "val_loss": r.loss,
+            "lr": lr,
+            "images_per_second": ips,
+        }
+        r.history.append(metrics)
+        r.steps, r.epochs = done, done / t.steps_per_epoch
+        r.images_per_second = ips
+        self.rows.append(
+            {
+                **{k: metrics[k] for k in metrics if k != "images_per_second"},
+                "images_per_second": round(ips, 1),
+            }
+        )
+        self.rundir.write_csv("metrics.csv", self.rows)  # rewritten each report: a crash keeps what was done
+        eta = self.train_seconds / max(1, done - self.start) * (t.total_steps - done)
+        print(
+            f"epoch {metrics['epoch']:.4g}/{t.total_epochs:.4g}  loss {metrics['train_loss']:.4f}  "
+            f"val_acc {r.accuracy:.4f}  val_loss {r.loss:.4f}  {ips:,.0f} img/s  ETA {_clock(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _save_state_dict(model: Any, path: Any) -> None:

@@ -23,4 +23,7 @@ class DataConfig:
     split_seed: int = 0
     max_train: Optional[int] = None  # keep a stratified subset of the training split
     cache_dir: Optional[str] = None  # decoded-array cache; default ~/.cache/effnas
+    # auto | memory | disk: decoded images resident, or in an on-disk store read batch by batch
+    # (training/data/store.py); auto picks disk for a set that would not fit comfortably in memory
+    storage: str = "auto"
     use_test: bool = False  # report test accuracy (final reports only)

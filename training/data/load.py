@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,6 +97,9 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
     seed = int(_get(cfg, "split_seed", 0))
     if seed < 0:
         raise DataError(f"data.split_seed must be >= 0, got {seed}")
+    storage = str(_get(cfg, "storage", "auto"))
+    if storage not in ("auto", "memory", "disk"):
+        raise DataError(f"data.storage must be one of auto, memory, disk, got {storage!r}")
     max_train = _get(cfg, "max_train")
     if max_train is not None and int(max_train) < 1:
         raise DataError(f"data.max_train must be a positive number of images or null, got {max_train}")
@@ -103,6 +107,17 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
         root = _directory(cfg, "root", str(name), required=True)
         if root is not None and not root.is_dir():
             raise DataError(f"data.root {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    if storage == "disk":
+        folders = name == "imagefolder" or (
+            name == "cifar10"
+            and _directory(cfg, "root", "cifar10", False) is not None
+            and (_directory(cfg, "root", "cifar10", False) / "train").is_dir()  # type: ignore[operator]
+        )
+        if not folders:
+            raise DataError(
+                "data.storage=disk needs image files (an ImageFolder, or CIFAR-10 as train/ and test/ "
+                f"folders); {name} is decoded whole in memory: use data.storage=memory"
+            )
     return (
         str(name),
         image_size,
@@ -129,8 +144,118 @@ def load_dataset(cfg: Any) -> Dataset:
     """
     name, image_size, val_fraction, test_fraction, seed, max_train = check_data_config(cfg)
     source = _source(cfg, str(name), image_size)
+    storage = storage_of(cfg, source, image_size)
+    if storage == "disk":
+        return _disk_dataset(cfg, source, image_size, val_fraction, test_fraction, seed, max_train)
     raw, digest = load_or_build(source, _get(cfg, "cache_dir"))
     return split_dataset(raw, digest, source, val_fraction, test_fraction, seed, max_train)
+
+
+def storage_of(cfg: Any, source: Source, image_size: int) -> str:
+    """`memory` or `disk` for `data.storage` (training.data.store.choose); digits, and CIFAR-10's
+    pickles (decoded whole by their reader), stay in memory."""
+    from training.data import store
+
+    mode = str(_get(cfg, "storage", "auto"))
+    chosen = store.choose(mode, source.decoded_bytes(image_size), source.files is not None)
+    if chosen == "disk" and source.files is None:
+        raise DataError(
+            f"data.storage=disk needs image files (an ImageFolder, or CIFAR-10 as train/ and test/ "
+            f"folders); {source.where} is decoded whole in memory: use data.storage=memory"
+        )
+    return chosen
+
+
+def _disk_dataset(
+    cfg: Any,
+    source: Source,
+    image_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_train: Optional[int],
+) -> Dataset:
+    """The dataset from the on-disk store (training/data/store.py), decoded there on first use."""
+    from training.data import store
+    from training.data.cache import _read, cache_root
+    from training.data.sources import decode_files
+
+    assert source.files is not None
+    root = cache_root(_get(cfg, "cache_dir"))
+    entry = root / f"{source.name}-{source.key[:24]}"
+    cached = _read(entry)
+    if cached is None:
+        shutil.rmtree(entry, ignore_errors=True)  # damaged by hand (a published store is whole)
+        store.build_store(
+            root, entry, source, source.files, image_size, lambda p, n: decode_files(p, n, source.where)
+        )
+        cached = _read(entry)
+        if cached is None:
+            raise DataError(f"the data store {entry} was written but cannot be read back")
+    raw, digest = cached
+    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train)
+    params = _split_params(digest, val_fraction, index["test_fraction"], seed, max_train)
+    rows = {"train": index["train"], "val": index["val"]}
+    if index["test"] is not None or raw.test_x is not None:
+        rows["test"] = index["test"]  # None: the source's own test arrays
+    splits = store.split_store(entry, params, rows)
+    return Dataset(
+        name=source.name,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits.get("test"),
+        num_classes=len(raw.classes),
+        classes=raw.classes,
+        fingerprint=_fingerprint(params),
+    )
+
+
+def split_index(
+    raw: RawData,
+    source: Source,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_train: Optional[int],
+) -> dict[str, Any]:
+    """Rows of the source's training arrays in each split: train, val, test (None where the source
+    has its own test split, or test_fraction is 0) and the test_fraction that applied (None with
+    the source's own test split). Labels only: no pixel is read."""
+    classes, where = raw.classes, source.where
+    y = np.asarray(raw.train_y, dtype=np.int64)
+    pool = np.arange(len(y))  # positions of the images still available for training
+    test_rows, test_params = None, None
+    if raw.test_x is None:
+        pool, held = splits.hold_out(
+            y, len(classes), test_fraction, _rng(seed, TEST_STREAM), "test", classes, where
+        )
+        test_rows = held if len(held) else None  # test_fraction 0: no test split
+        test_params = test_fraction
+    kept, held = splits.hold_out(
+        y[pool], len(classes), val_fraction, _rng(seed, VAL_STREAM), "validation", classes, where
+    )
+    val_index, pool = pool[held], pool[kept]
+    if max_train is not None:
+        pool = pool[
+            splits.subset(y[pool], len(classes), int(max_train), _rng(seed, SUBSET_STREAM), classes, where)
+        ]
+    return {"train": pool, "val": val_index, "test": test_rows, "test_fraction": test_params}
+
+
+def _split_params(
+    digest: str, val_fraction: float, test_fraction: Optional[float], seed: int, max_train: Optional[int]
+) -> dict[str, Any]:
+    return {
+        "data": digest,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "split_seed": seed,
+        "max_train": None if max_train is None else int(max_train),
+    }
+
+
+def _fingerprint(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
 def split_dataset(
@@ -143,34 +268,15 @@ def split_dataset(
     max_train: Optional[int],
 ) -> Dataset:
     """The train / val / test splits of decoded arrays, and the fingerprint that identifies them."""
-    classes, where = raw.classes, source.where
     x, y = raw.train_x, np.asarray(raw.train_y, dtype=np.int64)
-    pool = np.arange(len(y))  # positions of the images still available for training
-    test_params = None
+    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train)
+    pool, val_index = index["train"], index["val"]
     if raw.test_x is not None:
         test = Split(np.array(raw.test_x), np.array(raw.test_y, dtype=np.int64))
     else:
-        pool, held = splits.hold_out(
-            y, len(classes), test_fraction, _rng(seed, TEST_STREAM), "test", classes, where
-        )
-        test = _split(x, y, held) if len(held) else None  # test_fraction 0: no test split
-        test_params = test_fraction
-    kept, held = splits.hold_out(
-        y[pool], len(classes), val_fraction, _rng(seed, VAL_STREAM), "validation", classes, where
-    )
-    val_index, pool = pool[held], pool[kept]
-    if max_train is not None:
-        pool = pool[
-            splits.subset(y[pool], len(classes), int(max_train), _rng(seed, SUBSET_STREAM), classes, where)
-        ]
-    params = {
-        "data": digest,
-        "val_fraction": val_fraction,
-        "test_fraction": test_params,
-        "split_seed": seed,
-        "max_train": None if max_train is None else int(max_train),
-    }
-    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        test = _split(x, y, index["test"]) if index["test"] is not None else None
+    classes = raw.classes
+    fingerprint = _fingerprint(_split_params(digest, val_fraction, index["test_fraction"], seed, max_train))
     return Dataset(
         name=source.name,
         train=_split(x, y, pool),

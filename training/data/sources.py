@@ -57,6 +57,16 @@ class Source:
     where: str  # what the messages name: a directory, or the library the data ships in
     key: str  # hex digest of everything that decides the decoded arrays
     build: Callable[[], RawData]
+    # image-file sources: their files per split ({"train": (paths, labels), "test": ...}) and
+    # classes, so `training.data.store` can decode them chunk by chunk onto disk
+    files: Optional[dict[str, tuple[list[str], np.ndarray]]] = None
+    classes: tuple[str, ...] = ()
+
+    def decoded_bytes(self, image_size: int) -> Optional[int]:
+        """Bytes of the decoded uint8 arrays, from the file listing (None: not known before decoding)."""
+        if self.files is None:
+            return None
+        return sum(len(paths) for paths, _ in self.files.values()) * 3 * image_size * image_size
 
 
 def _digest(*parts: object) -> str:
@@ -238,7 +248,15 @@ def imagefolder_source(
         return RawData(train_x, train.labels, test_x, test.labels, train.classes)
 
     key = _digest(name, image_size, train.classes, train.stats, test.stats if test else None)
-    return Source(name, str(root), key, build)
+    files = {"train": (train.paths, train.labels)}
+    if test is not None:
+        files["test"] = (test.paths, test.labels)
+    return Source(name, str(root), key, build, files, train.classes)
+
+
+def decode_files(paths: list[str], size: int, where: str = "") -> np.ndarray:
+    """Image files as uint8 [N, 3, size, size], decoded on a few threads (the store's chunks)."""
+    return _decode_images(paths, size, where)
 
 
 # ---- CIFAR-10 -----------------------------------------------------------------------------------
