@@ -16,9 +16,10 @@ How overrides reach the stages (the CLI gathers them through the registry row's 
 overrides to every stage that has the key, `run.seed/threads/device` to all. The models train on
 the data and proxy the grid ran with (read from its recorded config), then `train.*`.
 
-`--resume` skips finished children, continues an interrupted search or grid with that stage's own
-resume (no finished trial is trained again) and restarts an interrupted scale or train, whose
-partial directory is kept aside as `<name>.partial-N`.
+`--resume` skips finished children, continues an interrupted search, grid or train with that
+stage's own resume (no finished trial is trained again; a train continues from its last
+checkpoint) and restarts an interrupted scale, whose partial directory is kept aside as
+`<name>.partial-N`.
 """
 
 from __future__ import annotations

@@ -287,8 +287,9 @@ Overrides:
                       every stage that has the key (search and grid; scale has none)
   run.seed, run.threads, run.device   the pipeline's and every stage's
 The models train on the data and proxy the grid ran with (its recorded config), then train.*.
---resume RUN_DIR skips finished stages, resumes an interrupted search or grid (their own
---resume: no finished trial is trained again) and restarts an interrupted scale or train.""",
+--resume RUN_DIR skips finished stages, resumes an interrupted search, grid or train (their own
+--resume: no finished trial is trained again, a train continues from its last checkpoint) and
+restarts an interrupted scale.""",
         ),
         Stage(
             "dashboard",

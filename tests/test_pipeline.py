@@ -146,16 +146,19 @@ def test_kill_during_grid_then_resume_finishes_the_chain_and_retrains_nothing(
     assert capsys.readouterr().err.count("done already, skipped") == 5
     assert {n: (run / n / "summary.json").read_bytes() for n in trains} == trains
 
-    # an unfinished train run (no resume of its own) is kept aside and trained again
+    # an unfinished train run continues with train's own --resume, in place (nothing kept aside);
+    # a stage without a resume of its own would be kept aside as <name>.partial-N and started again
     for path in (run, run / "train_b1"):
         manifest = _manifest(path)
         (path / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
     (run / "train_b1" / "summary.json").unlink()
     assert state_of(run / "train_b1", "train", False) == "partial"
+    assert state_of(run / "train_b1", "train", True) == "resumable"
     assert main(["pipeline", "--resume", str(run)]) == 0
     err = capsys.readouterr().err
-    assert err.count("done already, skipped") == 4 and "kept as" in err
-    assert _manifest(run / "train_b1.partial-1")["status"] == "interrupted"
+    assert err.count("done already, skipped") == 4 and "resuming: effnas train --resume" in err
+    assert _manifest(run / "train_b1")["status"] == "done" and (run / "train_b1" / "summary.json").is_file()
+    assert not (run / "train_b1.partial-1").exists()
     assert _manifest(run / "train_b1")["status"] == "done" and _manifest(run)["status"] == "done"
 
 

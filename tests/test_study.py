@@ -118,7 +118,9 @@ def test_study_end_to_end_without_ray_and_resume_reruns_nothing_finished(
     assert main(["study", "scaling", "--flops", "2x", *TINY, "ray.enabled=false", f"run.dir={run}"]) == 0
     rows = pd.read_csv(run / "study.csv")
     # conf/study.yaml's default arms: every method but compound_paper (asked for by name), one seed each
-    assert sorted(rows["method"]) == sorted(set(METHODS) - {"compound_paper"}) and set(rows["status"]) == {"ok"}
+    assert sorted(rows["method"]) == sorted(set(METHODS) - {"compound_paper"}) and set(rows["status"]) == {
+        "ok"
+    }
     # every column the stage declares is written, and the report's required ones are among them
     assert set(COLUMNS) <= set(rows.columns) and set(TABLES["study.csv"][0]) <= set(COLUMNS)
     scaled = rows[rows["method"] != "baseline"]
