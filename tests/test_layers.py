@@ -109,12 +109,14 @@ def layer_of(module: str) -> int | None:
 
 def loaded_by_name(path: Path, known: set[str]) -> list[tuple[str, int]]:
     """Modules a file names in strings (`"nas.stage"`, `"scaling.config:GridConfig"`): the stage
-    registry loads them with importlib, an import all the same, which `imports_of` cannot see."""
+    registry loads them with importlib, an import all the same, which `imports_of` cannot see.
+    Only dotted names count: a stage's module is always one (`"models.convert"`), while a bare word
+    that happens to name a package is a value (`--to effnas`, the config key `models`)."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             name = node.value.split(":", 1)[0]
-            if name in known:
+            if "." in name and name in known:
                 out.append((name, node.lineno))
     return out
 
