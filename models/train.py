@@ -361,9 +361,6 @@ class _Loop:
     def run(self) -> None:
         import torch
 
-        from training.proxy import TimeLimit
-        from training.proxy_config import time_limit
-
         t, r = self.t, self.t.result
         check_every = 50 if t.cuda else 1  # host syncs: free on CPU, only now and then on CUDA
         checked = self.start  # losses[:checked] are known finite
@@ -378,13 +375,7 @@ class _Loop:
             else:
                 self.images += t.batch
             done = step + 1
-            if t.deadline is not None and time.perf_counter() > t.deadline:
-                limit, given = f"{time_limit(t.proxy):g}s", str(t.proxy.trial_timeout)
-                raise TimeLimit(
-                    f"exceeded the time limit of {limit}"
-                    + (f" ({given})" if given != limit else "")
-                    + f" at step {done} of {t.total_steps}"
-                )
+            t.check_deadline(done, "time limit")
             report = done % t.report_steps == 0 or done == t.total_steps
             epoch_end = done % t.steps_per_epoch == 0
             due = self.every is not None and time.perf_counter() - last_save >= self.every

@@ -341,13 +341,7 @@ class ProxyTrainer:
             else:
                 images += self.batch
             done = step + 1
-            if self.deadline is not None and time.perf_counter() > self.deadline:
-                limit, given = f"{time_limit(self.proxy):g}s", str(self.proxy.trial_timeout)
-                raise TimeLimit(
-                    f"exceeded the trial time limit of {limit}"
-                    + (f" ({given})" if given != limit else "")
-                    + f" at step {done} of {self.total_steps}"
-                )
+            self.check_deadline(done)
             if done - checked >= check_every or done % self.report_steps == 0 or done == self.total_steps:
                 checked = self._check_finite(losses, checked, done)
             if done % self.report_steps == 0 or done == self.total_steps:
@@ -416,6 +410,16 @@ class ProxyTrainer:
         """Stop the lanes' threads (a later step starts them again)."""
         if self.lanes is not None:
             self.lanes.close()
+
+    def check_deadline(self, done: int, what: str = "trial time limit") -> None:
+        """TimeLimit once the wall clock passes the deadline (`proxy.trial_timeout`), `done` steps in."""
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            limit, given = f"{time_limit(self.proxy):g}s", str(self.proxy.trial_timeout)
+            raise TimeLimit(
+                f"exceeded the {what} of {limit}"
+                + (f" ({given})" if given != limit else "")
+                + f" at step {done} of {self.total_steps}"
+            )
 
     def _check_finite(self, losses: torch.Tensor, start: int, end: int) -> int:
         import torch
