@@ -286,7 +286,9 @@ def execute(args: argparse.Namespace, argv: list[str]) -> Path | None:
     with with_config_dirs(args.config_dirs):
         overrides, arch_file, resume = to_overrides(args)
         if resume is not None:
-            cfg = resumed_config(args.stage, resume)
+            if arch_file is not None:
+                raise UserError(f"{arch_file} cannot be given with --resume: the run keeps its recorded arch")
+            cfg = resumed_config(args.stage, resume, overrides)
         else:
             cfg = compose_config(args.stage, overrides, arch_file)
         path, _ = run_stage(args.stage, cfg, ["effnas", *argv], resume, overrides)

@@ -235,9 +235,19 @@ def rerun(run_dir: Path, overrides: Sequence[str], argv: list[str]) -> int:
     return 0
 
 
-def resumed_config(stage: str, run_dir: Path) -> Any:
-    """The recorded config of an interrupted run, marked to resume in place."""
-    from omegaconf import open_dict
+# What a resumed run may change: where and how it runs, never what it computes. Everything else
+# (`seeds=5`, `proxy.epochs=8`, another arch) would mix two experiments in one run directory, so
+# it is refused unless it repeats the recorded value (the CLI adds `kind=` for a study itself).
+RESUME_ENVIRONMENT = ("run.root", "run.threads", "run.device", "ray.", "mlflow.")
+_ABSENT = object()
+
+
+def resumed_config(stage: str, run_dir: Path, overrides: Sequence[str] = ()) -> Any:
+    """The recorded config of an interrupted run, marked to resume in place, with `overrides`
+    applied where they change only the environment (`RESUME_ENVIRONMENT`); an override that
+    would change what the run computes is a UserError naming it and the recorded value."""
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
 
     from effnas.rundir import RunDir
 
@@ -248,9 +258,50 @@ def resumed_config(stage: str, run_dir: Path) -> Any:
     with open_dict(cfg):
         del cfg["hydra"]
         merge_recorded(cfg, run_dir / ".hydra" / "config.yaml")
+        recorded_tokens = _recorded_overrides(run_dir)
+        for token in overrides:
+            key, _, text = token.lstrip("~").partition("=")
+            if token in recorded_tokens:
+                continue
+            if not any(key == k or key.startswith(k) for k in RESUME_ENVIRONMENT):
+                asked = OmegaConf.select(compose_config(stage, [token]), key, default=None)
+                have = OmegaConf.select(cfg, key, default=None)
+                if asked is not None and _plain(asked) == _plain(have):
+                    continue
+                raise UserError(
+                    f"--resume continues {run_dir} as recorded; {token!r} would change it "
+                    f"(recorded: {_plain(have)!r}); only run.root, run.threads, run.device, ray.* "
+                    "and mlflow.* may change on resume (start a new run for the rest)"
+                )
+            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+                raise UserError(f"unknown config key in {token!r}")
+            try:
+                cfg.merge_with(OmegaConf.from_dotlist([f"{key}={text}"]))
+            except OmegaConfBaseException as exc:
+                raise UserError(f"{token}: {str(exc).splitlines()[0]}") from None
         if "resume" in cfg:
             cfg.resume = str(run_dir)
+    from effnas.config import check_run
+
+    check_run(cfg.run)
     return cfg
+
+
+def _recorded_overrides(run_dir: Path) -> list[str]:
+    """The override tokens the run was started with (`.hydra/overrides.yaml`; [] when absent)."""
+    import yaml
+
+    try:
+        found = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(t) for t in found] if isinstance(found, list) else []
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def check_records(run_dir: Path) -> None:

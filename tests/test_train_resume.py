@@ -194,3 +194,27 @@ def test_a_copy_of_a_run_still_resumes(interrupted: Path, tmp_path: Path) -> Non
     moved = Path(shutil.move(str(interrupted), tmp_path / "moved"))
     assert main(["train", "--resume", str(moved)]) == 0
     assert json.loads((moved / "summary.json").read_text())["status"] == "done"
+
+
+def test_resume_refuses_a_setting_that_changes_the_run(
+    interrupted: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--resume RUN key=value` was silently dropped; now a key that changes what the run computes
+    is refused with the recorded value, and a repeat of the recorded value is accepted."""
+    unfinish(interrupted)
+    before = tree_hash(interrupted)
+    err = expect_usage_error(["train", "--resume", str(interrupted), "proxy.epochs=3"], capsys)
+    assert "'proxy.epochs=3' would change it (recorded: 2.0)" in err
+    err = expect_usage_error(["train", "--resume", str(interrupted), "ray.num_cpus=1"], capsys)
+    assert "unknown config key in 'ray.num_cpus=1'" in err  # train runs no Ray trials
+    assert tree_hash(interrupted) == before
+
+
+def test_resume_applies_the_environment_keys(interrupted: Path) -> None:
+    from effnas.lifecycle import resumed_config
+
+    unfinish(interrupted)
+    cfg = resumed_config("train", interrupted, ["run.threads=2", "run.device=cpu", "proxy.epochs=2"])
+    assert (cfg.run.threads, cfg.run.device, cfg.proxy.epochs) == (2, "cpu", 2)
+    assert main(["train", "--resume", str(interrupted), "run.threads=1", "proxy.epochs=2"]) == 0
+    assert json.loads((interrupted / "summary.json").read_text())["status"] == "done"
