@@ -372,8 +372,14 @@ class SearchStudyTrials(StudyTrials):
             ok = r["status"] == "ok" and r["accuracy"] is not None
             r["reward"] = round(self.objective(float(r["accuracy"]), r["_cost"]), 6) if ok else None
 
-    def entries(self) -> list[Any]:
-        return trial_entries(self.rows)
+    logged = ("name", "seed", "macs", "params", "activations", "macs_ratio", "latency_ms", "accuracy")
+    logged += ("reward", "images_per_s", "seconds", "error")
+
+    def entry_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"arch": row["arch"], "role": row["role"], "budget": float(row["budget"])}
+
+    def entry_attrs(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"blocks": " ".join(row["_arch"]["blocks"])}  # `arch` is the name here
 
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -385,27 +391,6 @@ def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "role": Choice(dict.fromkeys(r["role"] for r in rows)),
         "budget": Choice(sorted({float(r["budget"]) for r in rows})),
     }
-
-
-def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """study.csv rows as the trial log's entries (value: proxy accuracy; the reward an attribute)."""
-    from training.trial_log import Entry
-
-    logged = ("name", "seed", "macs", "params", "activations", "macs_ratio", "latency_ms", "accuracy")
-    return [
-        Entry(
-            key=str(r["id"]),
-            status=r["status"],
-            params={"arch": r["arch"], "role": r["role"], "budget": float(r["budget"])},
-            value=r["accuracy"],
-            attrs={
-                **{k: r.get(k) for k in (*logged, "reward", "images_per_s", "seconds", "error")},
-                "blocks": " ".join(r["_arch"]["blocks"]),
-            },
-        )
-        for r in rows
-        if r["status"] != "pending"
-    ]
 
 
 # -- results ------------------------------------------------------------------------------------

@@ -286,21 +286,6 @@ class GridTrials(TrialTable):
             f"{acc}  {row['seconds'] if row['seconds'] is not None else '-'}s"
         )
 
-    def entries(self) -> list[Any]:
-        return trial_entries(self.rows)
-
-
-def trial_space(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The grid's trials as the trial log's parameters: the point's alpha, beta, gamma."""
-    from training.trial_log import Range
-
-    return {k: Range.over(r[k] for r in rows) for k in ("alpha", "beta", "gamma")}
-
-
-def trial_entries(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """trials.csv rows as the trial log's entries, one per (point, seed); value: proxy accuracy."""
-    from training.trial_log import Entry
-
     logged = ("id", "seed", "kind", "product", "depth", "width", "resolution", "deploy_resolution")
     logged += (
         "macs",
@@ -313,17 +298,19 @@ def trial_entries(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         "epochs",
         "error",
     )
-    return [
-        Entry(
-            key=f"{r['id']}/seed{r['seed']}",
-            status=r["status"],
-            params={k: float(r[k]) for k in ("alpha", "beta", "gamma")},
-            value=r["accuracy"],
-            attrs={**{k: r.get(k) for k in logged}, "arch": " ".join(r["_arch"]["blocks"])},
-        )
-        for r in rows
-        if r["status"] != "pending"
-    ]
+
+    def entry_key(self, row: Mapping[str, Any]) -> str:
+        return f"{row['id']}/seed{row['seed']}"  # one entry per (point, seed)
+
+    def entry_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: float(row[k]) for k in ("alpha", "beta", "gamma")}
+
+
+def trial_space(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The grid's trials as the trial log's parameters: the point's alpha, beta, gamma."""
+    from training.trial_log import Range
+
+    return {k: Range.over(r[k] for r in rows) for k in ("alpha", "beta", "gamma")}
 
 
 def _budget(proxy: Any) -> str:

@@ -377,9 +377,11 @@ class ScalingTrials(StudyTrials):
     """The study's trial table (`training.study_trials`) over its columns and trial-log entries."""
 
     columns = COLUMNS
+    logged = ("level", "seed", "multiplier", "macs", "params", "activations", "macs_ratio", "accuracy")
+    logged += ("images_per_s", "seconds", "error", "proxy_resolution")
 
-    def entries(self) -> list[Any]:
-        return trial_entries(self.rows)
+    def entry_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {"method": row["method"], "budget": float(row["budget"]), **{k: float(row[k]) for k in SCALED}}
 
 
 def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -393,28 +395,6 @@ def trial_space(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "width": Range.over(r["width"] for r in rows),
         "resolution": Range.over(r["resolution"] for r in rows),
     }
-
-
-def trial_entries(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """study.csv rows as the trial log's entries (value: proxy accuracy)."""
-    from training.trial_log import Entry
-
-    logged = ("level", "seed", "multiplier", "macs", "params", "activations", "macs_ratio", "accuracy")
-    return [
-        Entry(
-            key=str(r["id"]),
-            status=r["status"],
-            params={"method": r["method"], "budget": float(r["budget"]), **{k: float(r[k]) for k in SCALED}},
-            value=r["accuracy"],
-            attrs={
-                **{k: r.get(k) for k in (*logged, "images_per_s", "seconds", "error")},
-                "arch": " ".join(r["_arch"]["blocks"]),
-                "proxy_resolution": r["proxy_resolution"],
-            },
-        )
-        for r in rows
-        if r["status"] != "pending"
-    ]
 
 
 SCALED = ("depth", "width", "resolution")  # the multipliers a trial is logged with

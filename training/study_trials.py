@@ -76,7 +76,7 @@ def stop_interrupted(rundir: Any, kind: str, pending: int, summary: Mapping[str,
 
 class StudyTrials(TrialTable):
     """A study's rows as a `TrialTable`; every end rewrites study.csv and keeps the trial's
-    per-image record of the split the study judges on. A study sets `columns` and `entries`."""
+    per-image record of the split the study judges on. A study sets `columns`, `logged` and `entry_params`."""
 
     name = "study"
     file = "study.csv"

@@ -58,8 +58,34 @@ class TrialTable:
     def line(self, row: dict[str, Any]) -> str:
         return str(self.key(row))
 
+    def entry_params(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The row's parameters in the trial log (what the trial log's space describes)."""
+        raise NotImplementedError
+
+    def entry_key(self, row: Mapping[str, Any]) -> str:
+        return str(row["id"])
+
+    def entry_attrs(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The row's attributes beyond `logged` (default: the arch's block strings)."""
+        return {"arch": " ".join(row["_arch"]["blocks"])}
+
+    logged: tuple[str, ...] = ()  # the columns the trial log keeps as each entry's attributes
+
     def entries(self) -> list[Any]:
-        return []
+        """The finished rows as the trial log's entries (value: the proxy accuracy)."""
+        from training.trial_log import Entry
+
+        return [
+            Entry(
+                key=self.entry_key(r),
+                status=r["status"],
+                params=self.entry_params(r),
+                value=r["accuracy"],
+                attrs={**{k: r.get(k) for k in self.logged}, **self.entry_attrs(r)},
+            )
+            for r in self.rows
+            if r["status"] != "pending"
+        ]
 
     def prepare(self) -> None:
         """Called before every save (derived columns, e.g. the search study's reward)."""
