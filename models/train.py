@@ -5,13 +5,14 @@
     effnas train --resume results/train/2026-12-03_07-00-00      # after a crash or kill -9
 
 Writes `metrics.csv` (one row per report, every `proxy.report_every` epochs), `model.pt` (a plain
-state_dict, unless save_weights=false) and returns the summary the CLI stores as `summary.json`.
+state_dict, unless save_weights=false: the EMA's weights when `proxy.ema_decay` is set, the ones
+evaluated; `summary.json` says which under `weights`) and returns the summary the CLI stores as `summary.json`.
 Every summary value except the `*seconds*` and `images_per_second` keys is deterministic on CPU
 under the seed, so `effnas rerun` of a train run reports MATCH.
 
 Checkpoints: `checkpoint.pt`, replaced atomically at the end of every epoch and every
 `train.checkpoint_minutes` of training, holds everything the next step needs (weights with BN
-statistics, optimizer state, the schedule's position, the torch / numpy / python RNG states, the
+statistics, the EMA of the weights when on, optimizer state, the schedule's position, the torch / numpy / python RNG states, the
 data stream's generator and this epoch's order, the metrics so far). `--resume RUN_DIR` rebuilds
 the trainer from the run's recorded config and continues at the checkpoint's step; on CPU in one
 process (same thread count) the resumed run ends with the same bits as an uninterrupted one
@@ -33,7 +34,7 @@ from foundation import per_image
 from foundation.errors import UserError
 from search_spaces.arch_config import ArchConfig
 from training.data.config import DataConfig
-from training.proxy_config import ProxyConfig
+from training.proxy_config import ProxyConfig, storage_size
 
 # what `effnas report` reads of a train run: table -> (required columns, of which numeric)
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -73,16 +74,23 @@ def validate(cfg: Any) -> None:
     if minutes is not None and not float(minutes) > 0:
         raise UserError(f"train.checkpoint_minutes must be > 0 or null (every epoch only), got {minutes}")
     if str(cfg.data.get("storage", "auto")) == "disk":
-        _check_store_resolution(int(cfg.data.image_size), int(cfg.proxy.resolution))
+        _check_store_resolution(int(cfg.data.image_size), cfg.proxy)
     if cfg.get("resume"):
         _check_resumable(Path(str(cfg.resume)), arch)
 
 
-def _check_store_resolution(stored: int, trained: int) -> None:
-    if stored != trained:
+def _check_store_resolution(stored: int, proxy: Any) -> None:
+    wanted = storage_size(proxy)
+    if stored != wanted:
+        why = (
+            f"proxy.resolution={proxy.resolution} / proxy.crop_fraction={proxy.crop_fraction} "
+            f"(the random-resized crop) = {wanted}"
+            if str(proxy.crop) == "random_resized"
+            else f"proxy.resolution={wanted}"
+        )
         raise UserError(
-            f"data.storage=disk stores images at data.image_size={stored} but proxy.resolution={trained}: "
-            "the trainer would resize the whole set into memory; set them equal"
+            f"data.storage=disk stores images at data.image_size={stored} but the trainer keeps them at "
+            f"{why}: it would resize the whole set into memory; set data.image_size={wanted}"
         )
 
 
@@ -140,7 +148,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test) if data.test else 0}
     on_disk = isinstance(data.train.x, ImageStore)
     if on_disk:  # data.storage=auto chose the store
-        _check_store_resolution(data.image_size, int(cfg.proxy.resolution))
+        _check_store_resolution(data.image_size, cfg.proxy)
     checkpoint = None
     if cfg.get("resume") and rundir.file(CHECKPOINT).is_file():
         checkpoint = read_checkpoint(rundir.file(CHECKPOINT))
@@ -170,7 +178,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     elif cfg.get("resume"):
         print("effnas train: no checkpoint was written before the run ended; starting again", file=sys.stderr)
 
-    result, model = train(arch, cfg, data, device, rundir, checkpoint)
+    result, model = train(arch, cfg, data, device, rundir, checkpoint)  # model: the evaluated weights
     if cfg.save_weights:
         _save_state_dict(model, rundir.file("model.pt"))
     # which validation (and test) images it got right: lets a pipeline pair two trained models
@@ -188,6 +196,9 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         "macs": result.macs,
         "proxy_macs": result.proxy_macs,
         "resolution": result.resolution,
+        # what was evaluated and is in model.pt: the EMA of the weights (proxy.ema_decay) or the weights
+        "weights": "raw" if cfg.proxy.ema_decay is None else "ema",
+        "ema_decay": cfg.proxy.ema_decay,
         "epochs": result.epochs,
         "steps": result.steps,
         "compiled": result.compiled,
@@ -211,7 +222,8 @@ def train(
     arch: Any, cfg: Any, data: Any, device: str, rundir: Any, checkpoint: dict[str, Any] | None
 ) -> tuple[Any, Any]:
     """`training.proxy.evaluate`'s run (same trainer, same seeding, so the same bits) with
-    checkpoints, from `checkpoint` when given -> (TrialResult, the trained model). A diverging
+    checkpoints, from `checkpoint` when given -> (TrialResult, the evaluated model: the EMA's
+    when on). A diverging
     or timed-out run is a UserError naming the metrics written so far."""
     import torch
 
@@ -252,7 +264,7 @@ def train(
         finally:
             trainer.close()
     trainer.result.seconds = time.perf_counter() - t0
-    return trainer.result, trainer.model
+    return trainer.result, trainer.eval_model
 
 
 class _Loop:
@@ -282,9 +294,17 @@ class _Loop:
                 f"({state['steps_per_epoch']} per epoch), the config now gives {t.total_steps} "
                 f"({t.steps_per_epoch}): resume with the budget it was started with"
             )
+        if (t.ema is None) != (state.get("ema") is None):
+            raise UserError(
+                f"--resume {self.rundir.path}: the checkpoint {'has no' if t.ema else 'has an'} EMA of the "
+                f"weights, the config {'sets' if t.ema else 'has no'} proxy.ema_decay: resume with the "
+                "config it was started with"
+            )
         try:
             t.model.load_state_dict(state["model"])
             t.optimizer.load_state_dict(state["optimizer"])
+            if t.ema is not None:
+                t.ema.load_state_dict(state["ema"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(
@@ -328,6 +348,7 @@ class _Loop:
             "steps_per_epoch": t.steps_per_epoch,
             "lr": lr,  # the schedule's value at the last step (lr_at(step) recomputes it)
             "model": t.model.state_dict(),
+            "ema": None if t.ema is None else t.ema.state_dict(),  # AveragedModel: weights, BN, count
             "optimizer": t.optimizer.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),

@@ -263,3 +263,72 @@ def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
     from training.proxy import ProxyTrainer
 
     assert ProxyTrainer(tiny_arch(), proxy_cfg(compile="on"), digits).result.cpu_kernels == 0
+
+
+# -- the paper recipe's parts: EMA of the weights, random-resized crop, policies ------------------
+def test_ema_is_tensorflows_average_of_weights_and_bn_statistics(digits) -> None:
+    """After each step: ema = d * ema + (1 - d) * weights, d = min(decay, (1 + steps) / (10 + steps))
+    (tf.train.ExponentialMovingAverage with num_updates), from the initial weights, for the
+    parameters and the BN running statistics alike."""
+    from training.proxy import ProxyTrainer
+
+    torch.manual_seed(0)
+    t = ProxyTrainer(tiny_arch(), proxy_cfg(ema_decay=0.5, images=96), digits)
+    float_state = lambda m: {k: v.clone() for k, v in m.state_dict().items() if v.is_floating_point()}  # noqa: E731
+    expected = float_state(t.model)
+    assert t.eval_model is t.ema.module
+    for step in range(3):
+        t.step(step)
+        d = min(0.5, (1 + step + 1) / (10 + step + 1))
+        now = float_state(t.model)
+        expected = {k: d * expected[k] + (1 - d) * now[k] for k in expected}
+        ema = float_state(t.ema.module)
+        for key in expected:
+            torch.testing.assert_close(ema[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert any("running_mean" in k for k in expected)
+    assert not torch.equal(ema["classifier.weight"], now["classifier.weight"])
+
+
+def test_ema_is_what_is_evaluated_and_kept(digits) -> None:
+    from training.proxy import ProxyTrainer
+
+    cfg = {"images": 320, "report_every": 0, "bn_calibration": 0}
+    raw = evaluate(tiny_arch(), proxy_cfg(**cfg), digits, seed=3, keep_model=True)
+    ema = evaluate(tiny_arch(), proxy_cfg(ema_decay=0.9, **cfg), digits, seed=3, keep_model=True)
+    assert ema.status == raw.status == "ok"
+    # the same training (the EMA draws no random numbers, changes no weight), another evaluated model
+    assert ema.history[0]["train_loss"] == raw.history[0]["train_loss"]
+    assert ema.loss != raw.loss
+    assert not torch.equal(ema.model.classifier.weight, raw.model.classifier.weight)
+    # the score is the kept (EMA) model's
+    t = ProxyTrainer(tiny_arch(), proxy_cfg(**cfg), digits)
+    t.model.load_state_dict(ema.model.state_dict())
+    assert t.score(t.val_x, t.val_y)[:2] == (ema.accuracy, ema.loss)
+
+
+def test_random_resized_crop_keeps_images_at_resolution_over_crop_fraction(digits) -> None:
+    from training.proxy import ProxyTrainer
+
+    t = ProxyTrainer(tiny_arch(), proxy_cfg(crop="random_resized", resolution=28), digits)
+    assert t.train_x.shape[-1] == t.val_x.shape[-1] == 32  # round(28 / 0.875)
+    x, _ = t.batch_at(torch.arange(len(t.train_y)), 0)
+    assert x.shape[-2:] == (28, 28) and t.eval_view(t.val_x[:4]).shape[-2:] == (28, 28)
+    r = evaluate(
+        tiny_arch(), proxy_cfg(crop="random_resized", augment_policy="autoaugment", images=96), digits
+    )
+    assert r.status == "ok" and r.resolution == 32, r.error
+
+
+def test_recipe_settings_are_checked() -> None:
+    with pytest.raises(UserError, match=r"proxy\.crop must be one of pad, random_resized, got 'inception'"):
+        proxy_cfg(crop="inception")
+    with pytest.raises(UserError, match=r"proxy\.crop_fraction must be within \(0, 1\], got 1.2"):
+        proxy_cfg(crop_fraction=1.2)
+    with pytest.raises(UserError, match=r"proxy\.crop_area must be \[low, high\].*got \[0.5, 0.1\]"):
+        proxy_cfg(crop_area=[0.5, 0.1])
+    with pytest.raises(UserError, match=r"proxy\.ema_decay must be within \(0, 1\) or null"):
+        proxy_cfg(ema_decay=1.0)
+    with pytest.raises(UserError, match=r"proxy\.randaugment_m must be within \(0, 10\)"):
+        proxy_cfg(randaugment_m=10)
+    with pytest.raises(UserError, match=r"augment_policy=randaugment .* proxy\.augment=false"):
+        proxy_cfg(augment=False, augment_policy="randaugment")

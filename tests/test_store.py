@@ -126,10 +126,15 @@ def test_auto_picks_disk_when_memory_is_short(
     assert not isinstance(load_dataset(digits).train.x, store.ImageStore)  # digits: unchanged
 
 
+# the paper recipe's crop keeps images at resolution / 0.875: 16 px trained from an 18 px store
+RECIPE = ["data.image_size=18", "proxy.crop=random_resized", "proxy.augment_policy=autoaugment"]
+
+
+@pytest.mark.parametrize("recipe", [["data.image_size=16"], RECIPE], ids=["pad-crop", "random-resized"])
 def test_training_from_the_store_matches_the_resident_run(
-    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recipe: list[str]
 ) -> None:
-    common = ["data=imagefolder", f"data.root={folder}", "data.image_size=16", "proxy.resolution=16"]
+    common = ["data=imagefolder", f"data.root={folder}", "proxy.resolution=16", *recipe]
     common += ["proxy.epochs=1", "proxy.batch_size=16", "proxy.compile=off", "run.threads=1"]
     runs = {}
     for storage in ("memory", "disk"):
@@ -146,7 +151,13 @@ def test_training_from_the_store_matches_the_resident_run(
         (["data.storage=disk"], "data.storage=disk needs image files"),
         (
             ["data=imagefolder", "data.root={folder}", "data.storage=disk", "data.image_size=64"],
-            "data.storage=disk stores images at data.image_size=64 but proxy.resolution=32",
+            "data.storage=disk stores images at data.image_size=64 but the trainer keeps them at "
+            "proxy.resolution=32: it would resize the whole set into memory; set data.image_size=32",
+        ),
+        (
+            ["data=imagefolder", "data.root={folder}", "data.storage=disk", "proxy.crop=random_resized"],
+            "data.image_size=32 but the trainer keeps them at proxy.resolution=32 / proxy.crop_fraction=0.875 "
+            "(the random-resized crop) = 37",
         ),
     ],
 )

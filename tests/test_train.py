@@ -129,3 +129,30 @@ def test_diverging_training_is_a_clear_error(tmp_path: Path, arch_file: Path, ca
     assert "training failed" in err and "became" in err
     manifest = json.loads((only_run(tmp_path) / "manifest.json").read_text())
     assert manifest["status"] == "failed"
+
+
+def test_with_the_ema_on_model_pt_is_the_evaluated_ema(tmp_path: Path, arch_file: Path) -> None:
+    """proxy.ema_decay: the same training, but the EMA's weights are what is scored (the summary's
+    val_loss is model.pt's) and what model.pt holds (not the raw weights)."""
+    from omegaconf import OmegaConf
+
+    from training.data import load_dataset
+    from training.proxy import ProxyTrainer
+
+    common = [str(arch_file), "proxy.epochs=1", "proxy.bn_calibration=0", *FAST]
+    runs = {name: tmp_path / name for name in ("raw", "ema")}
+    assert main(["train", *common, f"run.dir={runs['raw']}"]) == 0
+    assert main(["train", *common, "proxy.ema_decay=0.9", f"run.dir={runs['ema']}"]) == 0
+    summary = {n: json.loads((r / "summary.json").read_text()) for n, r in runs.items()}
+    assert (summary["raw"]["weights"], summary["ema"]["weights"]) == ("raw", "ema")
+    assert summary["ema"]["ema_decay"] == 0.9 and summary["raw"]["ema_decay"] is None
+    weights = {n: torch.load(r / "model.pt", weights_only=True) for n, r in runs.items()}
+    assert weights["raw"].keys() == weights["ema"].keys()
+    assert not torch.equal(weights["raw"]["classifier.weight"], weights["ema"]["classifier.weight"])
+
+    cfg = OmegaConf.load(runs["raw"] / ".hydra" / "config.yaml")  # the runs' data and proxy
+    trainer = ProxyTrainer(Arch.from_yaml(arch_file.read_text()), cfg.proxy, load_dataset(cfg.data))
+    for name in ("raw", "ema"):
+        trainer.model.load_state_dict(weights[name])
+        _, loss, _ = trainer.score(trainer.val_x, trainer.val_y)
+        assert loss == pytest.approx(summary[name]["val_loss"], rel=1e-6), name

@@ -76,10 +76,26 @@ def tree_hash(root: Path) -> dict[str, str]:
     }
 
 
+# the paper recipe's parts that hold state or draw random numbers: the EMA of the weights (in the
+# checkpoint, evaluated, exported), the random-resized crop and RandAugment (kornia, seeded from
+# the checkpointed data generator)
+RECIPE = [
+    "proxy.ema_decay=0.9",
+    "proxy.crop=random_resized",
+    "proxy.augment_policy=randaugment",
+]
+
+
 # lanes: two threads; on a loaded 2-core machine they run far slower than one thread (slow)
-@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["in-turn", "lanes"])
-def test_kill_9_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, arch_file: Path, threads: int) -> None:
-    args = [str(arch_file), *FAST, f"run.threads={threads}", "proxy.micro_batch=16"]
+@pytest.mark.parametrize(
+    ("threads", "recipe"),
+    [(1, []), (1, RECIPE), pytest.param(2, [], marks=pytest.mark.slow)],
+    ids=["in-turn", "in-turn-recipe", "lanes"],
+)
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(
+    tmp_path: Path, arch_file: Path, threads: int, recipe: list[str]
+) -> None:
+    args = [str(arch_file), *FAST, f"run.threads={threads}", "proxy.micro_batch=16", *recipe]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     finish(effnas("train", *args, f"run.dir={whole}"))
 
@@ -123,6 +139,7 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tmp_path: Path, arch_file
     )
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "done" and len(manifest["resumed"]) == 1
+    assert sb["weights"] == ("ema" if recipe else "raw")
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 Every search trial, every grid point and `effnas train` run through `evaluate`, so this module is
 the speed of the whole product (docs/proxy.md has the measurements and the design choices):
-- data stay uint8 tensors (on the GPU under CUDA); a batch is one gather, the batched crop+flip
-  of `training.data.augment_batch`, and one fused normalise: no DataLoader, no per-image Python;
+- data stay uint8 tensors (on the GPU under CUDA); a batch is one gather, the batched
+  augmentation (`training.data.augment.BatchAugment`: crop+flip, or the paper recipe's random-
+  resized crop and RandAugment / AutoAugment through kornia), and one fused normalise: no
+  DataLoader, no per-image Python;
 - on CPU, a step's micro-batches train side by side on one thread each (`training.lanes`) with
   effnas's C kernels (`training.kernels`);
 - channels-last, AMP (bf16) on CUDA, `torch.compile` when the budget pays for it
@@ -15,7 +17,8 @@ the speed of the whole product (docs/proxy.md has the measurements and the desig
 
 Budget, optimizer and schedule follow the EfficientNet paper §5.2 where it says something (RMSProp
 decay 0.9 / momentum 0.9, exponential decay 0.97 every 2.4 epochs, label smoothing, stochastic
-depth, dropout from the arch), scaled down to a proxy budget.
+depth, dropout from the arch), scaled down to a proxy budget; `proxy=efficientnet` adds the rest
+of the paper's recipe (its augmentation, and the EMA of the weights: `proxy.ema_decay`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from training.data import Dataset
 
 from foundation import per_image
-from training.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, time_limit
+from training.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, storage_size, time_limit
 
 
 @dataclass
@@ -113,8 +116,8 @@ def evaluate(
     gamma^phi * base). `report(metrics)` is called every `proxy.report_every` epochs and at the
     end; an exception it raises propagates (that is how Ray Tune stops a trial). `progress`
     gets the same dicts plus timing (for `effnas train`'s console). `test=True` also scores
-    `data.test`; `keep_model=True` leaves the trained module in `result.model`. The global torch
-    RNG is left as it was.
+    `data.test`; `keep_model=True` leaves the trained module in `result.model` (the EMA's
+    weights when `proxy.ema_decay` is set). The global torch RNG is left as it was.
     """
     import torch
 
@@ -150,7 +153,7 @@ def evaluate(
         finally:
             trainer.close()
         if keep_model:
-            result.model = trainer.model
+            result.model = trainer.eval_model
     if not keep_model:
         from training import kernels
 
@@ -203,12 +206,14 @@ class ProxyTrainer:
         self.cuda = self.dev.type == "cuda"
         self.deadline: float | None = None  # perf_counter() past which `train` stops (evaluate sets it)
         self.memory_format = torch.channels_last if proxy.channels_last else torch.contiguous_format
-        # -- data: uint8 at the proxy resolution, resident on the training device --------------
-        self.train_x, self.train_y = self._tensors(data.train, res)
-        self.val_x, self.val_y = self._tensors(data.val, res)
+        # -- data: uint8 at the storage size (the proxy resolution, or resolution / crop_fraction
+        # with the random-resized crop), resident on the training device (or memory-mapped) -------
+        self.res, stored = res, storage_size(proxy, res)
+        self.train_x, self.train_y = self._tensors(data.train, stored)
+        self.val_x, self.val_y = self._tensors(data.val, stored)
         self.test_x = self.test_y = None
         if data.test is not None:
-            self.test_x, self.test_y = self._tensors(data.test, res)
+            self.test_x, self.test_y = self._tensors(data.test, stored)
         # per-channel statistics of the training images: x_float = x_uint8 * scale + shift
         mean = data.train.x.mean(axis=(0, 2, 3), dtype="float64") / 255.0
         std = data.train.x.std(axis=(0, 2, 3), dtype="float64") / 255.0
@@ -217,6 +222,21 @@ class ProxyTrainer:
         self.shift = torch.tensor(-mean / std, dtype=torch.float32, device=self.dev)
         self.scale, self.shift = self.scale.view(1, 3, 1, 1), self.shift.view(1, 3, 1, 1)
         self.pad = round(int(proxy.crop_pad) * res / 32)
+        self.augment = None
+        if proxy.augment:
+            from training.data.augment import BatchAugment
+
+            self.augment = BatchAugment(
+                res,
+                crop=str(proxy.crop),
+                pad=self.pad,
+                flip=bool(proxy.flip),
+                area=tuple(proxy.crop_area),
+                aspect=tuple(proxy.crop_aspect),
+                policy=str(proxy.augment_policy),
+                n=int(proxy.randaugment_n),
+                m=float(proxy.randaugment_m),
+            )
         self.generator = torch.Generator(device=self.dev).manual_seed(seed)
         self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
         self._steps_done, self._calibrated_at = 0, -1
@@ -256,6 +276,14 @@ class ProxyTrainer:
             kernels.tune_allocator()
             if not result.compiled:  # the C kernels would only break torch.compile's graph
                 result.cpu_kernels = kernels.accelerate(self.model)
+        # the exponential moving average of the weights (BN statistics included), evaluated and
+        # exported instead of them when on; a copy made after `accelerate`, so it evaluates as fast
+        self.ema = None
+        if proxy.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.ema = AveragedModel(self.model, use_buffers=True)
+            self.ema.update_parameters(self.model)  # n_averaged 1: from here every update averages
         if result.compiled:
             self.step_fn = torch.compile(self.model, dynamic=False)
         self.lanes = None
@@ -290,13 +318,36 @@ class ProxyTrainer:
 
     # -- one step ---------------------------------------------------------------------------
     def batch_at(self, order: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from training.data import augment_batch
-
         idx = order[i * self.batch : (i + 1) * self.batch]
         x, y = self.train_x[idx], self.train_y[idx]
-        if self.proxy.augment:
-            x = augment_batch(x, self.generator, pad=self.pad, flip=bool(self.proxy.flip))
+        x = self.eval_view(x) if self.augment is None else self.augment(x, self.generator)
         return self.normalize(x), y
+
+    def eval_view(self, x: torch.Tensor) -> torch.Tensor:
+        """A stored batch as evaluation sees it: itself, or with the random-resized crop the
+        resize + center crop of `proxy.crop_fraction` (paper recipe; tensorflow/tpu eval)."""
+        if str(self.proxy.crop) != "random_resized":
+            return x
+        from training.data.augment import center_crop_batch
+
+        return center_crop_batch(x, self.res, float(self.proxy.crop_fraction))
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights evaluated and exported: the EMA's when `proxy.ema_decay` is set."""
+        return self.model if self.ema is None else self.ema.module
+
+    def update_ema(self, steps_done: int) -> None:
+        """One EMA step after the optimizer's `steps_done`-th update. The decay is tensorflow/tpu's
+        (`tf.train.ExponentialMovingAverage(decay, num_updates=global_step)`): min(decay,
+        (1 + steps) / (10 + steps)), so early averages are not pinned to the initial weights."""
+        if self.ema is None:
+            return
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        decay = min(float(self.proxy.ema_decay), (1 + steps_done) / (10 + steps_done))
+        self.ema.multi_avg_fn = get_ema_multi_avg_fn(decay)
+        self.ema.update_parameters(self.model)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)
@@ -404,6 +455,7 @@ class ProxyTrainer:
                 loss = part.detach() if loss is None else loss + part.detach()
         self.optimizer.step()
         self._steps_done = step + 1
+        self.update_ema(self._steps_done)
         return lr, loss
 
     def close(self) -> None:
@@ -439,32 +491,35 @@ class ProxyTrainer:
         recalibrated ones. So before an evaluation, `proxy.bn_calibration` training images
         (a fixed, evenly spaced subset: no random draw, so evaluating never changes training)
         pass forward with BN in training mode and a cumulative average; dropout and stochastic
-        depth stay off. Costs about a third of a training step per batch of images.
+        depth stay off. Costs about a third of a training step per batch of images. With the EMA on,
+        the evaluated model is the EMA's, so its statistics are the ones re-estimated (for the
+        averaged weights); the EMA keeps averaging from them.
         """
         import torch
 
         wanted = int(self.proxy.bn_calibration)
         if wanted <= 0 or self._calibrated_at == self._steps_done:
             return
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        model = self.eval_model
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         n = len(self.train_y)
         chunk = min(self.micro_batch, n)
         count = max(chunk, (min(wanted, n) // chunk) * chunk)  # whole chunks: no 1-image batch
         index = torch.linspace(0, n - 1, count, device=self.dev).long()
         momenta = [m.momentum for m in norms]
-        self.model.eval()
+        model.eval()
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
             m.train()
         with torch.no_grad():
             for part in index.split(chunk):
-                x = self.normalize(self.train_x[part])
+                x = self.normalize(self.eval_view(self.train_x[part]))
                 if self.amp is not None:
                     with self.amp:
-                        self.model(x)
+                        model(x)
                 else:
-                    self.model(x)
+                    model(x)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         self.model.train()
@@ -472,19 +527,20 @@ class ProxyTrainer:
 
     def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float, Any]:
         """(accuracy, mean cross-entropy, per-image correctness as a bool numpy array) of the
-        current weights; BN recalibrated, eval mode."""
+        current weights (the EMA's when on: `eval_model`) on the evaluation view of `x_all`; BN
+        recalibrated, eval mode."""
         import torch
         import torch.nn.functional as F
 
         self.calibrate_bn()
-        model = self.model
+        model = self.eval_model
         model.eval()
         hits = torch.zeros(len(y_all), dtype=torch.bool, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
         size = int(self.proxy.eval_batch_size)
         with torch.inference_mode():
             for start in range(0, len(y_all), size):
-                x = self.normalize(x_all[start : start + size])
+                x = self.normalize(self.eval_view(x_all[start : start + size]))
                 y = y_all[start : start + size]
                 if self.amp is not None:
                     with self.amp:
@@ -493,7 +549,7 @@ class ProxyTrainer:
                     logits = model(x)
                 total_loss += F.cross_entropy(logits, y, reduction="sum").double()
                 hits[start : start + size] = logits.argmax(1) == y
-        model.train()
+        self.model.train()
         n = len(y_all)
         hits_np = hits.cpu().numpy()
         return int(hits_np.sum()) / n, float(total_loss) / n, hits_np

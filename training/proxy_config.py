@@ -21,6 +21,8 @@ OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("cosine", "exponential", "constant")
 COMPILE_MODES = ("auto", "on", "off")
 INITS = ("zero_head", "zero_residual", "default")
+CROPS = ("pad", "random_resized")  # training/data/augment.py
+AUGMENT_POLICIES = ("none", "randaugment", "autoaugment")
 
 
 @dataclass
@@ -53,8 +55,16 @@ class ProxyConfig:
     cpu_kernels: bool = MISSING
     parallel_micro_batches: bool = MISSING
     augment: bool = MISSING
+    crop: str = MISSING
     crop_pad: int = MISSING
+    crop_area: list[float] = MISSING
+    crop_aspect: list[float] = MISSING
+    crop_fraction: float = MISSING
     flip: bool = MISSING
+    augment_policy: str = MISSING
+    randaugment_n: int = MISSING
+    randaugment_m: float = MISSING
+    ema_decay: Optional[float] = MISSING
     eval_batch_size: int = MISSING
     bn_calibration: int = MISSING
     report_every: float = MISSING
@@ -87,6 +97,8 @@ def check(proxy: ProxyConfig) -> None:
         ("schedule", SCHEDULES),
         ("compile", COMPILE_MODES),
         ("init", INITS),
+        ("crop", CROPS),
+        ("augment_policy", AUGMENT_POLICIES),
     ):
         if str(getattr(p, key)) not in allowed:
             raise UserError(f"proxy.{key} must be one of {', '.join(allowed)}, got {getattr(p, key)!r}")
@@ -117,6 +129,28 @@ def check(proxy: ProxyConfig) -> None:
             p.num_classes,
         ),
         (p.crop_pad >= 0, "proxy.crop_pad must be >= 0", p.crop_pad),
+        (
+            _range(p.crop_area, 0, 1),
+            "proxy.crop_area must be [low, high] with 0 < low <= high <= 1",
+            p.crop_area,
+        ),
+        (
+            _range(p.crop_aspect, 0, None),
+            "proxy.crop_aspect must be [low, high] with 0 < low <= high",
+            p.crop_aspect,
+        ),
+        (0 < p.crop_fraction <= 1, "proxy.crop_fraction must be within (0, 1]", p.crop_fraction),
+        (p.randaugment_n >= 1, "proxy.randaugment_n must be >= 1", p.randaugment_n),
+        (
+            0 < p.randaugment_m < 10,
+            "proxy.randaugment_m must be within (0, 10) (timm's scale)",
+            p.randaugment_m,
+        ),
+        (
+            p.ema_decay is None or 0 < p.ema_decay < 1,
+            "proxy.ema_decay must be within (0, 1) or null (no EMA)",
+            p.ema_decay,
+        ),
         (p.eval_batch_size >= 1, "proxy.eval_batch_size must be >= 1", p.eval_batch_size),
         (p.bn_calibration >= 0, "proxy.bn_calibration must be >= 0 (0 = off)", p.bn_calibration),
         (p.report_every >= 0, "proxy.report_every must be >= 0 (0 = only at the end)", p.report_every),
@@ -124,11 +158,32 @@ def check(proxy: ProxyConfig) -> None:
     for ok, rule, value in rules:
         if not ok:
             raise UserError(f"{rule}, got {value}")
+    if str(p.augment_policy) != "none" and not p.augment:
+        raise UserError(
+            f"proxy.augment_policy={p.augment_policy} augments training batches, but proxy.augment=false "
+            "turns augmentation off: set proxy.augment=true or proxy.augment_policy=none"
+        )
     if p.trial_timeout is not None:
         try:
             time_limit(p)
         except UserError as exc:
             raise UserError(f"proxy.trial_timeout: {exc}") from None
+
+
+def _range(pair: Any, low: float, high: float | None) -> bool:
+    """[a, b] with low < a <= b (<= high when given)."""
+    if len(pair) != 2:
+        return False
+    a, b = float(pair[0]), float(pair[1])
+    return low < a <= b and (high is None or b <= high)
+
+
+def storage_size(proxy: ProxyConfig, resolution: int | None = None) -> int:
+    """The image size the trainer keeps the training images at for `resolution` (default
+    `proxy.resolution`): the resolution itself, or resolution / crop_fraction with the random-
+    resized crop, so that crop and the evaluation's center crop have pixels to take (224 -> 256)."""
+    res = int(resolution or proxy.resolution)
+    return round(res / float(proxy.crop_fraction)) if str(proxy.crop) == "random_resized" else res
 
 
 def time_limit(proxy: ProxyConfig) -> float | None:
