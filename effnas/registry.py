@@ -330,6 +330,36 @@ restarts an interrupted scale.""",
             writes_run=False,
         ),
         Stage(
+            "cam",
+            "models.cam",
+            "models.cam:CamConfig",
+            (),
+            "class activation maps (CAM, Grad-CAM) of train runs side by side, with a faithfulness score",
+            positionals="inputs",
+            flags=(
+                Flag(
+                    "--data",
+                    "sample",
+                    "N images drawn from the runs' validation split (default 8 without files)",
+                    "positive_int",
+                    metavar="N",
+                ),
+                Flag("--methods", "methods", "cam,gradcam (a subset)", "list"),
+                Flag(
+                    "--steps",
+                    "steps",
+                    "points of the deletion / insertion curves (default 16)",
+                    "positive_int",
+                ),
+            ),
+            notes="""\
+effnas cam RUN_DIR [RUN_DIR...] [IMAGE...] [--data N]: a grid (cam.png) of each image, its
+true class and, per run and method, the map over the image with the predicted class (paper
+Figure 7: B0 and its scaled models side by side); faithfulness.csv: deletion / insertion
+areas (Petsiuk et al. 2018) of each map against a random pixel order. Image files: RGB, of the
+runs' data.image_size; one in a folder named as a class has that class as its truth.""",
+        ),
+        Stage(
             "convert",
             "models.convert",
             "models.convert:ConvertConfig",
