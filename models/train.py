@@ -278,9 +278,10 @@ def _init(trainer: Any, arch: Any, cfg: Any, rundir: Any) -> None:
     init = finetune.init_source(str(cfg.train.init))
     facts = finetune.apply_init(trainer.model, init, arch, str(trainer.proxy.init))
     rundir.record(init=facts)
-    known = {u.get("path") for u in rundir.manifest.get("upstream", [])}
-    if init.run is not None and str(init.run.resolve()) not in known:  # a restart: recorded once
-        rundir.record_upstream(init.run, str(init.stage), f"--init weights {init.weights.name}")
+    what = f"--init weights {init.weights.name}"
+    known = {(u.get("path"), u.get("what")) for u in rundir.manifest.get("upstream", [])}
+    if init.run is not None and (str(init.run.resolve()), what) not in known:  # a restart: once
+        rundir.record_upstream(init.run, str(init.stage), what)
 
 
 class _Loop:

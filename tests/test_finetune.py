@@ -202,3 +202,35 @@ def test_bad_init_sources_are_one_line(
     assert "train.freeze must be one of body, bn" in error(str(arch_file), "train.freeze=all")
     assert "train.body_lr_scale must be >= 0" in error(str(arch_file), "train.body_lr_scale=-1")
     assert not root.exists() or not any(root.rglob("summary.json"))
+
+
+def test_init_from_a_converted_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """timm's tf_efficientnet_b0 layout (the fixture's numpy fill, no download) -> effnas convert
+    -> train its arch.yaml (TF "SAME" padding, BN eps 1e-3) --init the convert run: 1000 classes
+    become 10, and with the body frozen for the whole (2-step) run it ends as converted."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_convert import FIXTURES, fill
+
+    state, _ = fill(json.loads((FIXTURES / "timm_tf_efficientnet_b0.json").read_text()))
+    torch.save(state, tmp_path / "tf_b0.pth")
+    conv, run = tmp_path / "conv", tmp_path / "ft"
+    assert (
+        main(
+            ["convert", str(tmp_path / "tf_b0.pth"), "--model", "timm:tf_efficientnet_b0", f"run.dir={conv}"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    tiny = ["proxy.images=64", "proxy.bn_calibration=64", "train.freeze_epochs=1", *FAST]
+    assert main(["train", str(conv / "arch.yaml"), "--init", str(conv), *tiny, f"run.dir={run}"]) == 0
+    assert "--init has 1000 classes, this run 10: the classifier is new" in capsys.readouterr().err
+    converted, final = weights(conv / "model.pt"), weights(run / "model.pt")
+    assert same(body(converted), body(final)) == []
+    assert final["classifier.weight"].shape == (10, 1280)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [(u["stage"], u["path"], u["what"]) for u in manifest["upstream"]] == [
+        ("convert", str(conv.resolve()), "arch file arch.yaml"),
+        ("convert", str(conv.resolve()), "--init weights model.pt"),
+    ]
