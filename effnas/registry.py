@@ -133,8 +133,24 @@ STAGES: dict[str, Stage] = {
             "models.train",
             "models.train:TrainConfig",
             ("arch", "data", "proxy"),
-            "train one architecture with the proxy trainer (checkpointed: --resume continues it)",
+            "train one architecture with the proxy trainer (checkpointed: --resume continues it; "
+            "--init fine-tunes)",
+            flags=(
+                Flag(
+                    "--init",
+                    "train.init",
+                    "start from a train or convert run's weights or a state_dict file (fine-tuning)",
+                    metavar="RUN_DIR_OR_FILE",
+                ),
+            ),
             resume=True,
+            notes="""\
+Fine-tuning (docs/train.md): --init RUN_DIR|FILE loads a train or convert run's model.pt, or a
+.pt/.pth/.safetensors state_dict in effnas's layout, into the arch trained here (it must be the
+same network; a convert run's is RUN/arch.yaml). Another class count gets a new classifier.
+  train.body_lr_scale=0.1        the body learns at 0.1x the classifier's learning rate
+  train.freeze_epochs=1          for the first epoch: the body's parameters and BN statistics
+  train.freeze=body|bn           stay as loaded (body), or only the BN statistics (bn)""",
         ),
         Stage(
             "study",
@@ -208,7 +224,7 @@ STAGES: dict[str, Stage] = {
                 Flag(
                     "--weights",
                     "weights",
-                    "a train run (its model.pt) or a .pt state_dict (default: random init)",
+                    "a train or convert run (its model.pt) or a .pt state_dict (default: random init)",
                     metavar="RUN_DIR_OR_FILE",
                 ),
                 Flag("--resolution", "resolution", "input size (default: run's, arch's)", "positive_int"),
@@ -312,6 +328,36 @@ restarts an interrupted scale.""",
             "per-stage table of an architecture's shape, MACs and params",
             flags=(Flag("--format", "format", "output format", "choice", ("table", "csv", "json")),),
             writes_run=False,
+        ),
+        Stage(
+            "cam",
+            "models.cam",
+            "models.cam:CamConfig",
+            (),
+            "class activation maps (CAM, Grad-CAM) of train runs side by side, with a faithfulness score",
+            positionals="inputs",
+            flags=(
+                Flag(
+                    "--data",
+                    "sample",
+                    "N images drawn from the runs' validation split (default 8 without files)",
+                    "positive_int",
+                    metavar="N",
+                ),
+                Flag("--methods", "methods", "cam,gradcam (a subset)", "list"),
+                Flag(
+                    "--steps",
+                    "steps",
+                    "points of the deletion / insertion curves (default 16)",
+                    "positive_int",
+                ),
+            ),
+            notes="""\
+effnas cam RUN_DIR [RUN_DIR...] [IMAGE...] [--data N]: a grid (cam.png) of each image, its
+true class and, per run and method, the map over the image with the predicted class (paper
+Figure 7: B0 and its scaled models side by side); faithfulness.csv: deletion / insertion
+areas (Petsiuk et al. 2018) of each map against a random pixel order. Image files: RGB, of the
+runs' data.image_size; one in a folder named as a class has that class as its truth.""",
         ),
         Stage(
             "convert",

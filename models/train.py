@@ -49,6 +49,11 @@ class TrainSettings:
     """The `train` node of `conf/train.yaml` (values and their comments live there)."""
 
     checkpoint_minutes: Optional[float] = MISSING
+    # fine-tuning (models/finetune.py)
+    init: Optional[str] = MISSING
+    body_lr_scale: float = MISSING
+    freeze: str = MISSING
+    freeze_epochs: float = MISSING
 
 
 @dataclass
@@ -77,6 +82,11 @@ def validate(cfg: Any) -> None:
         _check_store_resolution(int(cfg.data.image_size), cfg.proxy)
     if cfg.get("resume"):
         _check_resumable(Path(str(cfg.resume)), arch)
+    from models import finetune
+
+    # --init is read and checked unless a checkpoint holds the weights (--resume continues them)
+    resumed = bool(cfg.get("resume")) and (Path(str(cfg.resume)) / CHECKPOINT).is_file()
+    finetune.validate(cfg.train, arch, source=not resumed)
 
 
 def _check_store_resolution(stored: int, proxy: Any) -> None:
@@ -209,6 +219,8 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
         "compile_seconds": round(result.compile_seconds, 3),
         "images_per_second": round(result.images_per_second, 1),
     }
+    if cfg.train.init:
+        summary["init"] = str(cfg.train.init)
     test = f"  test_acc {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""
     print(
         f"done: val_acc {result.accuracy:.4f}{test}  {result.seconds:.1f}s  "
@@ -227,6 +239,7 @@ def train(
     or timed-out run is a UserError naming the metrics written so far."""
     import torch
 
+    from models import finetune
     from training.proxy import Diverged, ProxyTrainer, TimeLimit
     from training.proxy_config import time_limit
 
@@ -245,9 +258,12 @@ def train(
         limit = time_limit(trainer.proxy)
         trainer.deadline = None if limit is None else t0 + limit
         loop = _Loop(trainer, arch, data.fingerprint, rundir, cfg.train.checkpoint_minutes)
+        finetune.install(trainer, cfg.train)  # its optimizer groups before a checkpoint's state
         try:
             if checkpoint is not None:
                 loop.restore(checkpoint)
+            elif cfg.train.init:  # a resumed run's weights are the checkpoint's, never --init's again
+                _init(trainer, arch, cfg, rundir)
             loop.run()
             if cfg.data.use_test:
                 if data.test is None:
@@ -265,6 +281,19 @@ def train(
             trainer.close()
     trainer.result.seconds = time.perf_counter() - t0
     return trainer.result, trainer.eval_model
+
+
+def _init(trainer: Any, arch: Any, cfg: Any, rundir: Any) -> None:
+    """`--init`'s weights into the new model; the source in the manifest (an upstream when a run)."""
+    from models import finetune
+
+    init = finetune.init_source(str(cfg.train.init))
+    facts = finetune.apply_init(trainer.model, init, arch, str(trainer.proxy.init))
+    rundir.record(init=facts)
+    what = f"--init weights {init.weights.name}"
+    known = {(u.get("path"), u.get("what")) for u in rundir.manifest.get("upstream", [])}
+    if init.run is not None and (str(init.run.resolve()), what) not in known:  # a restart: once
+        rundir.record_upstream(init.run, str(init.stage), what)
 
 
 class _Loop:

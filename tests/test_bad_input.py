@@ -204,6 +204,26 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         "model.pt",
         [(truncate, "train_b1/model.pt")],
     ),
+    # train --init (fine-tuning)
+    "train/init of a run of another arch": (
+        ["train", "{r}/scale/b2.yaml", "--init", "{r}/train_b1"],
+        "differs from the one trained here",
+        [],
+    ),
+    "train/init with truncated weights": (
+        ["train", "{r}/scale/b1.yaml", "--init", "{r}/train_b1"],
+        "model.pt",
+        [(truncate, "train_b1/model.pt")],
+    ),
+    # cam
+    "cam/not a train run": (["cam", "{r}/scale"], "a scale run; cam needs a train run", []),
+    "cam/a run without weights": (
+        ["cam", "{r}/train_b1"],
+        "has no model.pt",
+        [(unlink, "train_b1/model.pt")],
+    ),
+    "cam/truncated weights": (["cam", "{r}/train_b1"], "model.pt", [(truncate, "train_b1/model.pt")]),
+    "cam/wrong value": (["cam", "{r}/train_b1", "--data", "0"], "must be >= 1", []),
     # report
     "report/missing run": (["report", "{r}/nope"], "nope", []),
     "report/not a run": (["report", "{r}/grid/.hydra"], "not an effnas run", []),

@@ -12,9 +12,12 @@ from typing import Any
 from foundation.errors import UserError
 
 
-def weight_source(value: str | Path | None) -> tuple[Path | None, Path | None, dict[str, Any]]:
+def weight_source(
+    value: str | Path | None, flag: str = "--weights"
+) -> tuple[Path | None, Path | None, dict[str, Any]]:
     """(the state_dict file, the train or convert run it belongs to, that run's facts) for
-    `--weights`: a file, or a finished train or convert run directory (its model.pt)."""
+    `--weights` (or `flag`: `effnas train --init`): a file, or a finished train or convert run
+    directory (its model.pt)."""
     from foundation.runfiles import require_run, stage_of
 
     if not value:
@@ -22,26 +25,24 @@ def weight_source(value: str | Path | None) -> tuple[Path | None, Path | None, d
     path = Path(str(value))
     if path.is_dir() and stage_of(path) == "convert":
         if not (path / "model.pt").is_file():
-            raise UserError(f"--weights {path}: the convert run has no model.pt (converted --to a library?)")
-        return path / "model.pt", path, convert_facts(path)
+            raise UserError(f"{flag} {path}: the convert run has no model.pt (converted --to a library?)")
+        return path / "model.pt", path, convert_facts(path, flag)
     if path.is_file() and stage_of(path.parent) == "convert":
-        return path, path.parent, convert_facts(path.parent)
+        return path, path.parent, convert_facts(path.parent, flag)
     if path.is_dir():
-        run = require_run(path, "train", "--weights")
+        run = require_run(path, "train", flag)
         weights = run / "model.pt"
         if not weights.is_file():
-            raise UserError(
-                f"--weights {run}: the train run has no model.pt (trained with save_weights=false?)"
-            )
-        return weights, run, train_facts(run)
+            raise UserError(f"{flag} {run}: the train run has no model.pt (trained with save_weights=false?)")
+        return weights, run, train_facts(run, flag)
     if not path.is_file():
-        raise UserError(f"--weights {path}: no such file or directory")
+        raise UserError(f"{flag} {path}: no such file or directory")
     if stage_of(path.parent) == "train":  # results/train/<run>/model.pt: that run's facts too
-        return path, path.parent, train_facts(path.parent)
+        return path, path.parent, train_facts(path.parent, flag)
     return path, None, {}
 
 
-def train_facts(run: Path) -> dict[str, Any]:
+def train_facts(run: Path, flag: str = "--weights") -> dict[str, Any]:
     """What a finished train run trained: its arch node, classes, resolution and stem stride."""
     from omegaconf import OmegaConf
 
@@ -49,10 +50,10 @@ def train_facts(run: Path) -> dict[str, Any]:
 
     summary = read_json(run / "summary.json")
     if summary.get("status") != "done":
-        raise UserError(f"--weights {run}: the train run did not finish (status {summary.get('status')!r})")
+        raise UserError(f"{flag} {run}: the train run did not finish (status {summary.get('status')!r})")
     recorded = run / ".hydra" / "config.yaml"
     if not recorded.is_file():
-        raise UserError(f"--weights {run}: the train run has no .hydra/config.yaml")
+        raise UserError(f"{flag} {run}: the train run has no .hydra/config.yaml")
     cfg = OmegaConf.load(recorded)
     dataset = read_json(run / "manifest.json").get("dataset") or {}
     return {
@@ -63,7 +64,7 @@ def train_facts(run: Path) -> dict[str, Any]:
     }
 
 
-def convert_facts(run: Path) -> dict[str, Any]:
+def convert_facts(run: Path, flag: str = "--weights") -> dict[str, Any]:
     """What a finished `effnas convert` run holds: its arch.yaml (padding and BN eps included),
     classes and resolution."""
     import yaml
@@ -72,11 +73,11 @@ def convert_facts(run: Path) -> dict[str, Any]:
 
     summary = read_json(run / "summary.json")
     if summary.get("status") != "done" or not (run / "arch.yaml").is_file():
-        raise UserError(f"--weights {run}: the convert run did not finish or has no arch.yaml")
+        raise UserError(f"{flag} {run}: the convert run did not finish or has no arch.yaml")
     try:
         arch = yaml.safe_load((run / "arch.yaml").read_text())
     except yaml.YAMLError:
-        raise UserError(f"--weights {run}: arch.yaml is not valid YAML") from None
+        raise UserError(f"{flag} {run}: arch.yaml is not valid YAML") from None
     return {
         "arch": arch,
         "num_classes": summary.get("num_classes"),

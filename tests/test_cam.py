@@ -1,0 +1,188 @@
+"""`effnas cam` on tiny digits runs through the CLI: the grid is a real PNG, the predictions are
+the ones the run's own evaluation recorded, image files give what the same validation images
+give, CAM and Grad-CAM agree where they must (every arch family effnas builds), the deletion /
+insertion curves start and end where their definition says, and bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import expect_usage_error
+
+from effnas.cli import main
+from foundation import per_image
+from search_spaces.arch import Arch, decode_stage
+
+TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
+FAST = ["proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off", "run.threads=1", "proxy.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two finished digits runs of two tiny archs (a "B0" and a wider "B1")."""
+    tmp = tmp_path_factory.mktemp("cam")
+    out = []
+    for name, head in (("tiny", 64), ("wide", 96)):
+        arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name=name, stem=16, head=head)
+        (tmp / f"{name}.yaml").write_text(arch.to_yaml())
+        run = tmp / name
+        assert main(["train", str(tmp / f"{name}.yaml"), *FAST, f"run.dir={run}"]) == 0
+        out.append(run)
+    return out
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def picked(run: Path, n: int, seed: int = 0) -> np.ndarray:
+    """The validation indices `--data n` draws (models.cam.run_maps's rule)."""
+    val = json.loads((run / "manifest.json").read_text())["dataset"]["val"]
+    return np.sort(np.random.default_rng(seed).choice(val, n, replace=False))
+
+
+def test_cam_grid_of_two_runs_from_the_validation_split(runs: list[Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "cam"
+    n = 5
+    assert main(["cam", *map(str, runs), "--data", str(n), "run.threads=1", f"run.dir={out}"]) == 0
+    with Image.open(out / "cam.png") as im:
+        assert im.format == "PNG"
+        pixels = np.asarray(im.convert("RGB"))
+    # cells of 1.7 x 1.9 inches: 5 columns (the image, 2 runs x 2 methods) by n = 5 rows
+    assert 0.75 < pixels.shape[1] / pixels.shape[0] < 1.05
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # maps in colour, not a blank page
+    table = rows(out / "faithfulness.csv")
+    assert [(r["label"], r["method"]) for r in table] == [
+        ("tiny", "cam"),
+        ("tiny", "gradcam"),
+        ("wide", "cam"),
+        ("wide", "gradcam"),
+    ]
+    for r in table:
+        assert 0 <= float(r["deletion_auc"]) <= 1 and 0 <= float(r["insertion_auc"]) <= 1
+        assert int(r["images"]) == n
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["images"] == n
+    for entry in summary["runs"]:
+        assert entry["cam_gradcam_max_difference"] < 1e-4  # a pooled linear head: the same map
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [u["path"] for u in manifest["upstream"]] == [str(r.resolve()) for r in runs]
+    # the predictions are those of the run's own final evaluation (its per-image record)
+    images = rows(out / "images.csv")
+    for run in runs:
+        correct = per_image.load(run, "val")[picked(run, n)]
+        mine = [r for r in images if r["run"] == run.name and r["method"] == "cam"]
+        assert [r["predicted"] == r["true"] for r in mine] == list(correct)
+
+
+def test_image_files_give_what_the_validation_images_give(runs: list[Path], tmp_path: Path) -> None:
+    """The same images written as PNG files in folders named by their class: the same truth,
+    predictions and probabilities as `--data`."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from training.data import load_dataset
+
+    n = 3
+    data = load_dataset(OmegaConf.load(runs[0] / ".hydra" / "config.yaml").data)
+    files = []
+    for k, i in enumerate(picked(runs[0], n)):
+        folder = tmp_path / "images" / data.classes[int(data.val.y[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        files.append(folder / f"{k}.png")
+        Image.fromarray(data.val.x[i].transpose(1, 2, 0)).save(files[-1])
+    by_data, by_file = tmp_path / "a", tmp_path / "b"
+    assert main(["cam", str(runs[0]), "--data", str(n), "run.threads=1", f"run.dir={by_data}"]) == 0
+    assert main(["cam", str(runs[0]), *map(str, files), "run.threads=1", f"run.dir={by_file}"]) == 0
+    keys = ("true", "predicted", "probability", "deletion_auc", "insertion_auc")
+    a, b = rows(by_data / "images.csv"), rows(by_file / "images.csv")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    assert b[0]["image"] == str(files[0])
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v1", "resnet50"])
+def test_cam_equals_gradcam_under_a_pooled_linear_head(name: str) -> None:
+    """Grad-CAM = ReLU(CAM) / (h w) for any arch effnas builds (head conv or none)."""
+    from models.cam import class_maps
+    from search_spaces.builder import build_model
+    from search_spaces.official import baseline, official
+
+    arch = official(name) if name.startswith("efficientnet") else baseline(name)
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=7, stem_stride=1).eval()
+    x = torch.randn(3, 3, 32, 32)
+    out = class_maps(model, x)
+    torch.testing.assert_close(out["logits"], model(x).detach())
+    h, w = out["cam"].shape[-2:]
+    expected = torch.relu(out["cam"]) / (h * w)
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(out["gradcam"], expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_deletion_and_insertion_curves_end_where_defined() -> None:
+    """Deletion starts at the intact image and ends at the all-mean image; insertion starts at
+    the blurred copy and ends at the intact image; the order decides what happens between."""
+    from models.cam import area, blurred, curves
+    from search_spaces.builder import build_model
+    from search_spaces.official import official
+
+    torch.manual_seed(0)
+    model = build_model(official("efficientnet_b0"), num_classes=5, stem_stride=1).eval()
+    x = torch.randn(2, 3, 16, 16)
+    target = torch.tensor([1, 3])
+    order = torch.stack([torch.randperm(256) for _ in range(2)])
+    c = curves(model, x, order, target, steps=4)
+    with torch.no_grad():
+        p = lambda z: torch.softmax(model(z), 1)[torch.arange(2), target]  # noqa: E731
+        torch.testing.assert_close(c["deletion"][:, 0], p(x))
+        torch.testing.assert_close(c["deletion"][:, -1], p(torch.zeros_like(x)))
+        torch.testing.assert_close(c["insertion"][:, 0], p(blurred(x, 2.0)))
+        torch.testing.assert_close(c["insertion"][:, -1], p(x))
+        # a quarter in: exactly the first 64 pixels of the order are the mean colour
+        half = x.clone().flatten(2)
+        for i in range(2):
+            half[i, :, order[i, :64]] = 0
+        torch.testing.assert_close(c["deletion"][:, 1], p(half.view_as(x)))
+    assert area(torch.ones(1, 5)).item() == pytest.approx(1.0)
+    assert area(torch.tensor([[1.0, 0.0, 0.0]])).item() == pytest.approx(0.25)
+
+
+def test_bad_cam_input_is_one_line(runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    root = tmp_path / "out"
+
+    def error(*args: str) -> str:
+        return expect_usage_error(["cam", *args, f"run.root={root}"], capsys)
+
+    run = str(runs[0])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert "not an effnas run directory" in error(str(plain))
+    assert "no such file or directory" in error(run, str(tmp_path / "none.png"))
+    assert "give at least one train run" in error()
+    no_weights = Path(shutil.copytree(runs[0], tmp_path / "no_weights"))
+    (no_weights / "model.pt").unlink()
+    assert "has no model.pt" in error(str(no_weights))
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG not really")
+    assert "not an image file Pillow can read" in error(run, str(garbage))
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(gray)
+    assert "mode L (1 channel(s))" in error(run, str(gray))
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(big)
+    assert "40x40 pixels; the runs' images are 32x32" in error(run, str(big))
+    assert "--data: must be >= 1, got 0" in error(run, "--data", "0")
+    assert "--data must be >= 1" in error(run, "sample=0")
+    assert "the validation split has" in error(run, "--data", "100000")
+    assert "methods must be" in error(run, "--methods", "saliency")
+    assert not root.exists() or not any(root.rglob("summary.json"))
