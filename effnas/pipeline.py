@@ -108,13 +108,15 @@ def _run_forwarded(cfg: Any) -> list[str]:
 
 
 def _value(v: Any) -> str:
-    """A plain value as a Hydra override value."""
+    """A plain value (or a list of them) as a Hydra override value."""
     if v is None:
         return "null"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):  # e.g. proxy.crop_area: Hydra's list syntax, not a quoted string
+        return "[" + ",".join(_value(x) for x in v) + "]"
     return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
