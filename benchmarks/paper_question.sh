@@ -7,12 +7,13 @@
 #   2. study: B0 at 2x MACs, seven arms (six methods, compound with the grid's coefficients, and
 #             compound_paper with the paper's), 3 seeds, 2 and 8 epochs, judged on the 10,000-image
 #             test split;
-#   3. sweeps (Figure 3): width, depth and resolution alone up to ~4x MACs at 8 epochs, 3 seeds.
+#   3. sweeps (Figure 3): width, depth and resolution alone at ~4x MACs, 8 epochs, 3 seeds.
 # Resumable: run it again and every step continues where it stopped (a finished step is skipped).
-# On 2 CPU cores: grid ~45 min, study ~1 h at 2 epochs + ~4 h at 8, sweeps ~7 h.
+# On 2 CPU cores: grid ~45 min, study ~1 h at 2 epochs + ~4 h at 8, sweeps ~3 h (9 trainings at ~4x MACs).
 #
 #   benchmarks/paper_question.sh            # OUT=results/cifar CIFAR=../shared/datasets/cifar10
 #   nohup benchmarks/paper_question.sh > results/cifar/log 2>&1 &
+#   STEPS=sweeps nohup benchmarks/paper_question.sh > results/cifar/sweeps.log 2>&1 &
 set -uo pipefail
 OUT=${OUT:-results/cifar}
 PY=${PYTHON:-.venv/bin/python}
@@ -41,18 +42,20 @@ step() {
   return $rc
 }
 
-step grid grid -- grid --phi 1 --seeds 3 max_candidates=8 "${DATA[@]}" data.val_fraction=0.1 \
+want() { [[ " ${STEPS:-grid study sweeps} " == *" $1 "* ]]; }  # STEPS="sweeps": only those
+! want grid || step grid grid -- grid --phi 1 --seeds 3 max_candidates=8 "${DATA[@]}" data.val_fraction=0.1 \
   proxy=default proxy.epochs=1 "${RUN[@]}" || exit $?
 
 ARMS=baseline,depth,width,resolution,compound,compound_paper,dwr
-step study study scaling -- study scaling --arch efficientnet_b0 --flops 2x --from "$OUT/grid" \
+! want study || step study study scaling -- study scaling --arch efficientnet_b0 --flops 2x --from "$OUT/grid" \
   --seeds 3 --budgets 2,8 --methods $ARMS "${DATA[@]}" data.val_fraction=0.02 proxy=default \
   "${RUN[@]}" || exit $?
 
-# Figure 3: each dimension alone; multipliers reach ~4x B0's MACs (width^2, depth, resolution^2)
-step sweep_width study scaling -- study scaling --arch efficientnet_b0 --sweep width \
-  --multipliers 1,1.4,1.7,2 --seeds 3 --budgets 8 "${DATA[@]}" data.val_fraction=0.02 proxy=default "${RUN[@]}" || exit $?
-step sweep_depth study scaling -- study scaling --arch efficientnet_b0 --sweep depth \
-  --multipliers 1,2,3,4 --seeds 3 --budgets 8 "${DATA[@]}" data.val_fraction=0.02 proxy=default "${RUN[@]}" || exit $?
-step sweep_resolution study scaling -- study scaling --arch efficientnet_b0 --sweep resolution \
-  --multipliers 1,1.4,1.7,2 --seeds 3 --budgets 8 "${DATA[@]}" data.val_fraction=0.02 proxy=default "${RUN[@]}" || exit $?
+# Figure 3: each dimension alone at ~4x B0's MACs (width 2 -> 3.76x, depth 4 -> 4.08x, resolution
+# 2 -> 3.99x); the 1x and ~2x points of the same curves are the study's baseline, width, depth and
+# resolution arms (same data, split, seeds and budget), so each sweep trains only its 4x point.
+want sweeps && for dim in width:2 depth:4 resolution:2; do
+  step "sweep8_${dim%%:*}" study scaling -- study scaling --arch efficientnet_b0 --sweep "${dim%%:*}" \
+    --multipliers "${dim##*:}" --seeds 3 --budgets 8 "${DATA[@]}" data.val_fraction=0.02 proxy=default \
+    "${RUN[@]}" || exit $?
+done
