@@ -329,6 +329,7 @@ def _fit(
         machine=machine(),
         rows=len(y),
         cv={"folds": folds, "model": kind, **scores[kind]},
+        setup={**setup.__dict__, **kw},
     )
     path = rundir.file("latency_predictor.pkl")
     predictor.save(path)

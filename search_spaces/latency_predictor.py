@@ -241,6 +241,7 @@ class LatencyPredictor:
     machine: dict[str, Any]
     rows: int
     cv: dict[str, Any] = field(default_factory=dict)
+    setup: dict[str, Any] = field(default_factory=dict)  # how each was measured (training.timing.Setup)
 
     def predict(self, arch: Arch, resolution: int | None = None) -> float:
         """Predicted latency of `arch` in milliseconds, at `resolution` (default: its own)."""
