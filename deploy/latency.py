@@ -221,6 +221,11 @@ def _fit_inputs(cfg: Any) -> tuple[Any, Any]:
             f"prices it); drop resolution={cfg.resolution}"
         )
     space = _space(cfg)
+    if space.distinct_size() < int(cfg.fit_predictor):
+        raise UserError(
+            f"--fit-predictor {cfg.fit_predictor}: the space has only {space.distinct_size()} distinct "
+            "architectures"
+        )
     try:
         table = LatencyTable.load(cfg.table)
     except TableError as exc:

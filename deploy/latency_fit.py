@@ -215,6 +215,24 @@ COLUMNS = (
 )
 
 
+def distinct_samples(space: Any, n: int, seed: int) -> list[tuple[int, ...]]:
+    """`n` random architectures of `space`, no two the same network: a duplicate would sit in a
+    training fold and in its held-out fold at once and flatter the k-fold figures. Refused when
+    the space has fewer than `n` distinct networks."""
+    if space.distinct_size() < n:
+        raise UserError(
+            f"--fit-predictor {n}: the space has only {space.distinct_size()} distinct architectures"
+        )
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        choices = space.sample(rng)
+        blocks = tuple(space.decode(choices).blocks)
+        if blocks not in seen:
+            seen.add(blocks)
+            out.append(choices)
+    return out
+
+
 def _measured_before(rundir: Any, choices: list[tuple[int, ...]]) -> list[dict[str, Any]]:
     """A resumed run's measurements.csv, checked to be the architectures this run draws."""
     import pandas as pd
@@ -239,8 +257,7 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
 
     n = int(cfg.fit_predictor)
     kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
-    rng = random.Random(int(cfg.run.seed))
-    choices = [space.sample(rng) for _ in range(n)]
+    choices = distinct_samples(space, n, int(cfg.run.seed))
     rows = _measured_before(rundir, choices)
     atomic_write(rundir.file("latency_table.json"), table.to_json())
     print(
