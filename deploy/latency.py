@@ -104,6 +104,11 @@ class LatencyConfig:
     resume: Optional[str] = None  # set by `--resume RUN_DIR` (a --fit-predictor run)
 
 
+# what `effnas report` reads of a latency run: the predictor check of --build-table (with
+# evaluate > 0) or --fit-predictor (held-out predictions); runs without one are not reported
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "predictor.csv": (("arch", "measured_ms", "predicted_ms"), ("measured_ms", "predicted_ms")),
+}
 MIN_FIT = 20  # --fit-predictor: below this, k-fold figures on held-out architectures mean little
 
 

@@ -266,7 +266,7 @@ STAGES: dict[str, Stage] = {
             "effnas.views.report",
             "effnas.views.report:ReportConfig",
             (),
-            "one Markdown report (+ PNGs) of search, grid, scale, study and train runs, laid out as the paper",
+            "one Markdown report (+ PNGs) of search, grid, scale, study, train and latency runs, as the paper",
             positionals="runs",
             flags=(
                 Flag(
