@@ -17,8 +17,9 @@ axis, at opset 18: the lowest opset that exporter writes natively (for 17 it con
 and that conversion fails on the pooling's ReduceMean), read by onnxruntime >= 1.14. TorchScript
 is `torch.jit.script` of the eval-mode model.
 
-`export_onnx` (`export_onnx_module` for any one-input module), `onnx_session`,
-`export_torchscript` and `load_torchscript` are plain functions for the other deployment stages.
+`export_onnx`, `export_torchscript` and `load_torchscript` are plain functions for the other
+deployment stages; `export_onnx_module` (any one-input module) and `onnx_session` live in
+`training.onnx_io`, below the stages, because the search's latency check runs them too.
 Importing this module loads no torch: the CLI composes every stage's schema.
 """
 
@@ -39,10 +40,10 @@ from omegaconf import MISSING
 from foundation.errors import UserError
 from foundation.runfiles import atomic_write
 from search_spaces.arch_config import ArchConfig
+from training.onnx_io import DEFAULT_OPSET, export_onnx_module, onnx_session
 from training.weights import load_into, load_state_dict, weight_source
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
-DEFAULT_OPSET = 18  # see the module docstring
 BATCH_SIZES = (1, 2)  # the check's batches: 1 as deployed, 2 proves the batch axis is dynamic
 CALIBRATION_IMAGES = (2, 4)  # random init: batches x images that set BN's running statistics
 
@@ -85,65 +86,6 @@ def export_onnx(
 
     example = torch.zeros(2, 3, resolution, resolution)
     export_onnx_module(model, example, path, opset, output="logits")
-
-
-def export_onnx_module(
-    module: Any,
-    example: Any,
-    path: str | os.PathLike[str],
-    opset: int = DEFAULT_OPSET,
-    output: str = "output",
-) -> None:
-    """Write eval-mode `module`, called on one tensor shaped like `example`, to the ONNX file `path`
-    (atomically, weights inside): input `input` with its first (batch) axis dynamic, output
-    `output`. A whole network (`export_onnx`) or a part of one (the latency stage's table)."""
-    import logging
-    import warnings
-
-    import torch
-
-    if opset < DEFAULT_OPSET:
-        raise ValueError(f"opset must be >= {DEFAULT_OPSET} (torch.export-based exporter), got {opset}")
-    if example.shape[0] < 2:  # torch.export would specialize a batch of 1 to the constant 1
-        example = example.expand(2, *example.shape[1:]).contiguous()
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." x4
-    try:
-        with warnings.catch_warnings():
-            # torch-internal pytree deprecations (DeprecationWarning, FutureWarning), none of ours
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.onnx.export(
-                module,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=[output],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                external_data=False,
-                verbose=False,
-            )
-    finally:
-        onnx_log.setLevel(level)
-    # one protobuf, weights inside (< 2 GB: B7 is 0.27 GB), written the way every run file is
-    atomic_write(path, program.model_proto.SerializeToString())
-
-
-def onnx_session(path: str | os.PathLike[str], threads: int) -> Any:
-    """An onnxruntime InferenceSession on the CPU provider with `threads` intra-op threads (0:
-    onnxruntime's default, one per physical core) and one inter-op thread, operators in sequence."""
-    import onnxruntime as ort
-
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0 = onnxruntime's default), got {threads}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def export_torchscript(model: Any, path: str | os.PathLike[str]) -> None:

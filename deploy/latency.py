@@ -4,12 +4,18 @@
     effnas latency --compare efficientnet_b1 resnet152 --accuracy efficientnet_b1=79.1,resnet152=77.8
     effnas latency --build-table                                # every part of the search space
     effnas latency --arch b3.yaml --table results/latency/<run>/latency_table.json
+    effnas latency --noise-check                                # how far one measurement can be trusted
+    effnas latency --fit-predictor 300 --table <table run>/latency_table.json   # learned predictor
+    effnas latency --resume results/latency/<run>               # an interrupted --fit-predictor
 
 Protocol (EfficientNet Table 4; MnasNet §4): batch 1 on one CPU thread, the process pinned to
 that core, `warmup` untimed runs, then the median and spread of `runs` timed runs (default 20)
-of one forward pass in inference mode. `--threads`, `--batch`, `--runtime torch|onnxruntime` and
-`--device cpu|cuda` change it; the machine, the runtimes' versions and the load average before
-and after are recorded. Writes `latency.csv` (one row per model) and the summary.
+of one forward pass in inference mode (`training.timing`). `--repeat K` re-measures K times and
+keeps the median of the medians; each measurement's coefficient of variation over its repeats
+is reported, and flagged over `cv_threshold` (2%). `--threads`, `--batch`, `--runtime
+torch|onnxruntime` and `--device cpu|cuda` change it; the machine, the runtimes' versions and the
+load average before and after are recorded. Writes `latency.csv` (one row per model) and the
+summary.
 
 `--build-table` times every part an architecture of the search space can contain (the stem, each
 layer setting at the shape it meets, the head: `search_spaces.latency.space_parts`) or the parts
@@ -18,19 +24,21 @@ architectures measured end to end (a Huber regression: one disturbed measurement
 machine does not move it), writes `latency_table.json`, then checks the table on `evaluate`
 other random architectures: `predictor.csv`, the rank agreement (Spearman) and the share
 predicted within +-10%, and a plot of predicted vs measured.
+
+`--noise-check` and `--fit-predictor N` are `deploy.latency_fit`'s: the CV of repeated
+measurements of B0 and of random architectures (what ceiling that puts on any predictor), and a
+regressor learned from N architectures measured end to end (`search_spaces.latency_predictor`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -42,8 +50,21 @@ from foundation.errors import UserError
 from search_spaces.arch import Arch
 from search_spaces.arch_config import ArchConfig
 from search_spaces.mnasnet import SpaceConfig
+from training.timing import (
+    RUNTIMES,
+    Setup,
+    cv_text,
+    flagged,
+    machine,
+    measure,
+    model_latency,
+    pin_threads,
+    runner,
+    runtime_missing,
+    warn_noisy,
+)
 
-RUNTIMES = ("torch", "onnxruntime")
+__all__ = ["RUNTIMES", "Setup", "machine", "measure", "model_latency", "runner"]  # training.timing's
 PAPER_B1_VS_RESNET152 = 5.7  # EfficientNet Table 4: 0.098 s vs 0.554 s on one Xeon core, batch 1
 
 
@@ -71,6 +92,24 @@ class LatencyConfig:
     calibrate: int = MISSING
     evaluate: int = MISSING
     table_runs: int = MISSING
+    repeat: int = MISSING  # measurements per model; the median of their medians is kept
+    cv_threshold: float = MISSING  # flag a measurement whose CV over its repeats is above this
+    noise_check: bool = MISSING
+    noise_archs: int = MISSING
+    noise_repeats: int = MISSING
+    fit_predictor: int = MISSING  # N architectures to measure and fit on (0: off)
+    predictor_model: str = MISSING  # auto | linear | boosted | table
+    folds: int = MISSING
+    predictor: Optional[str] = MISSING  # a fitted predictor: read to predict (compare mode)
+    resume: Optional[str] = None  # set by `--resume RUN_DIR` (a --fit-predictor run)
+
+
+# what `effnas report` reads of a latency run: the predictor check of --build-table (with
+# evaluate > 0) or --fit-predictor (held-out predictions); runs without one are not reported
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "predictor.csv": (("arch", "measured_ms", "predicted_ms"), ("measured_ms", "predicted_ms")),
+}
+MIN_FIT = 20  # --fit-predictor: below this, k-fold figures on held-out architectures mean little
 
 
 def validate(cfg: Any) -> None:
@@ -91,21 +130,45 @@ def validate(cfg: Any) -> None:
             (cfg.calibrate, cfg.evaluate),
         ),
         (cfg.table_runs >= 1, "table_runs must be >= 1", cfg.table_runs),
+        (cfg.repeat >= 1, "--repeat must be >= 1", cfg.repeat),
+        (cfg.cv_threshold > 0, "cv_threshold must be > 0", cfg.cv_threshold),
+        (
+            cfg.noise_archs >= 0 and cfg.noise_repeats >= 2,
+            "noise_archs must be >= 0 and noise_repeats >= 2",
+            (cfg.noise_archs, cfg.noise_repeats),
+        ),
+        (
+            cfg.fit_predictor == 0 or cfg.fit_predictor >= MIN_FIT,
+            f"--fit-predictor N needs N >= {MIN_FIT} architectures (k-fold on fewer means little)",
+            cfg.fit_predictor,
+        ),
+        (cfg.folds >= 2, "folds must be >= 2", cfg.folds),
     ]
     for ok, rule, value in rules:
         if not ok:
             raise UserError(f"{rule}, got {value}")
+    missing = runtime_missing(str(cfg.runtime))
+    if missing:
+        raise UserError(f"--runtime {cfg.runtime}: {missing}")
     device = _device(cfg)
     if device.startswith("cuda") and cfg.runtime == "onnxruntime":
         raise UserError("--runtime onnxruntime runs on the CPU here; use --runtime torch with --device cuda")
-    if cfg.build_table and cfg.compare:
-        raise UserError("give --build-table or --compare, not both")
+    modes = [f for f, on in (("--build-table", cfg.build_table), ("--compare", bool(cfg.compare)),
+             ("--noise-check", cfg.noise_check), ("--fit-predictor", bool(cfg.fit_predictor))) if on]  # fmt: skip
+    if len(modes) > 1:
+        raise UserError(f"give {' or '.join(modes)}, not both")
+    if cfg.resume and not cfg.fit_predictor:
+        raise UserError(f"--resume {cfg.resume}: only a --fit-predictor run resumes; run the others again")
+    if cfg.fit_predictor:
+        _fit_inputs(cfg)
+    if cfg.predictor:
+        load_predictor(cfg.predictor, runtime=str(cfg.runtime), threads=int(cfg.threads))
     if cfg.build_table and cfg.resolution is not None:
         raise UserError(
             f"--build-table times each part at its architecture's own resolution (where the search "
             f"prices it); drop resolution={cfg.resolution}"
         )
-    if cfg.table and not cfg.build_table:
+    if cfg.table and not cfg.build_table and not cfg.fit_predictor:
         from search_spaces.latency import LatencyTable, TableError
 
         try:
@@ -116,11 +179,69 @@ def validate(cfg: Any) -> None:
         resolve_arch(spec)
     for spec in cfg.table_archs or []:
         resolve_arch(spec)
-    if not cfg.compare and not cfg.build_table:
+    if not cfg.compare and not cfg.build_table and not cfg.fit_predictor:
         arch_from_cfg(cfg.arch)
     parse_accuracy(cfg.accuracy)
     if cfg.accuracy and not cfg.compare:
         raise UserError("--accuracy labels the rows of --compare; give --compare too")
+
+
+def load_predictor(path: str, **expected: Any) -> Any:
+    """The predictor file `path` (or a fit run holding one), refused for another runtime or
+    thread count (`expected`) in one line."""
+    from search_spaces.latency_predictor import LatencyPredictor, PredictorError
+
+    try:
+        predictor = LatencyPredictor.load(path)
+        predictor.check(where=f"latency predictor {path}", **expected)
+    except PredictorError as exc:
+        raise UserError(str(exc)) from None
+    return predictor
+
+
+def _fit_inputs(cfg: Any) -> tuple[Any, Any]:
+    """(the space, the table) a --fit-predictor run reads: a table given and covering the space;
+    on --resume, the run must be unfinished."""
+    from search_spaces.latency import LatencyTable, TableError, space_parts
+    from search_spaces.latency_predictor import KINDS
+
+    if cfg.predictor_model not in KINDS:
+        raise UserError(
+            f"unknown predictor_model {cfg.predictor_model!r}; expected one of {', '.join(KINDS)}"
+        )
+    if cfg.resume:
+        from foundation.runfiles import read_json
+
+        status = read_json(Path(str(cfg.resume)) / "manifest.json").get("status")
+        if status == "done":
+            raise UserError(f"--resume {cfg.resume}: the run finished (status done); nothing to resume")
+    if not cfg.table:
+        raise UserError(
+            "--fit-predictor needs a latency table of this space (its sum of parts is a feature): "
+            "--table PATH (build one with `effnas latency --build-table`)"
+        )
+    if cfg.resolution is not None:
+        raise UserError(
+            f"--fit-predictor measures each architecture at its own resolution (where the search "
+            f"prices it); drop resolution={cfg.resolution}"
+        )
+    space = _space(cfg)
+    if space.distinct_size() < int(cfg.fit_predictor):
+        raise UserError(
+            f"--fit-predictor {cfg.fit_predictor}: the space has only {space.distinct_size()} distinct "
+            "architectures"
+        )
+    try:
+        table = LatencyTable.load(cfg.table)
+    except TableError as exc:
+        raise UserError(str(exc)) from None
+    lacking = table.missing(space_parts(space, num_classes=int(cfg.num_classes), stem_stride=cfg.stem_stride))
+    if lacking:
+        raise UserError(
+            f"latency table {cfg.table} lacks {len(lacking)} parts of this search space (first: "
+            f"{lacking[0]}); build it for this space: `effnas latency --build-table`"
+        )
+    return space, table
 
 
 def parse_accuracy(items: Sequence[str]) -> dict[str, float]:
@@ -172,128 +293,6 @@ def resolve_arch(spec: str) -> Arch:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setup:
-    """How every measurement of a run is taken (`setup_of`: the values are conf/latency.yaml's)."""
-
-    batch: int
-    threads: int
-    runs: int
-    warmup: int
-    runtime: str
-    device: str
-    channels_last: bool
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    import torch
-
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-    if hasattr(os, "sched_getaffinity"):
-        info["affinity"] = sorted(os.sched_getaffinity(0))
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        info["onnxruntime"] = None
-    return info
-
-
-def pin_threads(threads: int, pin: bool) -> None:
-    """Noise control: `threads` intra-op threads (and one inter-op), and with `pin` the process
-    bound to the first `threads` CPUs it may use, so the scheduler cannot move it mid-run."""
-    import torch
-
-    torch.set_num_threads(threads)
-    if pin and hasattr(os, "sched_setaffinity"):
-        allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, allowed[: max(1, threads)])
-
-
-def stats(ms: Sequence[float]) -> dict[str, float]:
-    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
-    return {
-        "median_ms": round(statistics.median(ms), 4),
-        "p25_ms": round(q[0], 4),
-        "p75_ms": round(q[2], 4),
-        "min_ms": round(min(ms), 4),
-        "max_ms": round(max(ms), 4),
-    }
-
-
-def runner(module: Any, shape: tuple[int, ...], setup: Setup) -> Callable[[], Any]:
-    """A zero-argument call of one forward pass of `module` on a fixed random input, in the
-    setup's runtime and device."""
-    import torch
-
-    module = module.eval()
-    x = torch.randn(*shape)
-    if setup.runtime == "onnxruntime":
-        from deploy.export import export_onnx_module, onnx_session
-
-        folder = tempfile.mkdtemp(prefix="effnas-latency-")
-        path = Path(folder) / "part.onnx"
-        export_onnx_module(module, x, path)
-        session = onnx_session(path, setup.threads)
-        name = session.get_inputs()[0].name
-        feed = {name: x.numpy()}
-        return lambda: session.run(None, feed)
-    device = torch.device(setup.device)
-    fmt = torch.channels_last if setup.channels_last and x.dim() == 4 else torch.contiguous_format
-    module = module.to(device, memory_format=fmt)
-    x = x.to(device, memory_format=fmt)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def call() -> Any:
-        with torch.inference_mode():
-            out = module(x)
-        sync()
-        return out
-
-    return call
-
-
-def measure(call: Callable[[], Any], runs: int, warmup: int) -> list[float]:
-    """Milliseconds of each of `runs` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def model_latency(
-    arch: Arch, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
-) -> list[float]:
-    from search_spaces.builder import build_model
-
-    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
-    call = runner(model, (setup.batch, 3, resolution, resolution), setup)
-    return measure(call, setup.runs, setup.warmup)
-
-
 def part_latency(part: Any, setup: Setup, runs: int) -> list[float]:
     from search_spaces.builder import build_part
 
@@ -311,6 +310,7 @@ def setup_of(cfg: Any) -> Setup:
         runtime=str(cfg.runtime),
         device=_device(cfg),
         channels_last=bool(cfg.channels_last),
+        repeat=int(cfg.repeat),
     )
 
 
@@ -323,12 +323,21 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     rundir.record(machine=before, latency_setup=setup.__dict__)
     print(
         f"latency: batch {setup.batch}, {setup.threads} thread(s), {setup.runtime} on {setup.device}, "
-        f"median of {setup.runs} after {setup.warmup} warm-up; {before['cpu']} "
-        f"(load {before['load_average'][0]:.2f})",
+        f"median of {setup.runs} after {setup.warmup} warm-up, x{setup.repeat} repeat(s); "
+        f"{before['cpu']} (load {before['load_average'][0]:.2f})",
         file=sys.stderr,
     )
     if cfg.build_table:
         summary = build_table(cfg, rundir, setup)
+    elif cfg.noise_check:
+        from deploy.latency_fit import noise_check
+
+        summary = noise_check(cfg, rundir, setup, _space(cfg))
+    elif cfg.fit_predictor:
+        from deploy.latency_fit import fit_predictor
+
+        space, table = _fit_inputs(cfg)
+        summary = fit_predictor(cfg, rundir, setup, space, table)
     else:
         specs = list(cfg.compare) or [None]
         archs = [resolve_arch(s) if s else arch_from_cfg(cfg.arch) for s in specs]
@@ -345,12 +354,13 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
     from search_spaces.latency import LatencyTable, TableError
 
     table = LatencyTable.load(cfg.table) if cfg.table else None
+    predictor = load_predictor(cfg.predictor) if cfg.predictor else None
     accuracy = parse_accuracy(cfg.accuracy)
     rows = []
     for label, arch in zip(labels, archs):
         res = int(cfg.resolution or arch.resolution)
         cost = count(arch, resolution=res, num_classes=int(cfg.num_classes), stem_stride=cfg.stem_stride)
-        times = model_latency(arch, setup, res, int(cfg.num_classes), cfg.stem_stride)
+        measured = model_latency(arch, setup, res, int(cfg.num_classes), cfg.stem_stride)
         row: dict[str, Any] = {
             "model": label,
             "arch": arch.name,
@@ -358,8 +368,9 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
             "params": cost.params,
             "macs": cost.macs,
             "activations": getattr(cost, "activations", None),
-            **stats(times),
-            "runs": len(times),
+            **measured.row(),
+            "flagged": flagged(measured, float(cfg.cv_threshold)),
+            "runs": setup.runs,
             "batch": setup.batch,
             "threads": setup.threads,
             "runtime": setup.runtime,
@@ -379,15 +390,22 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
             except TableError as exc:
                 row["predicted_ms"] = None
                 print(f"latency: {label}: no prediction: {exc}", file=sys.stderr)
+        if predictor is not None:
+            try:
+                row["learned_ms"] = round(predictor.predict(arch, resolution=res), 4)
+            except TableError as exc:
+                row["learned_ms"] = None
+                print(f"latency: {label}: no learned prediction: {exc}", file=sys.stderr)
         if accuracy:
             row["top1"] = accuracy.get(label, accuracy.get(arch.name))
         rows.append(row)
         print(
             f"  {label:<24} {row['median_ms']:9.2f} ms  (p25 {row['p25_ms']:.2f}, p75 {row['p75_ms']:.2f}; "
-            f"{cost.params / 1e6:.1f}M params, {cost.macs / 1e9:.2f}G MACs)",
+            f"{cost.params / 1e6:.1f}M params, {cost.macs / 1e9:.2f}G MACs{cv_text(measured)})",
             file=sys.stderr,
             flush=True,
         )
+        warn_noisy(label, measured, float(cfg.cv_threshold))
     rundir.write_csv("latency.csv", rows)
     print(latency_table(rows))
     summary: dict[str, Any] = {"models": {r["model"]: r["median_ms"] for r in rows}, "setup": setup.__dict__}
@@ -399,9 +417,13 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
             f"efficientnet_b1 is {ratio:.2f}x faster than resnet152 here "
             f"(paper Table 4: {PAPER_B1_VS_RESNET152}x on one Xeon core)"
         )
+    summary["flagged"] = [r["model"] for r in rows if r["flagged"]]
+    summary["cv_threshold"] = float(cfg.cv_threshold)
     if len(rows) == 1:
-        summary.update({k: rows[0][k] for k in ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms")})
+        keys = ("median_ms", "p25_ms", "p75_ms", "min_ms", "max_ms", "cv", "repeats")
+        summary.update({k: rows[0][k] for k in keys})
         summary["predicted_ms"] = rows[0].get("predicted_ms")
+        summary["learned_ms"] = rows[0].get("learned_ms")
     return summary
 
 
@@ -411,8 +433,12 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     slowest = max(r["median_ms"] for r in rows)
     has_top1 = any(r.get("top1") is not None for r in rows)
     head = ["model", *(["top-1"] if has_top1 else []), "params", "MACs", "latency ms", "p25-p75", "x slowest"]
+    if any(r.get("cv") is not None for r in rows):
+        head.append("CV")
     if any(r.get("predicted_ms") is not None for r in rows):
         head.append("predicted ms")
+    if any(r.get("learned_ms") is not None for r in rows):
+        head.append("learned ms")
     lines = []
     for r in rows:
         line = [r["model"]]
@@ -425,8 +451,13 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
             f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f}",
             f"{slowest / r['median_ms']:.1f}x",
         ]
+        if "CV" in head:
+            cv = "-" if r.get("cv") is None else f"{r['cv']:.1%}"
+            line.append(cv + (" !" if r.get("flagged") else ""))
         if "predicted ms" in head:
             line.append("-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.2f}")
+        if "learned ms" in head:
+            line.append("-" if r.get("learned_ms") is None else f"{r['learned_ms']:.2f}")
         lines.append(dict(zip(head, line)))
     return tables.format_table(lines, head, {h: str for h in head}, align="first-left")
 
@@ -510,9 +541,7 @@ def calibrate(sums: list[float], measured: list[float]) -> tuple[float, float]:
 
 
 def _measured(arch: Arch, setup: Setup, kw: dict[str, Any]) -> float:
-    return statistics.median(
-        model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
-    )
+    return model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"]).median_ms
 
 
 def check_table(
@@ -563,21 +592,9 @@ def check_table(
 def _plot_check(
     rundir: Any, measured: list[float], predicted: list[float], rho: float, within: float
 ) -> None:
-    import matplotlib
+    from foundation.figures import close, predicted_vs_measured
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.scatter(measured, predicted, s=14)
-    lo, hi = min(measured + predicted), max(measured + predicted)
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    ax.fill_between(
-        [lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.2, label="+-10%"
-    )
-    ax.set(
-        xlabel="measured ms", ylabel="predicted ms", title=f"Spearman {rho:.3f}, {within:.0%} within +-10%"
-    )
-    ax.legend()
+    title = f"Spearman {rho:.3f}, {within:.0%} within +-10%"
+    fig = predicted_vs_measured([(title, measured, predicted)])
     rundir.save_figure("predicted_vs_measured.png", fig)
-    plt.close(fig)
+    close(fig)

@@ -113,7 +113,7 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
             "positive_int": _positive_int,
             "flops": _checked_by("parse_flops"),
             "duration": _checked_by("parse_duration"),
-            "latency": _checked_by("parse_latency"),
+            "latency": _checked_by("parse_latency_target"),
         }[flag.kind]
     parser.add_argument(flag.name, **kwargs)
 

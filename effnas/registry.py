@@ -83,11 +83,18 @@ STAGES: dict[str, Stage] = {
                 Flag(
                     "--target-latency",
                     "target_latency",
-                    "T as predicted latency instead (e.g. 15ms; needs --latency-table)",
+                    "T as latency instead: 15ms, or 15ms@onnxruntime (runtime torch|onnxruntime; needs "
+                    "--latency-predictor or --latency-table)",
                     "latency",
                     also=("target_flops=null",),
                 ),
                 Flag("--latency-table", "latency_table", "a latency table of this machine", metavar="PATH"),
+                Flag(
+                    "--latency-predictor",
+                    "latency_predictor",
+                    "a learned latency predictor (effnas latency --fit-predictor)",
+                    metavar="PATH",
+                ),
                 Flag("--trials", "trials", "number of architectures to try", "positive_int"),
                 Flag("--time-budget", "time_budget", "stop starting trials after this (30m, 2h)", "duration"),
                 Flag(
@@ -211,7 +218,33 @@ same network; a convert run's is RUN/arch.yaml). Another class count gets a new 
                 Flag("--device", "run.device", "cpu | cuda", "choice", ("cpu", "cuda")),
                 Flag("--build-table", "build_table", "time every part of the search space", "switch"),
                 Flag("--table", "table", "a latency table: read to predict, or where --build-table writes"),
+                Flag(
+                    "--repeat",
+                    "repeat",
+                    "measure each model K times, keep the median (default 3)",
+                    "positive_int",
+                ),
+                Flag(
+                    "--noise-check",
+                    "noise_check",
+                    "CV of repeated B0 and random archs; a predictor's ceiling",
+                    "switch",
+                ),
+                Flag(
+                    "--fit-predictor",
+                    "fit_predictor",
+                    "measure N random archs of the space, fit and k-fold a latency predictor (needs --table)",
+                    "positive_int",
+                    metavar="N",
+                ),
+                Flag(
+                    "--predictor",
+                    "predictor",
+                    "a fitted latency predictor: its prediction per model",
+                    metavar="PATH",
+                ),
             ),
+            resume=True,
         ),
         Stage(
             "export",
@@ -249,7 +282,7 @@ same network; a convert run's is RUN/arch.yaml). Another class count gets a new 
             "effnas.views.report",
             "effnas.views.report:ReportConfig",
             (),
-            "one Markdown report (+ PNGs) of search, grid, scale, study and train runs, laid out as the paper",
+            "one Markdown report (+ PNGs) of search, grid, scale, study, train and latency runs, as the paper",
             positionals="runs",
             flags=(
                 Flag(

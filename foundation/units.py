@@ -71,6 +71,15 @@ def parse_latency(text: str | int | float) -> float:
     return ms
 
 
+def parse_latency_target(text: str | int | float) -> tuple[float, str | None]:
+    """A latency target with an optional runtime: '15ms' -> (15.0, None), '15ms@onnxruntime' ->
+    (15.0, 'onnxruntime'). Which runtimes exist is the measuring code's to say."""
+    value, at, runtime = str(text).partition("@")
+    if at and not re.fullmatch(r"[A-Za-z][\w.-]*", runtime.strip()):
+        raise UserError(f"bad latency target {text!r}: expected e.g. 15ms or 15ms@onnxruntime")
+    return parse_latency(value if at else text), (runtime.strip() if at else None)
+
+
 _PHI_ITEM = re.compile(r"^\s*(-?\d+)\s*(?:\.\.\s*(-?\d+)\s*)?$")
 
 

@@ -54,8 +54,13 @@ class SearchConfig:
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     target_flops: Optional[str] = "400M"  # T: MACs at 224x224 with 1000 classes
-    target_latency: Optional[str] = None  # or T as predicted latency (15ms), from latency_table
+    target_latency: Optional[str] = None  # or T as latency (15ms, 15ms@onnxruntime): predictor or table
     latency_table: Optional[str] = None  # `effnas latency --build-table`'s latency_table.json
+    latency_predictor: Optional[str] = MISSING  # `effnas latency --fit-predictor`'s predictor
+    measure_top: int = MISSING  # latency target: measure the top k by reward, pick on measured
+    measure_runs: int = MISSING
+    measure_warmup: int = MISSING
+    measure_repeat: int = MISSING
     trials: int = 20  # trained trials (rejected samples do not count)
     time_budget: Optional[str] = None  # no new trial starts after this (90s, 30m, 2h)
     reject_above: Optional[float] = 2.0  # skip training samples above this multiple of T

@@ -33,6 +33,9 @@ COLUMNS = (
     "sampler_key",
     "error",
     "zero_cost",
+    "measured_ms",  # latency target: the top trials measured end to end (nas.latency_check)
+    "measured_cv",
+    "measured_reward",  # the reward on the measured latency; the best is picked on it
 )
 # what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
 # extra columns are tolerated, so runs from before a column was added still read
@@ -63,7 +66,8 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
         for key in ("id", "macs", "params", "activations", "sampler_key", "proxy_macs"):
             if row[key] is not None:
                 row[key] = int(row[key])
-        for key in ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss", "zero_cost"):
+        floats = ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss", "zero_cost")
+        for key in (*floats, "measured_ms", "measured_cv", "measured_reward"):
             if row[key] is not None:
                 row[key] = float(row[key])
         rows.append(row)

@@ -162,7 +162,14 @@ def read_search_run(upstream: str | None) -> SearchRun:
     if value is None or not float(value) > 0:
         raise UserError(f"--from {run}: the search recorded no target T")
     latency_of = None
-    if unit == "ms":
+    if unit == "ms" and manifest.get("latency_predictor"):
+        from search_spaces.latency_predictor import LatencyPredictor, PredictorError
+
+        try:
+            latency_of = LatencyPredictor.load(str(manifest["latency_predictor"])).predict
+        except PredictorError as exc:
+            raise UserError(f"--from {run}: the search's reward needs its latency predictor: {exc}") from None
+    elif unit == "ms":
         from search_spaces.latency import LatencyTable, TableError
 
         try:

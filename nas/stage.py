@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_rejected")
 # what the trial log (Optuna study, MLflow) gets of each trials.csv row as attributes: every column
 # but the ones that are the trial itself there (its key, state, parameters, the sampler's number)
-LOGGED = tuple(c for c in COLUMNS if c not in ("id", "status", "choices", "sampler_key"))
+# (the end-to-end measurements come after the trials finished: Optuna takes no attributes then)
+SKIPPED = ("id", "status", "choices", "sampler_key", "measured_ms", "measured_cv", "measured_reward")
+LOGGED = tuple(c for c in COLUMNS if c not in SKIPPED)
 ARTIFACTS = (
     "trials.csv",
     "pareto.csv",
@@ -35,19 +37,26 @@ ARTIFACTS = (
     "reward_over_trials.png",
     "accuracy_vs_macs.png",
     "accuracy_vs_latency.png",
+    "predicted_vs_measured.png",
 )
 
 
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
     from foundation.units import parse_duration
+    from nas.latency_check import latency_model_of
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
     from training.trial_log import check
 
     objective_of(cfg)
     check(cfg)
-    latency_table_of(cfg, space_of(cfg))
+    latency_model_of(cfg, space_of(cfg))
+    if int(cfg.measure_top) < 0 or int(cfg.measure_runs) < 1 or int(cfg.measure_repeat) < 1:
+        raise UserError(
+            f"measure_top must be >= 0, measure_runs and measure_repeat >= 1; got {cfg.measure_top}, "
+            f"{cfg.measure_runs}, {cfg.measure_repeat}"
+        )
     if int(cfg.trials) < 1:
         raise UserError(f"--trials must be >= 1, got {cfg.trials}")
     if cfg.time_budget is not None:
@@ -102,7 +111,7 @@ def validate(cfg: Any) -> None:
 
 def objective_of(cfg: Any) -> tuple[float, str]:
     """(the target T, its unit): MACs from `target_flops`, or ms from `target_latency`."""
-    from foundation.units import parse_flops, parse_latency
+    from foundation.units import parse_flops, parse_latency_target
 
     if cfg.target_flops is not None and cfg.target_latency is not None:
         raise UserError(
@@ -110,12 +119,13 @@ def objective_of(cfg: Any) -> tuple[float, str]:
             f"target_latency={cfg.target_latency}); set the other to null"
         )
     if cfg.target_latency is not None:
-        if not cfg.latency_table:
+        if not cfg.latency_table and not cfg.latency_predictor:
             raise UserError(
-                "--target-latency needs a latency table of this machine: --latency-table PATH "
-                "(build one with `effnas latency --build-table`)"
+                "--target-latency needs a latency table or predictor of this machine: "
+                "--latency-predictor PATH (effnas latency --fit-predictor N) or --latency-table PATH "
+                "(effnas latency --build-table)"
             )
-        return parse_latency(cfg.target_latency), "ms"
+        return parse_latency_target(cfg.target_latency)[0], "ms"
     if cfg.target_flops is None:
         raise UserError("give a target: --target-flops (e.g. 400M) or --target-latency (e.g. 15ms)")
     return float(parse_flops(cfg.target_flops)), "MACs"
@@ -177,25 +187,6 @@ def evaluator_of(cfg: Any, space: Any) -> Any:
     return surrogate
 
 
-def latency_table_of(cfg: Any, space: Any) -> Any:
-    """The latency table (`latency_table=PATH`) checked to cover every part of the space, or None."""
-    if not cfg.latency_table:
-        return None
-    from search_spaces.latency import LatencyTable, TableError, space_parts
-
-    try:
-        table = LatencyTable.load(cfg.latency_table)
-    except TableError as exc:
-        raise UserError(str(exc)) from None
-    lacking = table.missing(space_parts(space))
-    if lacking:
-        raise UserError(
-            f"latency table {cfg.latency_table} lacks {len(lacking)} parts of this search space (first: "
-            f"{lacking[0]}); build it for this space: `effnas latency --build-table`"
-        )
-    return table
-
-
 def space_of(cfg: Any) -> Any:
     from search_spaces.mnasnet import MnasNetSpace, SpaceError
 
@@ -208,6 +199,7 @@ def space_of(cfg: Any) -> Any:
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from foundation.units import format_flops
+    from nas.latency_check import latency_model_of, measure_winners
     from nas.records import read_trials
     from nas.reward import RewardFn
 
@@ -215,9 +207,9 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     space = space_of(cfg)
     target, unit = objective_of(cfg)
     reward_fn = RewardFn.from_config(cfg.reward, target, unit)
-    table = latency_table_of(cfg, space)
-    if table is not None:
-        print(f"search: predicted latency from {cfg.latency_table} ({len(table.ms)} parts)", file=sys.stderr)
+    latency = latency_model_of(cfg, space)
+    if latency is not None:
+        print(f"search: predicted latency from {latency.path}: {latency.description}", file=sys.stderr)
     print(f"search: {space.describe()}", file=sys.stderr)
     print(f"search: reward {reward_fn}; sampler {cfg.sampler.name}", file=sys.stderr)
     surrogate = evaluator_of(cfg, space)
@@ -229,13 +221,15 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
         target_macs=int(target) if unit == "MACs" else None,
         target={"value": target, "unit": unit},
-        latency_table=str(Path(cfg.latency_table).resolve()) if table is not None else None,
+        latency_table=str(Path(cfg.latency_table).resolve()) if cfg.latency_table else None,
+        latency_predictor=str(Path(cfg.latency_predictor).resolve()) if cfg.latency_predictor else None,
+        latency_setup=None if latency is None else latency.setup,
     )
 
     rows = read_trials(rundir.file("trials.csv")) if cfg.resume else []
     sampler, log = _open_sampler(cfg, rundir, space)
     _restore_history(rows, space, unit, sampler, log)
-    search = _make_search(cfg, rundir, space, sampler, reward_fn, rows, log, table, data)
+    search = _make_search(cfg, rundir, space, sampler, reward_fn, rows, log, latency, data)
     if rows:
         print(
             f"search: resuming with {search.trained} trained trial(s) of {search.trials} "
@@ -244,6 +238,11 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         )
     write_trials(rundir, search.rows)
     interrupted = _run_search(cfg, rundir, search, sampler, execute, reward_fn, data)
+    if not interrupted and unit == "ms" and latency is not None and int(cfg.measure_top) > 0:
+        try:
+            measure_winners(cfg, space, search.rows, reward_fn, latency, lambda r: write_trials(rundir, r))
+        except KeyboardInterrupt:
+            interrupted = True  # measured rows are saved; --resume measures the rest
     summary = write_outputs(cfg, rundir, space, search.rows, target, reward_fn)
     log.finish(rundir, ARTIFACTS, "KILLED" if interrupted else "FINISHED")
     if interrupted:
@@ -348,7 +347,7 @@ def _make_search(
     reward_fn: Any,
     rows: list[dict[str, Any]],
     log: Any,
-    table: Any,
+    latency: Any,
     data: Any,
 ) -> Any:
     """The search driver over the recorded `rows` (a resumed run's time spent counts against the
@@ -373,7 +372,7 @@ def _make_search(
         elapsed_before=elapsed_before,
         reject_above=cfg.reject_above,
         save=save,
-        latency_of=None if table is None else (lambda arch: table.predict(arch)),
+        latency_of=None if latency is None else latency.predict,
         prerank=prerank_of(cfg, space, data),
         prerank_candidates=int(cfg.prerank_candidates),
     )
@@ -454,7 +453,10 @@ def write_outputs(
     rundir.write_csv(
         "pareto.csv", pd.DataFrame([{k: r.get(k) for k in COLUMNS} for r in front], columns=COLUMNS)
     )
-    best = best_of(rows, cost)
+    from nas.latency_check import best_measured
+
+    by_prediction = best_of(rows, cost)
+    best = best_measured(rows) or by_prediction  # latency target: picked on the measured latency
     n = counts(rows)
     shown = f"{target:g} ms (predicted)" if cost == "latency_ms" else f"{target / 1e6:g}M"
     title = f"{cfg.sampler.name} on {cfg.data.name}, T = {shown}"
@@ -465,6 +467,13 @@ def write_outputs(
             rundir.save_figure(
                 "accuracy_vs_latency.png", plot_pareto(rows, target, title, "latency_ms", False)
             )
+        measured = [r for r in rows if r.get("measured_ms") is not None]
+        if measured:
+            from foundation.figures import predicted_vs_measured
+
+            panel = (f"{title}: top {len(measured)}", [r["measured_ms"] for r in measured])
+            fig = predicted_vs_measured([(*panel, [r["latency_ms"] for r in measured])])
+            rundir.save_figure("predicted_vs_measured.png", fig)
         import matplotlib.pyplot as plt
 
         plt.close("all")
@@ -486,6 +495,7 @@ def write_outputs(
         "target_macs": int(target) if cost == "macs" else None,
         "target_latency_ms": target if cost == "latency_ms" else None,
         "best_latency_ms": None,
+        "best_measured_ms": None,
         "reward": repr(reward_fn),
         "space_size": space.size,
         "dataset": str(cfg.data.name),
@@ -493,6 +503,7 @@ def write_outputs(
     if best is None:
         print("search: no trial finished successfully; no best_arch.yaml written", file=sys.stderr)
         return summary
+    summary.update(_measured_summary(rows, best, by_prediction, target if cost == "latency_ms" else None))
     choices = tuple(int(c) for c in str(best["choices"]).split())
     arch = space.decode(choices)
     if " ".join(arch.blocks) != best["arch"]:
@@ -512,6 +523,8 @@ def write_outputs(
             "target_macs": int(target) if cost == "macs" else None,
             "target_latency_ms": target if cost == "latency_ms" else None,
             "latency_ms": best.get("latency_ms"),
+            "measured_latency_ms": best.get("measured_ms"),
+            "measured_reward": best.get("measured_reward"),
             "sampler": str(cfg.sampler.name),
             "dataset": str(cfg.data.name),
         }
@@ -522,9 +535,42 @@ def write_outputs(
         best_accuracy=round(float(best["accuracy"]), 6),
         best_macs=int(best["macs"]),
         best_latency_ms=best.get("latency_ms"),
+        best_measured_ms=best.get("measured_ms"),
         best_params=int(best["params"]),
         best_trial=int(best["id"]),
         best_arch=arch.name,
         best_blocks=list(arch.blocks),
     )
     return summary
+
+
+def _measured_summary(
+    rows: list[dict[str, Any]], best: dict[str, Any], by_prediction: Any, target_ms: float | None
+) -> dict[str, Any]:
+    """Predicted against measured on the trials measured end to end, and whether measuring
+    changed the winner (empty when none was measured)."""
+    measured = [r for r in rows if r.get("measured_ms") is not None]
+    if not measured:
+        return {}
+    from search_spaces.latency_predictor import agreement
+
+    out: dict[str, Any] = {
+        "measured_trials": len(measured),
+        "measured_agreement": agreement(
+            [r["measured_ms"] for r in measured], [r["latency_ms"] for r in measured]
+        ),
+        "best_by_prediction": None if by_prediction is None else int(by_prediction["id"]),
+        "picked_on": "measured latency",
+    }
+    if target_ms is not None:
+        out["best_measured_vs_target"] = round(float(best["measured_ms"]) / target_ms - 1, 4)
+        out["best_measured_vs_predicted"] = round(
+            float(best["measured_ms"]) / float(best["latency_ms"]) - 1, 4
+        )
+    print(
+        f"search: best #{best['id']} picked on measured latency {best['measured_ms']:.2f} ms (predicted "
+        f"{best['latency_ms']:.2f} ms{'' if target_ms is None else f', target {target_ms:g} ms'}); "
+        f"the prediction alone would have picked #{out['best_by_prediction']}",
+        file=sys.stderr,
+    )
+    return out

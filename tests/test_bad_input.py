@@ -89,12 +89,68 @@ def own_study(run: Path) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest))
 
 
+def predictor_file(path: Path, space: dict[str, object], runtime: str) -> None:
+    """A latency predictor file (as `effnas latency --fit-predictor` saves one) of `space` and
+    `runtime`, its regressor fitted on made-up rows: what is refused is where it was measured."""
+    import numpy as np
+    from conftest import space_config
+
+    from search_spaces.latency import LatencyTable
+    from search_spaces.latency_predictor import LatencyPredictor, make
+    from search_spaces.mnasnet import MnasNetSpace
+
+    s = MnasNetSpace.from_config(space_config(**space))
+    x = np.array([[float(i)] + [0.0] * 16 for i in range(1, 9)])
+    LatencyPredictor(
+        model=make("table").fit(x, np.arange(2.0, 10.0)),
+        kind="table",
+        table=LatencyTable({}),
+        stages=7,
+        space_fingerprint=s.fingerprint(),
+        space_description=s.describe(),
+        runtime=runtime,
+        threads=1,
+        batch=1,
+        kw={"num_classes": 1000, "stem_stride": None},
+        machine={},
+        rows=8,
+    ).save(path)
+
+
+def small_space_predictor(path: Path) -> None:
+    predictor_file(path, {"filters": [0.25, 0.5]}, "torch")
+
+
+def onnxruntime_predictor(path: Path) -> None:
+    predictor_file(path, {}, "onnxruntime")
+
+
 # name -> (arguments, "{r}" standing for the copy of the pipeline run; a piece of the expected
 # message; the corruptions done first, each (function, path relative to the copy))
 CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]] = {
     # search
     "search/wrong value": (["search", "--target-flops", "400X"], "bad FLOP count", []),
     "search/missing latency table": (["search", "--latency-table", "{r}/none.json"], "none.json", []),
+    "search/corrupt latency predictor": (
+        ["search", "--target-latency", "15ms", "--latency-predictor", "{r}/scale/models.csv"],
+        "not a readable latency predictor",
+        [],
+    ),
+    "search/latency predictor of another space": (
+        ["search", "--target-latency", "15ms", "--latency-predictor", "{r}/p.pkl"],
+        "another search space",
+        [(small_space_predictor, "p.pkl")],
+    ),
+    "search/latency predictor of another runtime": (
+        ["search", "--target-latency", "15ms@torch", "--latency-predictor", "{r}/p.pkl"],
+        "measured on onnxruntime, not torch",
+        [(onnxruntime_predictor, "p.pkl")],
+    ),
+    "search/target latency on an unknown runtime": (
+        ["search", "--target-latency", "15ms@tvm", "--latency-predictor", "{r}/p.pkl"],
+        "unknown runtime 'tvm'",
+        [(onnxruntime_predictor, "p.pkl")],
+    ),
     "search/resume truncated trials.csv": (
         ["search", "--resume", "{r}/search"],
         "trials.csv: truncated",
@@ -176,6 +232,17 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         [(truncate, "scale/models.csv")],
     ),
     "latency/wrong value": (["latency", "--runs", "0"], "must be >= 1", []),
+    "latency/fit-predictor on too few": (["latency", "--fit-predictor", "19"], "needs N >= 20", []),
+    "latency/corrupt predictor": (
+        ["latency", "--predictor", "{r}/p.pkl"],
+        "p.pkl",
+        [(onnxruntime_predictor, "p.pkl"), (truncate, "p.pkl")],
+    ),
+    "latency/predictor of another runtime": (
+        ["latency", "--predictor", "{r}/p.pkl", "--runtime", "torch"],
+        "measured on onnxruntime, not torch",
+        [(onnxruntime_predictor, "p.pkl")],
+    ),
     # export
     "export/truncated weights": (
         ["export", "{r}/scale/b1.yaml", "--weights", "{r}/train_b1"],

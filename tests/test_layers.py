@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "search_spaces.mnasnet",
             "search_spaces.random_arch",
             "search_spaces.latency",
+            "search_spaces.latency_predictor",
         ),
     ),
     ("network", ("search_spaces.blocks", "search_spaces.builder")),

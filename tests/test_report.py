@@ -153,7 +153,7 @@ def test_bad_input_exits_2_and_writes_nothing(
     elif case == "other_stage":
         shutil.copytree(chain["search"], bad)
         manifest = json.loads((bad / "manifest.json").read_text())
-        (bad / "manifest.json").write_text(json.dumps(manifest | {"stage": "latency"}))
+        (bad / "manifest.json").write_text(json.dumps(manifest | {"stage": "pipeline"}))
     out = tmp_path / "out"
     runs = [] if case == "none" else ["--runs", str(chain["grid"]), str(bad)]
     line = expect_usage_error(["report", *runs, f"run.root={out}"], capsys)
@@ -161,7 +161,7 @@ def test_bad_input_exits_2_and_writes_nothing(
         "missing": f"run directory {bad} does not exist",
         "not_a_run": f"{bad}: not an effnas run directory",
         "corrupt_trials": f"{bad / 'trials.csv'}: ",
-        "other_stage": f"{bad}: a latency run; effnas report reads search, grid, scale, study, train runs",
+        "other_stage": f"{bad}: a pipeline run; effnas report reads search, grid, scale, study, train, latency runs",
         "none": "no run directories given",
     }[case]
     assert expected in line

@@ -25,6 +25,7 @@ __all__ = ["count", "fixed", "flops"]  # the cell formats, shared with the stage
 def stage_files() -> dict[str, tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]], tuple[str, ...]]]:
     """stage -> (its tables: name -> (required columns, of which numeric); its YAML files), as each
     stage declares them beside the code that writes them."""
+    from deploy import latency
     from models import train
     from nas import records, search_study
     from scaling import grid, scaler, study
@@ -36,6 +37,7 @@ def stage_files() -> dict[str, tuple[dict[str, tuple[tuple[str, ...], tuple[str,
         "study": (study.TABLES, ()),
         "search study": (search_study.TABLES, ()),  # `effnas study search`: a study run of kind search
         "train": (train.TABLES, ()),
+        "latency": (latency.TABLES, ()),  # a table's or a learned predictor's check (predictor.csv)
     }
 
 
@@ -106,6 +108,11 @@ def load_run(text: str) -> Run:
     if not isinstance(summary, dict):
         raise UserError(f"{path / 'summary.json'}: expected a JSON object, got {type(summary).__name__}")
     tables_of, documents = files[stage]
+    if stage == "latency" and not (path / "predictor.csv").is_file():
+        raise UserError(
+            f"{path}: a latency run without a predictor check; effnas report reads --build-table "
+            "(evaluate > 0) and --fit-predictor runs"
+        )
     tables = {
         name: read_table(path / name, required, numeric) for name, (required, numeric) in tables_of.items()
     }

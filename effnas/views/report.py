@@ -1,11 +1,11 @@
-"""`effnas report`: search, grid, scale, study and train runs laid out as the paper does, in one
+"""`effnas report`: search, grid, scale, study, train and latency runs laid out as the paper does, in one
 Markdown file with its PNGs.
 
     effnas report results/search/<run> results/grid/<run> results/scale/<run> ...
 
 A view above the stages: each run directory is read through its files (`effnas.views.common`:
 the tables and columns each stage declares in its own `TABLES`), and each stage's section
-(`effnas.views.search`, `grid`, `scale`, `study`, `search_study`, `train`) lays it out; this
+(`effnas.views.search`, `grid`, `scale`, `study`, `search_study`, `train`, `latency`) lays it out; this
 module assembles `report.md`, whose image links are relative to the report's own run directory.
 Every input is read and checked in `validate`, before the run directory exists, so a bad input
 writes nothing. Each table is followed by a line naming the run directory, the data (name and
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
-from effnas.views import grid, scale, search, search_study, study, train
+from effnas.views import grid, latency, scale, search, search_study, study, train
 from effnas.views.common import Figures, Run, budget_of, dataset_of, load_runs, table
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class ReportConfig:
     """Schema of `conf/report.yaml` (`run` is added by the stage registry)."""
 
-    runs: list[str] = MISSING  # run directories of search, grid, scale, study and train, any mix
+    runs: list[str] = MISSING  # run directories of search, grid, scale, study, train, latency, any mix
     title: str = MISSING
 
 
@@ -64,6 +64,11 @@ SECTIONS = {  # stage -> (heading, what the paper does there)
         "(`effnas study search`).",
     ),
     "train": ("Train", "Architectures trained with the shared proxy trainer."),
+    "latency": (
+        "Latency predictors",
+        "MnasNet prices every candidate by its latency on the target device; a predictor of it is only as "
+        "good as its agreement with end-to-end measurements of architectures it was not fitted on.",
+    ),
 }
 
 
@@ -106,6 +111,7 @@ def render(cfg: Any, runs: Sequence[Run], figures: Figures) -> str:
         "scale": scale.section,
         "study": study.section,
         "search study": search_study.section,
+        "latency": latency.section,
     }
     for stage, (heading, what) in SECTIONS.items():
         mine = [r for r in runs if r.stage == stage]

@@ -38,13 +38,22 @@ def section(run: Run, figures: Figures) -> list[str]:
         out.append(
             figures.save(f"{run.label}_accuracy_vs_latency.png", fig, f"{run.label}: accuracy vs latency")
         )
+    out += measured_lines(run, figures)
     columns = ["id", "name", "macs", "params"]
-    columns += [c for c in ("activations", "latency_ms") if c in trials.columns and trials[c].notna().any()]
+    shown = ("activations", "latency_ms", "measured_ms")
+    columns += [c for c in shown if c in trials.columns and trials[c].notna().any()]
     columns += ["accuracy", "reward"]
+    if "measured_reward" in trials.columns and trials["measured_reward"].notna().any():
+        columns.append("measured_reward")
     top = trials[trials["status"] == "ok"].sort_values("reward", ascending=False).head(10)[columns]
     top = top.assign(id=[f"**{i}** (best)" if i == summary.get("best_trial") else str(i) for i in top["id"]])
     formats = {"macs": flops, "params": count, "activations": count, "latency_ms": fixed(2)}
-    formats |= {"accuracy": fixed(4), "reward": fixed(4)}
+    formats |= {
+        "accuracy": fixed(4),
+        "reward": fixed(4),
+        "measured_ms": fixed(2),
+        "measured_reward": fixed(4),
+    }
     space = run.manifest.get("space") or {}
     size = space.get("size", summary.get("space_size"))
     out += [
@@ -64,3 +73,38 @@ def section(run: Run, figures: Figures) -> list[str]:
         "",
     ]
     return out
+
+
+def measured_lines(run: Run, figures: Figures) -> list[str]:
+    """A latency-aware search that measured its top trials end to end before naming the best:
+    their predicted against measured latency (the +-10% band), and whether measuring changed the
+    winner. Nothing for a search that measured none."""
+    trials, summary = run.tables["trials.csv"], run.summary
+    if "measured_ms" not in trials.columns or not trials["measured_ms"].notna().any():
+        return []
+    from foundation.figures import predicted_vs_measured
+
+    done = trials[trials["measured_ms"].notna()]
+    measured, predicted = list(done["measured_ms"]), list(done["latency_ms"])
+    within = sum(abs(p / m - 1) <= 0.10 for m, p in zip(measured, predicted))
+    title = f"{run.label}: top {len(done)} by reward, {within}/{len(done)} within +-10%"
+    fig = predicted_vs_measured([(title, measured, predicted)])
+    picked = summary.get("best_by_prediction")
+    changed = picked is not None and picked != summary.get("best_trial")
+    source = run.manifest.get("latency_predictor") or run.manifest.get("latency_table") or "?"
+    return [
+        figures.save(
+            f"{run.label}_predicted_vs_measured.png", fig, f"{run.label}: predicted vs measured latency"
+        ),
+        "",
+        f"The top {len(done)} trials by reward measured end to end before the best was named "
+        f"(predicted by `{source}`); the best is picked on the measured latency: trial "
+        f"{summary.get('best_trial')}, measured {summary.get('best_measured_ms')} ms against "
+        f"{summary.get('best_latency_ms')} ms predicted"
+        + (
+            f"; the prediction alone would have picked trial {picked}."
+            if changed
+            else " (the same trial the prediction picks)."
+        ),
+        "",
+    ]

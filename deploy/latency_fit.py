@@ -1,0 +1,431 @@
+"""`effnas latency --noise-check` and `--fit-predictor N`: measuring many whole networks.
+
+    effnas latency --noise-check                    # B0 + 20 random archs, 10 repeats each, round-robin
+    effnas latency --fit-predictor 300 --table <table run>/latency_table.json [--runtime onnxruntime]
+    effnas latency --resume results/latency/<run>   # continues an interrupted --fit-predictor
+
+The noise check measures the base architecture and `noise_archs` random ones of the space
+`noise_repeats` times, round-robin (so a slow drift of the machine spreads over every model
+instead of biasing one), and reports each one's CV over its repeats. From the same repeats it
+says how close to +-10% the machine lets any predictor get: a predictor that knew each
+architecture's noise-free latency (the median of its other repeats) is held against one single
+measurement, exactly as a learned predictor is checked, and the share within +-10% and the rank
+agreement between two repeats are its ceiling.
+
+The predictor fit measures N random architectures of the space end to end (seeded by `run.seed`,
+so a resumed run measures the same ones), one row per architecture appended to
+`measurements.csv` (rewritten atomically after each: a kill loses at most the one in progress),
+with a time estimate after the first and an ETA on every line; then fits
+`search_spaces.latency_predictor` with `folds`-fold validation and reports, on architectures
+each fold did not see, the share within +-10% and Spearman, beside the old table-sum predictor
+(refit on the same folds, and as built) on the same held-out architectures. Writes
+`latency_predictor.pkl` beside a copy of the table it read (`latency_table.json`),
+`predictor.csv` (every architecture's held-out prediction) and `predicted_vs_measured.png`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+from foundation import tables
+from foundation.errors import UserError
+from training.timing import Setup, machine, measure, model_latency, model_runner
+
+
+def _command(rundir: Any) -> str:
+    return " ".join(str(a) for a in rundir.manifest.get("command", [])) or "effnas latency ..."
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f}s"
+
+
+# -- the noise check ------------------------------------------------------------------------------
+def noise_check(cfg: Any, rundir: Any, setup: Setup, space: Any) -> dict[str, Any]:
+    from search_spaces.arch_config import arch_from_cfg
+
+    rng = random.Random(int(cfg.run.seed))
+    base = arch_from_cfg(cfg.arch)
+    models = [(base.name, base)]
+    models += [(f"random{i}", space.decode(space.sample(rng))) for i in range(int(cfg.noise_archs))]
+    repeats = int(cfg.noise_repeats)
+    nc, ss = int(cfg.num_classes), cfg.stem_stride
+    print(
+        f"noise check: {models[0][0]} and {len(models) - 1} random architectures of {space.describe()}, "
+        f"{repeats} repeats each, round-robin",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    calls = [model_runner(a, setup, int(cfg.resolution or a.resolution), nc, ss) for _, a in models]
+    built = time.perf_counter() - t0
+    medians: list[list[float]] = [[] for _ in models]
+    for r in range(repeats):
+        t_round = time.perf_counter()
+        for i, call in enumerate(calls):
+            medians[i].append(statistics.median(measure(call, setup.runs, setup.warmup)))
+        spent = time.perf_counter() - t_round
+        if r == 0:
+            print(
+                f"noise check: time estimate ~{_eta(built + spent * repeats)} ({len(models)} models built "
+                f"in {built:.0f}s, one round {spent:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"  round {r + 1}/{repeats}: {spent:.1f}s, ETA {_eta(spent * (repeats - r - 1))} "
+            f"(load {os.getloadavg()[0]:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return _noise_summary(cfg, rundir, models, medians)
+
+
+def noise_ceiling(medians: list[list[float]], k: int = 1) -> dict[str, float | None]:
+    """What the noise alone allows a predictor judged against measurements that are each the
+    median of `k` repeats (`--repeat k`): each disjoint run of `k` repeats of a model against the
+    median of its other repeats (a perfect predictor of the noise-free latency), and the mean
+    Spearman between two such measurements over the models (the best rank agreement they allow)."""
+    from scipy.stats import spearmanr
+
+    def chunks(m: list[float]) -> list[tuple[float, float]]:
+        """(the median of repeats j..j+k, the median of the others) for each disjoint chunk."""
+        out = []
+        for j in range(0, len(m) - k + 1 if len(m) > k else 0, k):
+            out.append((statistics.median(m[j : j + k]), statistics.median(m[:j] + m[j + k :])))
+        return out
+
+    pairs = [chunks(m) for m in medians]
+    errors = [abs(one / rest - 1) for p in pairs for one, rest in p]
+    if not errors:
+        return {f"ceiling{k}_within_10pct": None, f"ceiling{k}_spearman": None}
+    width = min(len(p) for p in pairs)
+    rhos = [
+        float(spearmanr([p[a][0] for p in pairs], [p[b][0] for p in pairs]).statistic)
+        for a, b in itertools.combinations(range(width), 2)
+    ]
+    return {
+        f"ceiling{k}_within_10pct": round(sum(e <= 0.10 for e in errors) / len(errors), 4),
+        f"ceiling{k}_median_abs_error": round(statistics.median(errors), 4),
+        f"ceiling{k}_spearman": round(statistics.fmean(rhos), 4) if rhos and len(medians) > 2 else None,
+    }
+
+
+def _noise_summary(
+    cfg: Any, rundir: Any, models: list[tuple[str, Any]], medians: list[list[float]]
+) -> dict[str, Any]:
+    from search_spaces.cost import count
+    from training.timing import cv
+
+    threshold = float(cfg.cv_threshold)
+    rows = []
+    for (label, arch), m in zip(models, medians):
+        spread = cv(m) or 0.0
+        rows.append(
+            {
+                "model": label,
+                "arch": arch.name,
+                "blocks": " ".join(arch.blocks),
+                "macs": count(arch).macs,
+                "median_ms": round(statistics.median(m), 4),
+                "cv": round(spread, 5),
+                "min_ms": round(min(m), 4),
+                "max_ms": round(max(m), 4),
+                "repeats": len(m),
+                "flagged": spread > threshold,
+                "medians_ms": " ".join(f"{v:.4f}" for v in m),
+            }
+        )
+    rundir.write_csv("noise.csv", rows)
+    randoms = rows[1:]
+    judged = medians[1:] if len(medians) > 3 else medians  # the random architectures when enough
+    k = int(cfg.repeat)
+    ceiling = {**noise_ceiling(judged, 1), **(noise_ceiling(judged, k) if k > 1 else {})}
+    head = ["model", "median ms", "CV", "min-max ms"]
+    lines = [
+        {
+            "model": r["model"],
+            "median ms": f"{r['median_ms']:.2f}",
+            "CV": f"{r['cv']:.1%}" + (" !" if r["flagged"] else ""),
+            "min-max ms": f"{r['min_ms']:.2f}-{r['max_ms']:.2f}",
+        }
+        for r in rows
+    ]
+    print(tables.format_table(lines, head, {h: str for h in head}, align="first-left"))
+    summary: dict[str, Any] = {
+        "base": rows[0]["model"],
+        "base_cv": rows[0]["cv"],
+        "random_archs": len(randoms),
+        "random_median_cv": round(statistics.median(r["cv"] for r in randoms), 5) if randoms else None,
+        "random_max_cv": round(max(r["cv"] for r in randoms), 5) if randoms else None,
+        "flagged": [r["model"] for r in rows if r["flagged"]],
+        "cv_threshold": threshold,
+        "repeats": int(cfg.noise_repeats),
+        **ceiling,
+    }
+    print(
+        f"noise: {rows[0]['model']} CV {rows[0]['cv']:.2%} over {cfg.noise_repeats} repeats"
+        + (
+            f"; {len(randoms)} random archs: median CV {summary['random_median_cv']:.2%}, "
+            f"max {summary['random_max_cv']:.2%}"
+            if randoms
+            else ""
+        )
+        + f"; {len(summary['flagged'])} over {threshold:.0%}"
+    )
+    for kk in sorted({1, k}):
+        within, rho = ceiling.get(f"ceiling{kk}_within_10pct"), ceiling.get(f"ceiling{kk}_spearman")
+        if within is None:
+            print(f"ceiling (median of {kk}): needs more than {kk} repeats (noise_repeats)")
+            continue
+        print(
+            f"ceiling: against measurements that are the median of {kk} repeat(s), a predictor that knew "
+            f"each architecture's noise-free latency would put {within:.0%} within +-10% (median "
+            f"|error| {ceiling[f'ceiling{kk}_median_abs_error']:.2%})"
+            + ("" if rho is None else f" and rank them with Spearman {rho:.3f}")
+            + (
+                "; the goal of 90% is within the noise"
+                if within >= 0.95
+                else "; noise alone caps any predictor near this"
+            )
+        )
+    print(f"load average {os.getloadavg()[0]:.2f}; command: {_command(rundir)}")
+    return summary
+
+
+# -- the learned predictor -------------------------------------------------------------------------
+COLUMNS = (
+    "id",
+    "arch",
+    "blocks",
+    "choices",
+    "measured_ms",
+    "cv",
+    "repeats",
+    "flagged",
+    "table_ms",
+    "seconds",
+    "load1",
+)
+
+
+def distinct_samples(space: Any, n: int, seed: int) -> list[tuple[int, ...]]:
+    """`n` random architectures of `space`, no two the same network: a duplicate would sit in a
+    training fold and in its held-out fold at once and flatter the k-fold figures. Refused when
+    the space has fewer than `n` distinct networks."""
+    if space.distinct_size() < n:
+        raise UserError(
+            f"--fit-predictor {n}: the space has only {space.distinct_size()} distinct architectures"
+        )
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        choices = space.sample(rng)
+        blocks = tuple(space.decode(choices).blocks)
+        if blocks not in seen:
+            seen.add(blocks)
+            out.append(choices)
+    return out
+
+
+def _measured_before(rundir: Any, choices: list[tuple[int, ...]]) -> list[dict[str, Any]]:
+    """A resumed run's measurements.csv, checked to be the architectures this run draws."""
+    import pandas as pd
+
+    path = rundir.file("measurements.csv")
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    frame = pd.read_csv(path)
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for row in rows:
+        i = int(row["id"])
+        if i >= len(choices) or tuple(int(c) for c in str(row["choices"]).split()) != choices[i]:
+            raise UserError(
+                f"{path}: row {i} is not the architecture this run draws (was the space or seed "
+                "changed?); start a new run"
+            )
+    return rows
+
+
+def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -> dict[str, Any]:
+    from foundation.runfiles import atomic_write
+
+    n = int(cfg.fit_predictor)
+    kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
+    choices = distinct_samples(space, n, int(cfg.run.seed))
+    rows = _measured_before(rundir, choices)
+    atomic_write(rundir.file("latency_table.json"), table.to_json())
+    print(
+        f"fit predictor: {n} random architectures of {space.describe()} ({len(rows)} measured before); "
+        f"each the median of {setup.repeat} repeat(s) of the median of {setup.runs} runs after "
+        f"{setup.warmup} warm-up",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0, start = time.perf_counter(), len(rows)
+    for i in range(start, n):
+        arch = space.decode(choices[i])
+        t_arch = time.perf_counter()
+        measured = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+        seconds = time.perf_counter() - t_arch
+        rows.append(
+            {
+                "id": i,
+                "arch": arch.name,
+                "blocks": " ".join(arch.blocks),
+                "choices": " ".join(str(c) for c in choices[i]),
+                "measured_ms": round(measured.median_ms, 4),
+                "cv": None if measured.cv is None else round(measured.cv, 5),
+                "repeats": len(measured.medians),
+                "flagged": measured.cv is not None and measured.cv > float(cfg.cv_threshold),
+                "table_ms": round(table.predict(arch, **kw), 4),
+                "seconds": round(seconds, 3),
+                "load1": round(os.getloadavg()[0], 2),
+            }
+        )
+        rundir.write_csv("measurements.csv", [{k: r.get(k) for k in COLUMNS} for r in rows])
+        left = n - i - 1
+        per = (time.perf_counter() - t0) / (i + 1 - start)  # seconds per architecture this session
+        if i == start:
+            print(
+                f"fit predictor: time estimate ~{_eta(seconds * (left + 1))} for {left + 1} architectures "
+                f"(the first took {seconds:.1f}s), then the fit",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"  [{i + 1}/{n}] {arch.name}: {measured.median_ms:.2f} ms (table {rows[-1]['table_ms']:.2f})"
+            f"{'' if measured.cv is None else f', CV {measured.cv:.1%}'}"
+            f"{' ! over the CV threshold' if rows[-1]['flagged'] else ''}  ETA {_eta(per * left)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return _fit(cfg, rundir, setup, space, table, rows, kw)
+
+
+def _fit(
+    cfg: Any,
+    rundir: Any,
+    setup: Setup,
+    space: Any,
+    table: Any,
+    rows: list[dict[str, Any]],
+    kw: dict[str, Any],
+) -> dict[str, Any]:
+    """k-fold validation, the predictor refit on every row and saved, the report."""
+    from search_spaces.latency_predictor import LatencyPredictor, PredictorError, agreement, features, fit
+
+    stages = len(space.base.stages)
+    archs = [space.decode(tuple(int(c) for c in str(r["choices"]).split())) for r in rows]
+    x = [features(a, table, stages, **kw) for a in archs]
+    y = [float(r["measured_ms"]) for r in rows]
+    kind, folds, seed = str(cfg.predictor_model), int(cfg.folds), int(cfg.run.seed)
+    print(f"fit predictor: {folds}-fold validation of {kind} on {len(y)} architectures", file=sys.stderr)
+    try:
+        model, chosen, oof, scores = fit(x, y, kind=kind, folds=folds, seed=seed)
+    except PredictorError as exc:
+        raise UserError(str(exc)) from None
+    as_built = agreement(y, [float(r["table_ms"]) for r in rows])
+    measuring = round(sum(float(r["seconds"]) for r in rows), 1)
+    predictor = LatencyPredictor(
+        model=model,
+        kind=chosen,
+        table=table,
+        stages=stages,
+        space_fingerprint=space.fingerprint(),
+        space_description=space.describe(),
+        runtime=setup.runtime,
+        threads=setup.threads,
+        batch=setup.batch,
+        kw=kw,
+        machine=machine(),
+        rows=len(y),
+        cv={"folds": folds, "model": kind, **scores[kind]},
+        setup={**setup.__dict__, **kw},
+    )
+    path = rundir.file("latency_predictor.pkl")
+    predictor.save(path)
+    out = [
+        {
+            "id": r["id"],
+            "arch": r["arch"],
+            "blocks": r["blocks"],
+            "measured_ms": r["measured_ms"],
+            "predicted_ms": round(float(oof[kind][i]), 4),
+            "error": round(float(oof[kind][i]) / r["measured_ms"] - 1, 4),
+            "table_refit_ms": round(float(oof["table"][i]), 4),
+            "table_ms": r["table_ms"],
+            "cv": r["cv"],
+            "flagged": r["flagged"],
+        }
+        for i, r in enumerate(rows)
+    ]
+    rundir.write_csv("predictor.csv", out)
+    _plot(rundir, y, [o["predicted_ms"] for o in out], [o["table_refit_ms"] for o in out], kind, scores)
+    results = {f"{kind} (k-fold)": scores[kind], "table refit (k-fold)": scores["table"]}
+    results["table as built"] = as_built
+    head = ["predictor", "held out", "within +-10%", "Spearman", "median |err|", "max |err|", "bias"]
+    lines = [
+        {
+            "predictor": name,
+            "held out": str(a["n"]),
+            "within +-10%": f"{a['within_10pct']:.0%}",
+            "Spearman": f"{a['spearman']:.3f}",
+            "median |err|": f"{a['median_abs_error']:.1%}",
+            "max |err|": f"{a['max_abs_error']:.1%}",
+            "bias": f"{a['mean_signed_error']:+.1%}",
+        }
+        for name, a in results.items()
+    ]
+    print(tables.format_table(lines, head, {h: str for h in head}, align="first-left"))
+    flagged = sum(bool(r["flagged"]) for r in rows)
+    print(
+        f"{predictor.describe()} -> {path}; {len(y)} architectures measured in {_eta(measuring)}, "
+        f"{flagged} with CV over {float(cfg.cv_threshold):.0%}; {setup.runtime}, {setup.threads} "
+        f"thread(s), load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"command: {_command(rundir)}")
+    return {
+        "predictor": str(path.resolve()),
+        "table": str(rundir.file("latency_table.json").resolve()),
+        "model": kind,
+        "fitted": chosen,
+        "architectures": len(y),
+        "folds": folds,
+        "measuring_seconds": measuring,
+        "flagged": flagged,
+        "runtime": setup.runtime,
+        "threads": setup.threads,
+        "space_fingerprint": space.fingerprint(),
+        "within_10pct": scores[kind]["within_10pct"],
+        "spearman": scores[kind]["spearman"],
+        "agreement": results,
+    }
+
+
+def _plot(
+    rundir: Any,
+    measured: list[float],
+    predicted: list[float],
+    table: list[float],
+    kind: str,
+    scores: dict[str, Any],
+) -> None:
+    from foundation.figures import close, predicted_vs_measured
+
+    def title(name: str, a: dict[str, Any]) -> str:
+        return f"{name}: {a['within_10pct']:.0%} within +-10%, Spearman {a['spearman']:.3f}"
+
+    fig = predicted_vs_measured(
+        [
+            (title(f"{kind}, held out", scores[kind]), measured, predicted),
+            (title("table refit, held out", scores["table"]), measured, table),
+        ]
+    )
+    rundir.save_figure("predicted_vs_measured.png", fig)
+    close(fig)

@@ -1,0 +1,177 @@
+"""The search's latency: predicted for every trial (a learned predictor, `effnas latency
+--fit-predictor`, or a latency table) and measured end to end for the best ones before the
+winner is named.
+
+MnasNet prices each candidate by its latency on the target device. Ranking by a predicted latency
+has a winner's curse: among many candidates, the one predicted fastest is disproportionately one
+the predictor underestimates (the digits search picked an architecture predicted at 10.3 ms that
+measured 16.3 ms). So with a latency target the top `measure_top` trials by reward are measured
+end to end, exactly as the predictor's training data was (`training.timing`: its runtime, thread
+count and batch, the process pinned), their reward recomputed on the measured latency
+(`measured_reward`), and the best is picked on that. trials.csv keeps predicted (`latency_ms`)
+and measured (`measured_ms`) side by side.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from foundation.errors import UserError
+from search_spaces.arch import Arch
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """What predicts a trial's latency, and the setup it was measured under."""
+
+    predict: Callable[[Arch], float]
+    kind: str  # predictor | table
+    path: str
+    setup: dict[str, Any]  # runtime, threads, batch, channels_last, device, num_classes, stem_stride
+    description: str
+
+    @property
+    def runtime(self) -> str:
+        return str(self.setup.get("runtime", "torch"))
+
+
+def asked_runtime(cfg: Any) -> str | None:
+    """The runtime `--target-latency 15ms@onnxruntime` names (None: the predictor's own)."""
+    from foundation.units import parse_latency_target
+
+    return parse_latency_target(cfg.target_latency)[1] if cfg.target_latency is not None else None
+
+
+def latency_model_of(cfg: Any, space: Any) -> LatencyModel | None:
+    """The search's latency model from `latency_predictor` or `latency_table`, checked against the
+    space and the runtime the target names; None when neither is given."""
+    from training.timing import runtime_missing
+
+    if cfg.latency_predictor and cfg.latency_table:
+        raise UserError(
+            "give --latency-predictor or --latency-table, not both (a predictor carries the table it was "
+            "fitted with)"
+        )
+    runtime = asked_runtime(cfg)
+    if runtime is not None and runtime_missing(runtime):
+        raise UserError(f"--target-latency {cfg.target_latency}: {runtime_missing(runtime)}")
+    if cfg.latency_predictor:
+        model = _predictor(cfg, space, runtime)
+    elif cfg.latency_table:
+        model = _table(cfg, space, runtime)
+    else:
+        return None
+    if cfg.target_latency is not None and int(cfg.measure_top) > 0 and runtime_missing(model.runtime):
+        raise UserError(
+            f"{model.path} was measured on {model.runtime}, which cannot measure the winners here: "
+            f"{runtime_missing(model.runtime)}"
+        )
+    return model
+
+
+def _predictor(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
+    from search_spaces.latency_predictor import LatencyPredictor, PredictorError
+
+    path = str(cfg.latency_predictor)
+    try:
+        predictor = LatencyPredictor.load(path)
+        predictor.check(space=space, runtime=runtime, where=f"latency predictor {path}")
+    except PredictorError as exc:
+        raise UserError(str(exc)) from None
+    setup = {"runtime": predictor.runtime, "threads": predictor.threads, "batch": predictor.batch}
+    setup = {**setup, **predictor.kw, **predictor.setup}
+    return LatencyModel(predictor.predict, "predictor", path, setup, predictor.describe())
+
+
+def _table(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
+    from search_spaces.latency import LatencyTable, TableError, space_parts
+
+    path = str(cfg.latency_table)
+    try:
+        table = LatencyTable.load(path)
+    except TableError as exc:
+        raise UserError(str(exc)) from None
+    lacking = table.missing(space_parts(space))
+    if lacking:
+        raise UserError(
+            f"latency table {path} lacks {len(lacking)} parts of this search space (first: "
+            f"{lacking[0]}); build it for this space: `effnas latency --build-table`"
+        )
+    model = LatencyModel(
+        table.predict, "table", path, dict(table.setup), f"latency table ({len(table.ms)} parts)"
+    )
+    if runtime is not None and runtime != model.runtime:
+        raise UserError(
+            f"latency table {path} was measured on {model.runtime}, not {runtime}: build one with "
+            f"`effnas latency --build-table --runtime {runtime}`"
+        )
+    return model
+
+
+def measure_winners(
+    cfg: Any,
+    space: Any,
+    rows: list[dict[str, Any]],
+    reward_fn: Any,
+    model: LatencyModel,
+    save: Callable[[list[dict[str, Any]]], None],
+) -> int:
+    """Measure the top `measure_top` finished trials by reward that are not measured yet (a
+    resumed run keeps its measurements); each row gets `measured_ms`, `measured_cv` and
+    `measured_reward`, saved after each. Returns how many were measured now."""
+    from training.timing import Setup, model_latency, pinned
+
+    top = sorted(
+        (r for r in rows if r["status"] == "ok" and r["reward"] is not None),
+        key=lambda r: -float(r["reward"]),
+    )[: int(cfg.measure_top)]
+    todo = [r for r in top if r.get("measured_ms") is None]
+    if not todo:
+        return 0
+    s = model.setup
+    setup = Setup(
+        batch=int(s.get("batch", 1)),
+        threads=int(s.get("threads", 1)),
+        runs=int(cfg.measure_runs),
+        warmup=int(cfg.measure_warmup),
+        runtime=model.runtime,
+        device=str(s.get("device", "cpu")),
+        channels_last=bool(s.get("channels_last", True)),
+        repeat=int(cfg.measure_repeat),
+    )
+    print(
+        f"search: measuring the top {len(top)} trials by reward end to end ({setup.runtime}, "
+        f"{setup.threads} thread(s), as {Path(model.path).name} was measured) before naming the best",
+        file=sys.stderr,
+        flush=True,
+    )
+    with pinned(setup.threads, setup.device == "cpu"):
+        for row in todo:
+            arch = space.decode(tuple(int(c) for c in str(row["choices"]).split()))
+            measured = model_latency(
+                arch, setup, arch.resolution, int(s.get("num_classes", 1000)), s.get("stem_stride")
+            )
+            row["measured_ms"] = round(measured.median_ms, 4)
+            row["measured_cv"] = None if measured.cv is None else round(measured.cv, 5)
+            row["measured_reward"] = reward_fn(float(row["accuracy"]), measured.median_ms)
+            save(rows)
+            print(
+                f"  #{row['id']}: predicted {row['latency_ms']:.2f} ms, measured {row['measured_ms']:.2f} ms "
+                f"({row['measured_ms'] / row['latency_ms'] - 1:+.1%}); reward {row['reward']:.4f} -> "
+                f"{row['measured_reward']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return len(todo)
+
+
+def best_measured(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best measured trial: highest reward on its measured latency (ties: faster)."""
+    measured = [r for r in rows if r.get("measured_reward") is not None]
+    if not measured:
+        return None
+    return max(measured, key=lambda r: (float(r["measured_reward"]), -float(r["measured_ms"])))

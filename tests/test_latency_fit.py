@@ -1,0 +1,340 @@
+"""Trust in latency measurements and the learned predictor (issue 25): each measurement's CV over
+its repeats and the flag over cv_threshold, the noise check's ceiling, `--fit-predictor N`
+(distinct architectures, resumable, k-fold figures on held-out ones, a predictor file that knows
+its space, runtime and threads), the latency-aware search that measures its top trials before it
+names the best, and `effnas report` drawing predicted against measured.
+
+Real components at tiny sizes: a two-width space of B0's skeleton, one timed run per measurement.
+No latency value is asserted (this machine's load decides those); what is asserted holds on any
+machine: which rows are measured, what is picked on what, what is refused."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import expect_usage_error, space_config
+
+from effnas.cli import main
+from search_spaces.latency import LatencyTable
+from search_spaces.mnasnet import MnasNetSpace
+from search_spaces.official import efficientnet_b0
+
+SMALL = dict(ops=["mbconv3"], kernels=[3], se=[0.0], skip=[True], filters=[0.25, 0.5], repeats=[-1])
+SMALL_SPACE = [f"space.{k}=[{','.join(str(v).lower() for v in vs)}]" for k, vs in SMALL.items()]
+QUICK = ["runs=1", "warmup=0"]
+TINY_SEARCH = ["proxy.resolution=8", "proxy.images=64", "proxy.batch_size=32", "proxy.compile=off"]
+TINY_SEARCH += ["data.max_train=300", "run.threads=1", "ray.enabled=false", *SMALL_SPACE]
+N = 20  # the fewest --fit-predictor takes
+
+
+def small_space() -> MnasNetSpace:
+    return MnasNetSpace.from_config(space_config(**SMALL))
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("table") / "run"
+    args = ["latency", "--build-table", *SMALL_SPACE, "table_runs=1", *QUICK, "calibrate=2", "evaluate=0"]
+    assert main([*args, f"run.dir={run}"]) == 0
+    return run / "latency_table.json"
+
+
+@pytest.fixture(scope="module")
+def fitted(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --fit-predictor run: N architectures of the small space, each measured twice."""
+    run = tmp_path_factory.mktemp("fit") / "run"
+    args = [
+        "latency",
+        "--fit-predictor",
+        str(N),
+        "--table",
+        str(table),
+        *SMALL_SPACE,
+        *QUICK,
+        "--repeat",
+        "2",
+    ]
+    assert main([*args, f"run.dir={run}"]) == 0
+    return run
+
+
+# -- units and numbers ----------------------------------------------------------------------------
+def test_a_latency_target_may_name_its_runtime() -> None:
+    from foundation.errors import UserError
+    from foundation.units import parse_latency_target
+
+    assert parse_latency_target("15ms") == (15.0, None)
+    assert parse_latency_target("0.02s@onnxruntime") == (20.0, "onnxruntime")
+    with pytest.raises(UserError, match="bad latency target"):
+        parse_latency_target("15ms@")
+
+
+def test_cv_over_repeats_and_the_flag() -> None:
+    from training.timing import Measurement, flagged
+
+    steady = Measurement((10.0, 10.05, 9.95), (10.0,) * 3)
+    noisy = Measurement((10.0, 12.0, 8.0), (10.0,) * 3)
+    assert steady.median_ms == 10.0 and steady.cv == pytest.approx(0.005)
+    assert not flagged(steady, 0.02) and flagged(noisy, 0.02)
+    assert Measurement((10.0,), (10.0,)).cv is None and not flagged(Measurement((10.0,), (10.0,)), 0.0)
+
+
+def test_noise_ceiling_is_perfect_without_noise_and_falls_with_it() -> None:
+    from deploy.latency_fit import noise_ceiling
+
+    clean = [[float(m)] * 6 for m in range(1, 11)]
+    assert noise_ceiling(clean, 1) == {
+        "ceiling1_within_10pct": 1.0,
+        "ceiling1_median_abs_error": 0.0,
+        "ceiling1_spearman": 1.0,
+    }
+    rng = random.Random(0)
+    noisy = [[m * rng.uniform(0.75, 1.25) for _ in range(6)] for m in range(10, 20)]
+    one, three = noise_ceiling(noisy, 1), noise_ceiling(noisy, 3)
+    assert one["ceiling1_within_10pct"] < 1.0 and one["ceiling1_spearman"] < 1.0
+    # the median of 3 repeats is closer to the truth than one repeat
+    assert three["ceiling3_median_abs_error"] < one["ceiling1_median_abs_error"]
+
+
+# -- the predictor --------------------------------------------------------------------------------
+def test_a_learned_predictor_recovers_a_latency_law_the_table_sum_misses(table: Path) -> None:
+    """Latency = table sum + a cost per parameter the table does not see (weights read from
+    memory): linear learns it and predicts held-out architectures within 10%; the table-sum refit,
+    on the same folds, errs more."""
+    from search_spaces.latency_predictor import feature_names, features, fit
+
+    space, t = small_space(), LatencyTable.load(table)
+    stages = len(space.base.stages)
+    archs = [space.decode(c) for c in _distinct(space, 40)]
+    x = [features(a, t, stages) for a in archs]
+    params = feature_names(stages).index("params")
+    per_param = sum(row[0] for row in x) / sum(row[params] for row in x)  # both terms alike in size
+    y = [row[0] + per_param * row[params] for row in x]
+    _, kind, _, scores = fit(x, y, kind="linear", folds=5, seed=0)
+    assert kind == "linear" and scores["linear"]["within_10pct"] == 1.0
+    assert scores["linear"]["median_abs_error"] < 0.01 < scores["table"]["median_abs_error"]
+
+
+def _distinct(space: MnasNetSpace, n: int) -> list[tuple[int, ...]]:
+    from deploy.latency_fit import distinct_samples
+
+    return distinct_samples(space, n, 0)
+
+
+def test_fit_predictor_run_measures_distinct_archs_and_saves_a_checked_predictor(fitted: Path) -> None:
+    from search_spaces.latency_predictor import LatencyPredictor, PredictorError
+
+    rows = pd.read_csv(fitted / "measurements.csv")
+    assert len(rows) == N and rows["blocks"].nunique() == N and (rows["repeats"] == 2).all()
+    assert rows["cv"].notna().all() and (rows["flagged"] == (rows["cv"] > 0.02)).all()
+    held_out = pd.read_csv(fitted / "predictor.csv")
+    assert len(held_out) == N and {"predicted_ms", "table_refit_ms", "table_ms"} <= set(held_out.columns)
+    summary = json.loads((fitted / "summary.json").read_text())
+    assert summary["architectures"] == N and summary["runtime"] == "torch" and summary["threads"] == 1
+    assert 0.0 <= summary["within_10pct"] <= 1.0 and set(summary["agreement"]) == {
+        f"{summary['model']} (k-fold)",
+        "table refit (k-fold)",
+        "table as built",
+    }
+    predictor = LatencyPredictor.load(fitted)  # the run directory or its file
+    space = small_space()
+    assert predictor.space_fingerprint == space.fingerprint() and predictor.rows == N
+    assert predictor.setup["repeat"] == 2 and predictor.machine["cpu"] is not None
+    arch = space.decode(tuple(int(c) for c in str(rows["choices"][0]).split()))
+    assert predictor.predict(arch) > 0
+    predictor.check(space=space, runtime="torch", threads=1)
+    with pytest.raises(PredictorError, match="another search space"):
+        predictor.check(space=MnasNetSpace.from_config(space_config()))
+    with pytest.raises(PredictorError, match="measured on torch, not onnxruntime"):
+        predictor.check(runtime="onnxruntime")
+    with pytest.raises(PredictorError, match="with 1 thread"):
+        predictor.check(threads=4)
+    assert (fitted / "latency_table.json").is_file() and (fitted / "predicted_vs_measured.png").is_file()
+
+
+def test_a_corrupt_predictor_file_is_refused(fitted: Path, tmp_path: Path) -> None:
+    from search_spaces.latency_predictor import LatencyPredictor, PredictorError
+
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes((fitted / "latency_predictor.pkl").read_bytes()[:200])
+    with pytest.raises(PredictorError, match="not a readable latency predictor"):
+        LatencyPredictor.load(cut)
+    with pytest.raises(PredictorError, match="not found"):
+        LatencyPredictor.load(tmp_path / "none.pkl")
+
+
+@pytest.mark.slow  # 25 networks measured in two runs
+def test_an_interrupted_fit_resumes_with_what_it_measured(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deploy.latency_fit as fit
+
+    measure, calls = fit.model_latency, []
+
+    def interrupted(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return measure(*args, **kw)
+
+    monkeypatch.setattr(fit, "model_latency", interrupted)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "latency",
+                "--fit-predictor",
+                str(N),
+                "--table",
+                str(table),
+                *SMALL_SPACE,
+                *QUICK,
+                f"run.dir={run}",
+            ]
+        )
+    assert exc.value.code == 130
+    before = pd.read_csv(run / "measurements.csv")
+    assert len(before) == 5 and not (run / "latency_predictor.pkl").exists()
+    monkeypatch.setattr(fit, "model_latency", measure)
+    assert main(["latency", "--resume", str(run)]) == 0
+    after = pd.read_csv(run / "measurements.csv")
+    assert len(after) == N and after.head(5).equals(before)  # the first five kept, not re-measured
+    assert json.loads((run / "summary.json").read_text())["architectures"] == N
+
+
+def test_noise_check_reports_each_cv_and_the_ceiling(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [
+        "latency",
+        "--noise-check",
+        *SMALL_SPACE,
+        *QUICK,
+        "noise_archs=3",
+        "noise_repeats=4",
+        "--repeat",
+        "2",
+    ]
+    assert main([*args, f"run.dir={run}"]) == 0
+    rows = pd.read_csv(run / "noise.csv")
+    assert list(rows["model"]) == ["efficientnet_b0", "random0", "random1", "random2"]
+    assert (rows["repeats"] == 4).all() and (rows["flagged"] == (rows["cv"] > 0.02)).all()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["random_archs"] == 3 and summary["cv_threshold"] == 0.02
+    for k in (1, 2):
+        assert 0.0 <= summary[f"ceiling{k}_within_10pct"] <= 1.0
+
+
+def test_repeat_reports_and_flags_the_cv(tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(efficientnet_b0().scaled(width=0.25, depth=0.25, resolution=32, name="tiny").to_yaml())
+    for threshold, flagged in (("1e-9", True), ("10", False)):
+        run = tmp_path / threshold
+        args = ["latency", str(tiny), "runs=2", "warmup=0", "--repeat", "3", f"cv_threshold={threshold}"]
+        assert main([*args, f"run.dir={run}"]) == 0
+        row = pd.read_csv(run / "latency.csv").iloc[0]
+        assert row["repeats"] == 3 and row["cv"] >= 0 and bool(row["flagged"]) is flagged
+        assert json.loads((run / "summary.json").read_text())["flagged"] == (["tiny"] if flagged else [])
+
+
+# -- the latency-aware search ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def searched(fitted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("search") / "run"
+    # T far above any latency here: which trial wins must not depend on this machine's speed
+    args = ["search", "--target-latency", "1s@torch", "--latency-predictor", str(fitted), "--trials", "4"]
+    args += ["measure_top=2", "measure_runs=1", "measure_warmup=0", "measure_repeat=2"]
+    assert main([*args, *TINY_SEARCH, f"run.dir={run}"]) == 0
+    return run
+
+
+def test_search_measures_its_top_trials_and_picks_on_the_measured_latency(searched: Path) -> None:
+    from nas.records import read_trials
+    from nas.reward import RewardFn
+
+    rows = read_trials(searched / "trials.csv")
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["reward"])
+    measured = [r for r in rows if r["measured_ms"] is not None]
+    assert {r["id"] for r in measured} == {r["id"] for r in ok[:2]}  # the top 2 by predicted reward
+    reward = RewardFn(1000.0, -0.07, -0.07, "ms")
+    for r in measured:
+        assert r["measured_cv"] is not None and r["latency_ms"] is not None
+        assert r["measured_reward"] == pytest.approx(reward(r["accuracy"], r["measured_ms"]))
+    best = max(measured, key=lambda r: (r["measured_reward"], -r["measured_ms"]))
+    summary = json.loads((searched / "summary.json").read_text())
+    assert summary["best_trial"] == best["id"] and summary["best_measured_ms"] == best["measured_ms"]
+    assert summary["best_by_prediction"] == ok[0]["id"] and summary["measured_trials"] == 2
+    assert summary["picked_on"] == "measured latency"
+    import yaml
+
+    doc = yaml.safe_load((searched / "best_arch.yaml").read_text())
+    assert doc["meta"]["measured_latency_ms"] == best["measured_ms"]
+    assert (searched / "predicted_vs_measured.png").is_file()
+    manifest = json.loads((searched / "manifest.json").read_text())
+    assert manifest["latency_setup"]["runtime"] == "torch" and manifest["latency_predictor"]
+
+
+def test_report_draws_predicted_against_measured(fitted: Path, searched: Path, tmp_path: Path) -> None:
+    run = tmp_path / "report"
+    assert main(["report", str(fitted), str(searched), f"run.dir={run}"]) == 0
+    text = (run / "report.md").read_text()
+    assert "## Latency predictors" in text and "latency1_predicted_vs_measured.png" in text
+    assert "search1_predicted_vs_measured.png" in text and "measured_reward" in text
+    assert (run / "latency1_predicted_vs_measured.png").is_file()
+    assert (run / "search1_predicted_vs_measured.png").is_file()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-latency", "15ms@onnxruntime", *SMALL_SPACE], "measured on torch, not onnxruntime"),
+        (["--target-latency", "15ms@tvm", *SMALL_SPACE], "unknown runtime 'tvm'"),
+        (["--target-latency", "15ms", "latency_table=x.json"], "not both"),
+        (["--target-latency", "15ms", *SMALL_SPACE[:-1]], "another search space"),  # default repeats
+        (["--target-latency", "15ms", "measure_repeat=0", *SMALL_SPACE], "measure_repeat"),
+    ],
+)
+def test_search_refuses_a_predictor_it_cannot_use(
+    args: list[str], message: str, fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cmd = ["search", "--latency-predictor", str(fitted), *args, f"run.root={tmp_path}"]
+    assert message in expect_usage_error(cmd, capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_runtime_that_is_not_installed_is_refused(
+    fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails as if absent
+    cmd = ["search", "--latency-predictor", str(fitted), "--target-latency", "15ms@onnxruntime"]
+    assert "onnxruntime is not installed" in expect_usage_error([*cmd, f"run.root={tmp_path}"], capsys)
+    cmd = ["latency", "--fit-predictor", "20", "--runtime", "onnxruntime", f"run.root={tmp_path}"]
+    assert "onnxruntime is not installed" in expect_usage_error(cmd, capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fit-predictor", "19"], "needs N >= 20"),
+        (["--fit-predictor", "20"], "needs a latency table"),
+        (["--fit-predictor", "65", "--table", "{table}", *SMALL_SPACE], "only 64 distinct"),
+        (["--predictor", "{fitted}", "--threads", "2"], "with 1 thread(s), not 2"),
+        (["--predictor", "{fitted}", "--runtime", "onnxruntime"], "not onnxruntime"),
+    ],
+)
+def test_latency_refuses_bad_predictor_input(
+    args: list[str],
+    message: str,
+    table: Path,
+    fitted: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [a.format(table=table, fitted=fitted) for a in args]
+    assert message in expect_usage_error(["latency", *args, f"run.root={tmp_path}"], capsys)
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,250 @@
+"""How a latency is measured, once for every stage that measures one: `effnas latency` (tables,
+comparisons, the learned predictor, the noise check) and the search's end-to-end check of its
+best architectures, which must be timed exactly as the predictor's training data was.
+
+Protocol (EfficientNet Table 4; MnasNet §4): batch 1 on one CPU thread, the process pinned to
+that core, `warmup` untimed runs, then `runs` timed forward passes in inference mode; one
+measurement is their median. `repeat` re-measures (warm-up included) and keeps the median of
+the medians; the spread of those medians (their coefficient of variation) is how far one
+measurement can be trusted, and what bounds any predictor checked against one measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How every measurement of a run is taken (the values are conf/latency.yaml's)."""
+
+    batch: int
+    threads: int
+    runs: int
+    warmup: int
+    runtime: str
+    device: str
+    channels_last: bool
+    repeat: int = 1
+
+
+def runtime_missing(runtime: str) -> str | None:
+    """Why `runtime` cannot measure here (unknown, or its package not importable), or None."""
+    if runtime not in RUNTIMES:
+        return f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}"
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "runtime onnxruntime is not installed here (pip install onnxruntime)"
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["affinity"] = sorted(os.sched_getaffinity(0))
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+def pin_threads(threads: int, pin: bool) -> None:
+    """Noise control: `threads` intra-op threads, and with `pin` the process bound to the first
+    `threads` CPUs it may use, so the scheduler cannot move it mid-run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if pin and hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[: max(1, threads)])
+
+
+@contextlib.contextmanager
+def pinned(threads: int, pin: bool) -> Iterator[None]:
+    """`pin_threads` for a block, the thread count and CPU affinity restored after it (a search
+    measures its winners pinned, then goes on writing with the CPUs it had)."""
+    import torch
+
+    before = torch.get_num_threads()
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    pin_threads(threads, pin)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if pin and affinity is not None:
+            os.sched_setaffinity(0, affinity)
+
+
+def stats(ms: Sequence[float]) -> dict[str, float]:
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+    return {
+        "median_ms": round(statistics.median(ms), 4),
+        "p25_ms": round(q[0], 4),
+        "p75_ms": round(q[2], 4),
+        "min_ms": round(min(ms), 4),
+        "max_ms": round(max(ms), 4),
+    }
+
+
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation (sample std / mean); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(values) / statistics.fmean(values)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured latency: the median of each repeat's `runs` timings, and every timing."""
+
+    medians: tuple[float, ...]  # one per repeat
+    times: tuple[float, ...]  # every timed run, all repeats
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.medians)
+
+    @property
+    def cv(self) -> float | None:
+        """Repeat-to-repeat CV of the medians (None with one repeat)."""
+        return cv(self.medians)
+
+    def row(self) -> dict[str, Any]:
+        """The columns a latency table shows: the median of the repeats' medians, the pooled
+        spread, the CV over repeats."""
+        return {
+            **stats(self.times),
+            "median_ms": round(self.median_ms, 4),
+            "cv": None if self.cv is None else round(self.cv, 5),
+            "repeats": len(self.medians),
+        }
+
+
+def flagged(measured: Measurement, threshold: float) -> bool:
+    """Whether a measurement's CV over its repeats is over `threshold` (never with one repeat)."""
+    return measured.cv is not None and measured.cv > threshold
+
+
+def cv_text(measured: Measurement) -> str:
+    return "" if measured.cv is None else f"; CV {measured.cv:.1%} over {len(measured.medians)} repeats"
+
+
+def warn_noisy(label: str, measured: Measurement, threshold: float) -> None:
+    if flagged(measured, threshold):
+        print(
+            f"  ! {label}: CV {measured.cv:.1%} over its {len(measured.medians)} repeats is above "
+            f"{threshold:.0%}: a noisy measurement (load {os.getloadavg()[0]:.2f}); re-measure on a quiet "
+            "machine or raise --repeat",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def runner(module: Any, shape: tuple[int, ...], setup: Setup) -> Callable[[], Any]:
+    """A zero-argument call of one forward pass of `module` on a fixed random input, in the
+    setup's runtime and device. onnxruntime: the module exported to a temporary file, loaded,
+    and the file deleted (hundreds of measured networks must not fill the disk)."""
+    import torch
+
+    module = module.eval()
+    x = torch.randn(*shape)
+    if setup.runtime == "onnxruntime":
+        from training.onnx_io import export_onnx_module, onnx_session
+
+        with tempfile.TemporaryDirectory(prefix="effnas-latency-") as folder:
+            path = Path(folder) / "model.onnx"
+            export_onnx_module(module, x, path)
+            session = onnx_session(path, setup.threads)
+        name = session.get_inputs()[0].name
+        feed = {name: x.numpy()}
+        return lambda: session.run(None, feed)
+    device = torch.device(setup.device)
+    fmt = torch.channels_last if setup.channels_last and x.dim() == 4 else torch.contiguous_format
+    module = module.to(device, memory_format=fmt)
+    x = x.to(device, memory_format=fmt)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            out = module(x)
+        sync()
+        return out
+
+    return call
+
+
+def measure(call: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `runs` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def repeated(call: Callable[[], Any], setup: Setup) -> Measurement:
+    """`setup.repeat` measurements of `call` (each with its warm-up), kept whole."""
+    medians, times = [], []
+    for _ in range(max(1, setup.repeat)):
+        ms = measure(call, setup.runs, setup.warmup)
+        medians.append(statistics.median(ms))
+        times += ms
+    return Measurement(tuple(medians), tuple(times))
+
+
+def model_runner(
+    arch: Any, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
+) -> Callable[[], Any]:
+    """One forward pass of `arch` (random weights: latency does not depend on their values)."""
+    from search_spaces.builder import build_model
+
+    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
+    return runner(model, (setup.batch, 3, resolution, resolution), setup)
+
+
+def model_latency(
+    arch: Any, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
+) -> Measurement:
+    """`arch` measured end to end under `setup`, `setup.repeat` times."""
+    return repeated(model_runner(arch, setup, resolution, num_classes, stem_stride), setup)
