@@ -49,17 +49,10 @@ def main() -> None:
         "arch=efficientnet_b0", "proxy=digits", f"proxy.epochs={known.epochs}", "proxy.compile=off",
         "proxy.report_every=0", "run.device=cpu", *extra,
     ]  # fmt: skip
+    workers = ["train.workers=2", "ray.num_cpus=2", "ray.cpus_per_trial=1", "ray.object_store_mb=100"]
     arms = {
         "1 process x 2 threads": [*common, f"proxy.batch_size={2 * known.batch}", "run.threads=2"],
-        "2 workers x 1 thread": [
-            *common,
-            f"proxy.batch_size={known.batch}",
-            "train.workers=2",
-            "ray.num_cpus=2",
-            "ray.cpus_per_trial=1",
-            "ray.object_store_mb=100",
-            "run.threads=1",
-        ],  # fmt: skip
+        "2 workers x 1 thread": [*common, f"proxy.batch_size={known.batch}", *workers, "run.threads=1"],
     }
     load0 = Path("/proc/loadavg").read_text().split()[:3]
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
