@@ -1,2 +1,3 @@
-"""The one Ray adapter (adapters.raytune): runs a stage's trials on Ray Tune. Only this folder
-imports Ray; every stage sees a plain `Executor` (training.trials)."""
+"""The one Ray adapter: runs a stage's trials on Ray Tune (adapters.raytune) and `effnas train
+train.workers=N` on Ray Train (adapters.raytrain). Only this folder imports Ray; every stage sees
+a plain `Executor` (training.trials) or a launcher of workers (models.data_parallel)."""

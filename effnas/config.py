@@ -49,11 +49,13 @@ def full_schema(stage: Stage) -> type:
     and `mlflow` for trial stages (the application's, the adapter's and the trial log's
     settings, declared once)."""
     added: list[Any] = [("run", RunConfig, dataclasses.field(default_factory=RunConfig))]
-    if stage.trials:
+    if stage.trials or stage.data_parallel:
         from adapters.raytune import RayConfig
-        from training.trial_log import MlflowConfig
 
         added.append(("ray", RayConfig, dataclasses.field(default_factory=RayConfig)))
+    if stage.trials:
+        from training.trial_log import MlflowConfig
+
         added.append(("mlflow", MlflowConfig, dataclasses.field(default_factory=MlflowConfig)))
     base = stage.schema_class()
     return dataclasses.make_dataclass(base.__name__, added, bases=(base,))

@@ -6,7 +6,8 @@ A stage is run by `run_stage`: `check_config` (run settings, proxy, data, storag
 the stage's own `validate`), then the run directory (`effnas.rundir.RunDir`: lock, `.hydra/`,
 manifest), then `module.run(cfg, rundir[, executor | lifecycle])`, then summary + manifest status
 (`done`, `interrupted`, `failed`, `crashed`). Stages that run proxy trials get an executor
-(Ray Tune through `adapters.raytune`, or in this process); a stage that runs other stages (the
+(Ray Tune through `adapters.raytune`, or in this process); a stage that trains data-parallel
+(train) gets a launcher of Ray Train workers (`adapters.raytrain`); a stage that runs other stages (the
 pipeline) gets `LIFECYCLE`, these functions as one value, so it never imports them: the registry
 names it, and an import back would be a loop.
 """
@@ -86,10 +87,14 @@ def check_config(stage: Stage, cfg: Any) -> Any:
 
         check_data_config(cfg.data)
     check_storage(cfg)
-    if stage.trials:
+    if stage.trials or stage.data_parallel:
         from adapters import raytune
 
         raytune.check(cfg.ray)
+    if stage.data_parallel:
+        from adapters import raytrain
+
+        raytrain.check(cfg)
     module = stage.load()
     validate: Callable[..., None] | None = getattr(module, "validate", None)
     if validate is not None:
@@ -167,6 +172,10 @@ def run_stage(
             summary = module.run(cfg, run, _executor(cfg, run))
         elif stage.runs_stages:
             summary = module.run(cfg, run, LIFECYCLE)
+        elif stage.data_parallel:
+            from adapters import raytrain
+
+            summary = module.run(cfg, run, raytrain.launcher(cfg.ray, run.path / "ray"))
         else:
             summary = module.run(cfg, run)
     except UserError:

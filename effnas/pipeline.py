@@ -95,9 +95,9 @@ def _key(override: str) -> str:
 
 
 def _shared_for(stage: str, shared: list[str], stages: Any) -> list[str]:
-    """The shared overrides that apply to `stage` (data/proxy: its groups; ray: trial stages)."""
+    """The shared overrides that apply to `stage` (data/proxy: its groups; ray: trial and data-parallel stages)."""
     spec = stages[stage]
-    keep = {*spec.groups, *(("ray",) if spec.trials else ())}
+    keep = {*spec.groups, *(("ray",) if spec.trials or spec.data_parallel else ())}
     return [o for o in shared if _key(o).split(".", 1)[0] in keep]
 
 

@@ -39,6 +39,9 @@ class Stage:
     help: str
     flags: tuple[Flag, ...] = ()
     trials: bool = False  # runs proxy trials: `ray` settings and an executor
+    # trains one model on Ray Train's data-parallel workers when asked (train.workers > 1): the
+    # `ray` settings and a launcher (adapters.raytrain)
+    data_parallel: bool = False
     resume: bool = False  # `--resume RUN_DIR` continues an interrupted run
     writes_run: bool = True  # False: prints only (describe)
     runs_stages: bool = False  # runs other stages (the pipeline): gets effnas.lifecycle.LIFECYCLE
@@ -151,7 +154,10 @@ STAGES: dict[str, Stage] = {
                 ),
             ),
             resume=True,
+            data_parallel=True,
             notes="""\
+Data-parallel (docs/train.md): train.workers=N trains on N Ray Train workers (DDP), proxy.batch_size
+each (global batch N x it, the learning rate scaled with it); ray.address=auto joins a cluster.
 Fine-tuning (docs/train.md): --init RUN_DIR|FILE loads a train or convert run's model.pt, or a
 .pt/.pth/.safetensors state_dict in effnas's layout, into the arch trained here (it must be the
 same network; a convert run's is RUN/arch.yaml). Another class count gets a new classifier.

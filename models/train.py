@@ -54,6 +54,9 @@ class TrainSettings:
     body_lr_scale: float = MISSING
     freeze: str = MISSING
     freeze_epochs: float = MISSING
+    # data-parallel on Ray Train (models/data_parallel.py, adapters/raytrain.py)
+    workers: int = MISSING
+    sync_bn: bool = MISSING
 
 
 @dataclass
@@ -83,6 +86,9 @@ def validate(cfg: Any) -> None:
     if cfg.get("resume"):
         _check_resumable(Path(str(cfg.resume)), arch)
     from models import finetune
+
+    if int(cfg.train.workers) < 1:  # more: adapters.raytrain.check (Ray's CPUs, models/data_parallel.py)
+        raise UserError(f"train.workers must be >= 1 (1: this process, no Ray), got {cfg.train.workers}")
 
     # --init is read and checked unless a checkpoint holds the weights (--resume continues them)
     resumed = bool(cfg.get("resume")) and (Path(str(cfg.resume)) / CHECKPOINT).is_file()
@@ -145,7 +151,8 @@ def _checkpoint_arch(state: dict[str, Any]) -> Any:
     return Arch.from_dict(state["arch"])
 
 
-def run(cfg: Any, rundir: Any) -> dict[str, Any]:
+def run(cfg: Any, rundir: Any, launch: Any = None) -> dict[str, Any]:
+    """`launch`: the application's data-parallel trainer (adapters.raytrain), for train.workers > 1."""
     from search_spaces.arch_config import arch_from_cfg
     from training.data import load_dataset
     from training.data.store import ImageStore
@@ -185,10 +192,15 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
             f"(epoch {checkpoint['step'] / checkpoint['steps_per_epoch']:.4g}) from {rundir.file(CHECKPOINT)}",
             file=sys.stderr,
         )
-    elif cfg.get("resume"):
+    elif cfg.get("resume") and int(cfg.train.workers) == 1:
         print("effnas train: no checkpoint was written before the run ended; starting again", file=sys.stderr)
 
-    result, model = train(arch, cfg, data, device, rundir, checkpoint)  # model: the evaluated weights
+    if int(cfg.train.workers) > 1:  # data-parallel on Ray Train workers (models/data_parallel.py)
+        if launch is None:
+            raise UserError("train.workers > 1 trains on Ray Train workers: run it through effnas")
+        result, model = launch(arch, cfg, data, device, rundir)
+    else:
+        result, model = train(arch, cfg, data, device, rundir, checkpoint)  # model: the evaluated weights
     if cfg.save_weights:
         _save_state_dict(model, rundir.file("model.pt"))
     # which validation (and test) images it got right: lets a pipeline pair two trained models
@@ -221,6 +233,7 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     }
     if cfg.train.init:
         summary["init"] = str(cfg.train.init)
+    summary.update(getattr(result, "data_parallel", {}))  # workers, global batch, restarts
     test = f"  test_acc {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""
     print(
         f"done: val_acc {result.accuracy:.4f}{test}  {result.seconds:.1f}s  "

@@ -216,6 +216,12 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         [],
     ),
     "train/wrong value": (["train", "data.val_fraction=2"], "val_fraction", []),
+    "train/no workers": (["train", "train.workers=0"], "train.workers must be >= 1", []),
+    "train/more workers than Ray's CPUs": (
+        ["train", "train.workers=3", "ray.num_cpus=2"],
+        "needs 3 CPUs, but the local Ray runtime has 2",
+        [],
+    ),
     # study
     "study/garbage coefficients.yaml": (
         ["study", "scaling", "--from", "{r}/grid"],
