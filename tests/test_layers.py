@@ -240,7 +240,9 @@ def test_vocabulary_imports_no_torch_and_only_the_adapter_imports_ray() -> None:
             if top in ("torch", "fvcore") and layer_of(module) == [n for n, _ in LAYERS].index(NO_TORCH):
                 bad.append(f"{module} imports {name} at line {line} (the vocabulary is torch-free)")
             if top == "ray" and module not in RAY_ONLY_IN:
-                bad.append(f"{module} imports {name} at line {line} (Ray belongs in adapters/: raytune, raytrain)")
+                bad.append(
+                    f"{module} imports {name} at line {line} (Ray belongs in adapters/: raytune, raytrain)"
+                )
     assert not bad, "\n".join(bad)
 
 
