@@ -36,7 +36,16 @@ if TYPE_CHECKING:
     from training.data import Dataset
 
 from foundation import per_image
-from training.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, storage_size, time_limit
+from training.proxy_config import (
+    INITS,
+    OPTIMIZERS,
+    ProxyConfig,
+    budget,
+    checked,
+    eval_batch,
+    storage_size,
+    time_limit,
+)
 
 
 @dataclass
@@ -537,7 +546,7 @@ class ProxyTrainer:
         model.eval()
         hits = torch.zeros(len(y_all), dtype=torch.bool, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
-        size = int(self.proxy.eval_batch_size)
+        size = eval_batch(self.proxy, self.res)
         with torch.inference_mode():
             for start in range(0, len(y_all), size):
                 x = self.normalize(self.eval_view(x_all[start : start + size]))
