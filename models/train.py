@@ -106,7 +106,7 @@ def _check_store_resolution(stored: int, proxy: Any) -> None:
         )
         raise UserError(
             f"data.storage=disk stores images at data.image_size={stored} but the trainer keeps them at "
-            f"{why}: it would resize the whole set into memory; set data.image_size={wanted}"
+            f"{why}: it would resize every batch it reads; set data.image_size={wanted}"
         )
 
 

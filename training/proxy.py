@@ -310,7 +310,11 @@ class ProxyTrainer:
         import torch
 
         from training.data import resize_batch
+        from training.data.store import row_reader
 
+        reader = row_reader(split.x)
+        if reader is not None:  # a disk store: each batch read when it is used
+            return StoredRows(reader, self.dev, res), torch.from_numpy(split.y).to(self.dev)
         x = torch.from_numpy(split.x).to(self.dev)
         if x.shape[-1] != res or x.shape[-2] != res:
             # once, up front, in chunks: the grid's resolution scaling costs no per-step resize
@@ -562,6 +566,34 @@ class ProxyTrainer:
         n = len(y_all)
         hits_np = hits.cpu().numpy()
         return int(hits_np.sum()) / n, float(total_loss) / n, hits_np
+
+
+class StoredRows:
+    """A split left in its disk store, indexed like the resident tensor it stands for: `x[index]`
+    (a tensor of row numbers, or a slice) reads those rows (`training.data.store.row_reader`),
+    resizes them to the proxy resolution if the store holds another size, and puts them on the
+    training device."""
+
+    def __init__(self, reader: Any, device: torch.device, res: int) -> None:
+        self.reader, self.device, self.res = reader, device, res
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        from training.data import resize_batch
+
+        if isinstance(index, slice):
+            rows = np.arange(len(self))[index]
+        else:
+            rows = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        x = torch.from_numpy(self.reader.rows(rows)).to(self.device)
+        if x.shape[-1] != self.res or x.shape[-2] != self.res:
+            x = resize_batch(x, self.res)
+        return x
 
 
 def proxy_init(model: torch.nn.Module, init: str) -> None:
