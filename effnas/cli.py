@@ -301,6 +301,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    from foundation import interrupt
+
+    interrupt.request()  # checked by long loops should this raise land where Python drops it
     raise KeyboardInterrupt  # `kill PID` ends a run like Ctrl-C: status recorded, work kept
 
 

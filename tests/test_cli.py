@@ -166,3 +166,26 @@ def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1].startswith("effnas: error: interrupted")
     manifest = json.loads(next(tmp_path.glob("train/*/manifest.json")).read_text())
     assert manifest["status"] == "interrupted"
+
+
+def test_a_dropped_sigterm_still_stops_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The handler records the request; should its KeyboardInterrupt land where Python drops it
+    (a __del__), the trainer's next step raises it again."""
+    from omegaconf import OmegaConf
+
+    from foundation import interrupt
+    from search_spaces.official import official
+    from training.data import load_dataset
+    from training.proxy import ProxyTrainer
+    from training.proxy_config import load_proxy
+
+    monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path))
+    data = load_dataset(OmegaConf.create({"name": "digits", "image_size": 16, "val_fraction": 0.15}))
+    trainer = ProxyTrainer(
+        official("efficientnet_b0"), load_proxy("default", resolution=16, compile="off"), data
+    )
+    trainer.step(0)  # no request: a step
+    monkeypatch.setattr(interrupt, "_requested", True)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.step(1)
+    trainer.close()

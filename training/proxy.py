@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from search_spaces.arch import Arch
     from training.data import Dataset
 
-from foundation import per_image
+from foundation import interrupt, per_image
 from training.proxy_config import (
     INITS,
     OPTIMIZERS,
@@ -449,6 +449,7 @@ class ProxyTrainer:
         import torch
         import torch.nn.functional as F
 
+        interrupt.check()  # a SIGTERM whose KeyboardInterrupt was dropped (foundation.interrupt)
         i = step % self.steps_per_epoch
         if i == 0 or self._order is None:
             self._order = torch.randperm(len(self.train_y), generator=self.generator, device=self.dev)
