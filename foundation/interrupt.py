@@ -3,7 +3,7 @@
 The CLI's handler raises KeyboardInterrupt at once, so a run ends like Ctrl-C. Python runs a
 handler at whatever bytecode the main thread is at; when that is inside a `__del__` or a weakref
 callback, the exception is printed as "Exception ignored in ..." and dropped, and the run goes on
-(seen once in CI: a SIGTERM during training and the run finished, exit 0). So the handler also
+(once in CI a SIGTERMed training ran to the end, exit 0; this is the likely cause). So the handler also
 records the request, and long loops (`training.proxy.ProxyTrainer.step`) call `check()`.
 """
 
