@@ -34,7 +34,9 @@ def arm(run: Path, method: str) -> tuple[verdict.Scores | None, dict]:
         for level in levels.values():
             stats = level["methods"].get(method, stats)
     stats.setdefault("macs_ratio", float(rows[0]["macs_ratio"]))
-    return per_image.scores(run, [(r["id"], float(r["accuracy"])) for r in rows], IMAGES), stats
+    scores = per_image.scores(run, [(r["id"], float(r["accuracy"])) for r in rows], IMAGES)
+    stats.setdefault("mean", scores.mean)  # a run still training has no summary: a point, no interval
+    return scores, stats
 
 
 def fmt(c: dict) -> str:

@@ -419,7 +419,7 @@ def _plot(
     from foundation.figures import close, predicted_vs_measured
 
     def title(name: str, a: dict[str, Any]) -> str:
-        return f"{name}: {a['within_10pct']:.0%} within +-10%, Spearman {a['spearman']:.3f}"
+        return f"{name}:\n{a['within_10pct']:.0%} within +-10%, Spearman {a['spearman']:.3f}"
 
     fig = predicted_vs_measured(
         [

@@ -320,6 +320,7 @@ def run_maps(
     from search_spaces.arch_config import arch_from_cfg
     from training.data import load_dataset, resize_batch
     from training.proxy import ProxyTrainer
+    from training.proxy_config import eval_batch
     from training.weights import load_into
 
     cfg = trained.config
@@ -363,7 +364,7 @@ def run_maps(
         maps[method] = for_display(up).cpu()
         orders[method] = torch.sort(up.flatten(1), dim=1, descending=True, stable=True).indices
     for name, order in orders.items():
-        c = curves(model, x, order, pred, steps, int(trainer.proxy.eval_batch_size))
+        c = curves(model, x, order, pred, steps, eval_batch(trainer.proxy, trainer.res))
         scores[name] = {k: area(v).cpu().numpy() for k, v in c.items()}
     trainer.close()
     result = RunMaps(

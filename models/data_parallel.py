@@ -195,11 +195,20 @@ class ShardTrainer(ProxyTrainer):
     """`ProxyTrainer` built for the global batch, training this rank's shard of each one."""
 
     def __init__(
-        self, arch: Any, proxy: Any, data: Any, *, rank: int, workers: int, seed: int, device: str
+        self,
+        arch: Any,
+        proxy: Any,
+        data: Any,
+        *,
+        rank: int,
+        workers: int,
+        seed: int,
+        device: str,
+        precision: str = "auto",
     ) -> None:
         import torch
 
-        super().__init__(arch, proxy, data, seed=seed, device=device)
+        super().__init__(arch, proxy, data, seed=seed, device=device, precision=precision)
         self.rank, self.workers, self.seed = rank, workers, seed
         self.shard = self.batch // workers
         micro = int(self.proxy.micro_batch)
@@ -311,7 +320,10 @@ def worker(config: dict[str, Any], ctx: WorkerContext) -> None:
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)  # the weights: alike on every rank (DDP broadcasts rank 0's anyway)
-    trainer = ShardTrainer(arch, proxy, data, rank=rank, workers=workers, seed=seed, device=device)
+    precision = str(cfg.train.get("precision", "auto"))
+    trainer = ShardTrainer(
+        arch, proxy, data, rank=rank, workers=workers, seed=seed, device=device, precision=precision
+    )
     if rank > 0:
         torch.manual_seed(_mix(seed, 0, rank))  # dropout and stochastic depth: this rank's own
     if bool(cfg.train.sync_bn):

@@ -58,6 +58,7 @@ class TrainSettings:
     # data-parallel on Ray Train (models/data_parallel.py, adapters/raytrain.py)
     workers: int = MISSING
     sync_bn: bool = MISSING
+    precision: str = MISSING  # training.proxy.precision_of
 
 
 @dataclass
@@ -87,7 +88,12 @@ def validate(cfg: Any) -> None:
     if cfg.get("resume"):
         _check_resumable(Path(str(cfg.resume)), arch)
     from models import finetune
+    from training.proxy import precision_of, resolve_device
 
+    try:
+        precision_of(str(cfg.train.precision), resolve_device(str(cfg.run.device)))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if int(cfg.train.workers) < 1:  # more: adapters.raytrain.check (Ray's CPUs, models/data_parallel.py)
         raise UserError(f"train.workers must be >= 1 (1: this process, no Ray), got {cfg.train.workers}")
 
@@ -107,7 +113,7 @@ def _check_store_resolution(stored: int, proxy: Any) -> None:
         )
         raise UserError(
             f"data.storage=disk stores images at data.image_size={stored} but the trainer keeps them at "
-            f"{why}: it would resize the whole set into memory; set data.image_size={wanted}"
+            f"{why}: it would resize every batch it reads; set data.image_size={wanted}"
         )
 
 
@@ -157,7 +163,7 @@ def run(cfg: Any, rundir: Any, launch: Any = None) -> dict[str, Any]:
     from search_spaces.arch_config import arch_from_cfg
     from training.data import load_dataset
     from training.data.store import ImageStore
-    from training.proxy import resolve_device
+    from training.proxy import precision_of, resolve_device
 
     arch = arch_from_cfg(cfg.arch)
     t0 = time.perf_counter()
@@ -226,6 +232,7 @@ def run(cfg: Any, rundir: Any, launch: Any = None) -> dict[str, Any]:
         "steps": result.steps,
         "compiled": result.compiled,
         "device": result.device,
+        "precision": precision_of(str(cfg.train.precision), str(result.device)),  # as trained
         "cpu_kernels": result.cpu_kernels,  # layers on effnas's C kernels
         "lanes": result.lanes,  # micro-batches trained side by side (training/lanes.py)
         "seconds": round(result.seconds, 3),
@@ -268,7 +275,9 @@ def train(
     seed = int(cfg.run.seed)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)  # weights, dropout, stochastic depth (evaluate's seeding)
-        trainer = ProxyTrainer(arch, cfg.proxy, data, seed=seed, device=device)
+        trainer = ProxyTrainer(
+            arch, cfg.proxy, data, seed=seed, device=device, precision=str(cfg.train.precision)
+        )
         limit = time_limit(trainer.proxy)
         trainer.deadline = None if limit is None else t0 + limit
         loop = _Loop(trainer, arch, data.fingerprint, rundir, cfg.train.checkpoint_minutes)
@@ -338,6 +347,11 @@ class _Loop:
                 f"({state['steps_per_epoch']} per epoch), the config now gives {t.total_steps} "
                 f"({t.steps_per_epoch}): resume with the budget it was started with"
             )
+        if state.get("precision", t.precision) != t.precision:
+            raise UserError(
+                f"--resume {self.rundir.path}: the checkpoint was trained in {state['precision']}, the "
+                f"config now gives {t.precision}: resume with the train.precision it was started with"
+            )
         if (t.ema is None) != (state.get("ema") is None):
             raise UserError(
                 f"--resume {self.rundir.path}: the checkpoint {'has no' if t.ema else 'has an'} EMA of the "
@@ -349,6 +363,8 @@ class _Loop:
             t.optimizer.load_state_dict(state["optimizer"])
             if t.ema is not None:
                 t.ema.load_state_dict(state["ema"])
+            if t.scaler is not None and state.get("scaler") is not None:
+                t.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(
@@ -394,6 +410,8 @@ class _Loop:
             "model": t.model.state_dict(),
             "ema": None if t.ema is None else t.ema.state_dict(),  # AveragedModel: weights, BN, count
             "optimizer": t.optimizer.state_dict(),
+            "scaler": None if t.scaler is None else t.scaler.state_dict(),  # fp16's loss scale
+            "precision": t.precision,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(t.dev) if t.cuda else None,

@@ -222,6 +222,12 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
         "train.new_classifier=true replaces --init's classifier",
         [],
     ),
+    "train/fp16 on CPU": (["train", "train.precision=fp16"], "train.precision=fp16 needs a CUDA device", []),
+    "train/unknown precision": (
+        ["train", "train.precision=fp8"],
+        "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'",
+        [],
+    ),
     "train/more workers than Ray's CPUs": (
         ["train", "train.workers=3", "ray.num_cpus=2"],
         "needs 3 CPUs, but the local Ray runtime has 2",

@@ -45,10 +45,12 @@ def test_overrides_are_typed() -> None:
     assert cfg.proxy.epochs == 3.0 and cfg.run.seed == 7
 
 
-def test_every_registered_stage_composes_with_run_and_ray_where_it_runs_trials() -> None:
+def test_every_registered_stage_composes_with_run_and_ray_where_it_uses_ray() -> None:
+    """`ray` settings where a stage runs trials (Ray Tune) or data-parallel workers (Ray Train)."""
     for stage in STAGES.values():
         cfg = compose(stage.name, [])
-        assert "run" in cfg and ("ray" in cfg) == stage.trials, stage.name
+        assert "run" in cfg and ("ray" in cfg) == (stage.trials or stage.data_parallel), stage.name
+    assert STAGES["train"].data_parallel and not STAGES["train"].trials
 
 
 def test_proxy_defaults_live_in_conf_once() -> None:

@@ -133,8 +133,13 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
     rows = pd.read_csv(run / "trials.csv")
     assert len(rows) == 4 and list(rows["id"][: len(before)]) == list(before["id"])
     name, trials = _study(run, postgres)
-    assert _keys(trials) == Counter(str(i) for i in rows["id"]) and len(trials) == 4  # each once
-    for t, r in zip(sorted(trials, key=lambda t: int(t.user_attrs["effnas_key"])), rows.itertuples()):
+    keyed = [t for t in trials if "effnas_key" in t.user_attrs]
+    assert _keys(keyed) == Counter(str(i) for i in rows["id"])  # every row once
+    # a SIGKILL between the sampler's ask and the row leaves one asked trial that no row names:
+    # the resume fails it (OptunaSampler.restore) rather than leaving it running
+    orphans = [t for t in trials if "effnas_key" not in t.user_attrs]
+    assert len(orphans) <= 1 and all(t.state.name == "FAIL" for t in orphans), orphans
+    for t, r in zip(sorted(keyed, key=lambda t: int(t.user_attrs["effnas_key"])), rows.itertuples()):
         assert t.user_attrs["arch"] == r.arch and t.user_attrs["macs"] == r.macs
         if r.status == "ok":
             assert t.state.name == "COMPLETE" and t.values[0] == pytest.approx(r.reward)
@@ -145,7 +150,7 @@ def test_search_on_postgresql_killed_and_resumed_and_a_second_search_beside_it(
     other_name, other_trials = _study(other, postgres)
     assert other_name != name
     assert _keys(other_trials) == Counter(str(i) for i in pd.read_csv(other / "trials.csv")["id"])
-    assert len(_study(run, postgres)[1]) == 4  # the first run's study is untouched
+    assert len(_study(run, postgres)[1]) == len(trials)  # the first run's study is untouched
 
     # `effnas dashboard` finds the study; the manifest's URL lacks the password, so it asks for it
     from omegaconf import OmegaConf

@@ -15,7 +15,7 @@ from search_spaces.arch import Arch, decode_stage
 from search_spaces.cost import count
 from training.data import load_dataset
 from training.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
-from training.proxy_config import budget, load_proxy
+from training.proxy_config import budget, eval_batch, load_proxy
 
 TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
 
@@ -332,3 +332,26 @@ def test_recipe_settings_are_checked() -> None:
         proxy_cfg(randaugment_m=10)
     with pytest.raises(UserError, match=r"augment_policy=randaugment .* proxy\.augment=false"):
         proxy_cfg(augment=False, augment_policy="randaugment")
+
+
+def test_eval_batch_keeps_the_32px_pixels_per_batch() -> None:
+    """Evaluation batches shrink with the stem's output area (the 3.8 GB peak of a 256-image batch
+    at 160 px); at CIFAR's 32x32 maps they are eval_batch_size unchanged."""
+    p = load_proxy("default", eval_batch_size=256, stem_stride=1)
+    assert eval_batch(p, 32) == 256 and eval_batch(p, 24) == 256
+    assert eval_batch(p, 64) == 64  # 4x the area: a quarter of the images
+    assert (
+        eval_batch(load_proxy("default", eval_batch_size=256, stem_stride=2), 160) == 40
+    )  # 80x80: 256 x 1024 / 6400
+    assert (
+        eval_batch(load_proxy("default", eval_batch_size=256, stem_stride=2), 64) == 256
+    )  # 32x32 after the stem
+    assert eval_batch(load_proxy("default", eval_batch_size=2, stem_stride=1), 600) == 1  # never 0
+
+
+def test_evaluation_batching_does_not_change_the_score(digits) -> None:
+    """The same run evaluated in batches of 256 and of 3 scores the same images the same way."""
+    a = evaluate(tiny_arch(), proxy_cfg(eval_batch_size=256), digits, seed=0)
+    b = evaluate(tiny_arch(), proxy_cfg(eval_batch_size=3), digits, seed=0)
+    assert a.status == b.status == "ok" and a.accuracy == b.accuracy
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)

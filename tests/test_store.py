@@ -152,7 +152,7 @@ def test_training_from_the_store_matches_the_resident_run(
         (
             ["data=imagefolder", "data.root={folder}", "data.storage=disk", "data.image_size=64"],
             "data.storage=disk stores images at data.image_size=64 but the trainer keeps them at "
-            "proxy.resolution=32: it would resize the whole set into memory; set data.image_size=32",
+            "proxy.resolution=32: it would resize every batch it reads; set data.image_size=32",
         ),
         (
             ["data=imagefolder", "data.root={folder}", "data.storage=disk", "proxy.crop=random_resized"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import expect_usage_error
 
 from effnas.cli import main
 from search_spaces.arch import Arch, decode_stage
@@ -156,3 +157,28 @@ def test_with_the_ema_on_model_pt_is_the_evaluated_ema(tmp_path: Path, arch_file
         trainer.model.load_state_dict(weights[name])
         _, loss, _ = trainer.score(trainer.val_x, trainer.val_y)
         assert loss == pytest.approx(summary[name]["val_loss"], rel=1e-6), name
+
+
+def test_bf16_trains_on_a_cpu_that_has_it_and_is_refused_on_one_that_does_not(
+    tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """train.precision=bf16: autocast on this CPU where it computes bf16 natively (the C kernels
+    and lanes off: they are fp32), refused in one line where it does not. Never skipped."""
+    from training.proxy import cpu_has_bf16
+
+    common = ["train", str(arch_file), "proxy.epochs=1", *FAST]
+    if not cpu_has_bf16():
+        err = expect_usage_error([*common, "train.precision=bf16", f"run.dir={tmp_path / 'b'}"], capsys)
+        assert "no native bfloat16" in err and not (tmp_path / "b").exists()
+        return
+    runs = {p: tmp_path / p for p in ("fp32", "bf16")}
+    for p, run in runs.items():
+        assert main([*common, f"train.precision={p}", f"run.dir={run}"]) == 0
+    s = {p: json.loads((r / "summary.json").read_text()) for p, r in runs.items()}
+    assert (s["fp32"]["precision"], s["bf16"]["precision"]) == ("fp32", "bf16")
+    assert s["bf16"]["cpu_kernels"] == 0 and s["bf16"]["lanes"] == 1
+    # it learns: the zero-initialised head starts at exactly ln 10 = 2.303
+    assert s["bf16"]["val_loss"] < 2.28 and s["fp32"]["val_loss"] < 2.28
+    w = {p: torch.load(r / "model.pt", weights_only=True) for p, r in runs.items()}
+    assert w["bf16"]["classifier.weight"].dtype == torch.float32  # fp32 master weights
+    assert not torch.equal(w["fp32"]["classifier.weight"], w["bf16"]["classifier.weight"])

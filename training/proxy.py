@@ -36,7 +36,16 @@ if TYPE_CHECKING:
     from training.data import Dataset
 
 from foundation import per_image
-from training.proxy_config import INITS, OPTIMIZERS, ProxyConfig, budget, checked, storage_size, time_limit
+from training.proxy_config import (
+    INITS,
+    OPTIMIZERS,
+    ProxyConfig,
+    budget,
+    checked,
+    eval_batch,
+    storage_size,
+    time_limit,
+)
 
 
 @dataclass
@@ -176,6 +185,7 @@ class ProxyTrainer:
         resolution: int | None = None,
         seed: int = 0,
         device: str = "cpu",
+        precision: str = "auto",
     ) -> None:
         import torch
 
@@ -270,7 +280,15 @@ class ProxyTrainer:
         self.smoothing = float(proxy.label_smoothing)
         self.step_fn = self.model
         result.compiled = self._want_compile()
-        if not self.cuda and proxy.cpu_kernels:
+        # mixed precision (`precision_of`): autocast to bf16/fp16, a gradient scaler for fp16;
+        # on CPU bf16 runs torch's own kernels (effnas's C kernels and the lanes are fp32, and
+        # autocast is thread-local: the lanes' threads would not see it)
+        self.precision = precision_of(str(precision), str(self.dev))
+        low = self.precision in ("bf16", "fp16")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.amp = torch.autocast(self.dev.type, dtype=dtype) if low else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        if not self.cuda and proxy.cpu_kernels and not low:
             from training import kernels
 
             kernels.tune_allocator()
@@ -287,7 +305,7 @@ class ProxyTrainer:
         if result.compiled:
             self.step_fn = torch.compile(self.model, dynamic=False)
         self.lanes = None
-        if not self.cuda and not result.compiled and proxy.parallel_micro_batches:
+        if not self.cuda and not result.compiled and proxy.parallel_micro_batches and not low:
             from training import lanes
 
             threads = torch.get_num_threads()
@@ -295,13 +313,16 @@ class ProxyTrainer:
             if n_lanes > 1:
                 self.lanes = lanes.Lanes(self.model, n_lanes, threads, seed)
                 result.lanes = n_lanes
-        self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else None
 
     def _tensors(self, split: Any, res: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         from training.data import resize_batch
+        from training.data.store import row_reader
 
+        reader = row_reader(split.x)
+        if reader is not None:  # a disk store: each batch read when it is used
+            return StoredRows(reader, self.dev, res), torch.from_numpy(split.y).to(self.dev)
         x = torch.from_numpy(split.x).to(self.dev)
         if x.shape[-1] != res or x.shape[-2] != res:
             # once, up front, in chunks: the grid's resolution scaling costs no per-step resize
@@ -451,9 +472,13 @@ class ProxyTrainer:
                 part = F.cross_entropy(logits.float(), ys, label_smoothing=self.smoothing) * (
                     len(ys) / len(y)
                 )
-                part.backward()
+                (part if self.scaler is None else self.scaler.scale(part)).backward()
                 loss = part.detach() if loss is None else loss + part.detach()
-        self.optimizer.step()
+        if self.scaler is not None:  # fp16: unscale, skip the step on inf/nan, adapt the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self._steps_done = step + 1
         self.update_ema(self._steps_done)
         return lr, loss
@@ -537,7 +562,7 @@ class ProxyTrainer:
         model.eval()
         hits = torch.zeros(len(y_all), dtype=torch.bool, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
-        size = int(self.proxy.eval_batch_size)
+        size = eval_batch(self.proxy, self.res)
         with torch.inference_mode():
             for start in range(0, len(y_all), size):
                 x = self.normalize(self.eval_view(x_all[start : start + size]))
@@ -553,6 +578,75 @@ class ProxyTrainer:
         n = len(y_all)
         hits_np = hits.cpu().numpy()
         return int(hits_np.sum()) / n, float(total_loss) / n, hits_np
+
+
+class StoredRows:
+    """A split left in its disk store, indexed like the resident tensor it stands for: `x[index]`
+    (a tensor of row numbers, or a slice) reads those rows (`training.data.store.row_reader`),
+    resizes them to the proxy resolution if the store holds another size, and puts them on the
+    training device."""
+
+    def __init__(self, reader: Any, device: torch.device, res: int) -> None:
+        self.reader, self.device, self.res = reader, device, res
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        from training.data import resize_batch
+
+        if isinstance(index, slice):
+            rows = np.arange(len(self))[index]
+        else:
+            rows = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        x = torch.from_numpy(self.reader.rows(rows)).to(self.device)
+        if x.shape[-1] != self.res or x.shape[-2] != self.res:
+            x = resize_batch(x, self.res)
+        return x
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX-BF16 (oneDNN's bf16 paths,
+    which torch's CPU autocast runs on; without them bf16 is emulated in fp32 and only slower).
+    Read from /proc/cpuinfo's flags (Linux); elsewhere torch's own mkldnn probe."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+        return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    except OSError:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision_of(precision: str, device: str) -> str:
+    """`train.precision` on `device`, resolved (fp32, bf16 or fp16), or ValueError saying why
+    not. auto: bf16 on CUDA (what every CUDA proxy run did before the setting), fp32 on CPU. fp16
+    needs CUDA (a gradient scaler against underflow; CPU autocast's fp16 has no fast kernels);
+    bf16 on CPU needs native support (cpu_has_bf16). The CUDA paths are written to torch's
+    autocast / GradScaler API and have not run here (no GPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "bf16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ValueError(
+            "train.precision=fp16 needs a CUDA device (fp16 with a gradient scaler); on CPU use bf16 "
+            "(where the CPU has it) or fp32"
+        )
+    if precision == "bf16" and not cuda and not cpu_has_bf16():
+        raise ValueError(
+            "train.precision=bf16: this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 "
+            "in /proc/cpuinfo); use fp32"
+        )
+    return precision
 
 
 def proxy_init(model: torch.nn.Module, init: str) -> None:

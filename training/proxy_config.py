@@ -186,6 +186,26 @@ def storage_size(proxy: ProxyConfig, resolution: int | None = None) -> int:
     return round(res / float(proxy.crop_fraction)) if str(proxy.crop) == "random_resized" else res
 
 
+# `proxy.eval_batch_size` is set for 32 px CIFAR-sized maps (stem stride 1: 32x32 after the stem).
+# Inference keeps a few feature maps of one layer alive, so its memory grows with images x the
+# stem's output area: 256 images of B0 at 160 px (stem stride 2, 80x80 maps, a 96-channel
+# expansion is 630 MB) peaked at 3.8 GB RSS in `benchmarks/bench_store.py --memory --image-size
+# 160` (training batch 4: the evaluation, not the store, set the peak). The batch shrinks so that
+# images x area stays at the 32 px value; at <= 32x32 maps it is `eval_batch_size` unchanged
+# (batching does not change what is scored; every 32 px run keeps its batches).
+EVAL_REFERENCE_AREA = 32 * 32
+
+
+def eval_batch(proxy: ProxyConfig, resolution: int | None = None) -> int:
+    """Images per evaluation batch at `resolution` (default `proxy.resolution`): eval_batch_size
+    scaled down by the stem's output area over 32x32, at least 1."""
+    res = int(resolution or proxy.resolution)
+    side = -(-res // max(1, int(proxy.stem_stride)))  # the stem's output side (padding "same")
+    area = side * side
+    size = int(proxy.eval_batch_size)
+    return size if area <= EVAL_REFERENCE_AREA else max(1, size * EVAL_REFERENCE_AREA // area)
+
+
 def time_limit(proxy: ProxyConfig) -> float | None:
     """`proxy.trial_timeout` in seconds (None: no limit): wall time one proxy run may take."""
     from foundation.units import parse_duration

@@ -6,7 +6,7 @@ fingerprint), written differently: the images are decoded in chunks straight int
 memory-mapped `.npy` (threads of Pillow, progress every few seconds), so no more than a chunk is
 ever in memory. The splits are then written once per split setting into `splits-<hash>/` beside
 it (rows gathered in chunks from the store), each split one contiguous memory-mapped array, so
-training gathers a batch by index from the disk (`ProxyTrainer.batch_at`: one gather, then the
+training reads each batch's rows from the disk (`row_reader`: pread, not the map; then the
 batched augmentation) and the page cache keeps what fits.
 
 Never a partial store: everything is written into a temp directory renamed into place when
@@ -51,6 +51,9 @@ class ImageStore(np.memmap):
     statistics (`stats`: mean and std per channel, float64, in pixel units)."""
 
     stats: Optional[tuple[np.ndarray, np.ndarray]] = None
+    # (path, byte offset of row 0) of the split file this array maps whole; set by `split_store`
+    # only, so a slice or an indexed copy (no longer the file's rows 0..N-1) has None
+    file: Optional[tuple[str, int]] = None
 
     def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, **kwargs: Any) -> Any:
         if self.stats is not None and axis == (0, 2, 3) and out is None and not kwargs:
@@ -117,12 +120,17 @@ class _NpyWriter:
 class _NpyReader:
     """Rows of a uint8 `.npy` [N, ...] read with `pread` (in file order) rather than mapped."""
 
-    def __init__(self, path: Path) -> None:
-        mapped = np.load(path, mmap_mode="r")
-        self.shape, self.offset = mapped.shape, mapped.offset
-        del mapped
+    def __init__(self, path: Path, shape: Optional[tuple[int, ...]] = None, offset: int = 0) -> None:
+        if shape is None:
+            mapped = np.load(path, mmap_mode="r")
+            shape, offset = mapped.shape, mapped.offset
+            del mapped
+        self.shape, self.offset = tuple(shape), int(offset)
         self.row_bytes = int(np.prod(self.shape[1:]))
         self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         out = np.empty((len(index), *self.shape[1:]), np.uint8)
@@ -134,6 +142,20 @@ class _NpyReader:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+# Training reads its batches from a store with `pread` into fresh memory, never through the map:
+# a mapped page counts in the process's resident set once touched, and this machine's kernel
+# (6.18: large page-cache folios, 8 MB read-ahead) mapped about 1 MB per random 77 KB row, so 500
+# training images and one BN calibration of a 160 px store showed 600 MB of it in the trainer's
+# RSS (`benchmarks/bench_store.py --memory --image-size 160`). Read rows sit in the page cache,
+# which the kernel reclaims, and not in the trainer's memory.
+def row_reader(x: Any) -> Optional[_NpyReader]:
+    """A pread reader of `x`'s rows when `x` is a whole split of a disk store, else None."""
+    if not isinstance(x, ImageStore) or x.file is None:
+        return None
+    path, offset = x.file
+    return _NpyReader(Path(path), x.shape, offset)
 
 
 def _temp_dir(root: Path, name: str) -> Path:
@@ -274,9 +296,11 @@ def split_store(
     for split in index:
         if split not in copied:  # the source's own test split: the store's arrays as they are
             x = np.load(entry / "test_x.npy", mmap_mode="c").view(ImageStore)
+            x.file = (str(entry / "test_x.npy"), int(x.offset))
             out[split] = Split(x, np.load(entry / "test_y.npy"))
             continue
         x = np.load(folder / f"{split}_x.npy", mmap_mode="c").view(ImageStore)  # "c": torch wants writable
+        x.file = (str(folder / f"{split}_x.npy"), int(x.offset))
         x.stats = (np.asarray(meta["stats"][split]["mean"]), np.asarray(meta["stats"][split]["std"]))
         out[split] = Split(x, np.load(folder / f"{split}_y.npy"))
     return out

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 25's measurements (docs/latency.md, "The commands"), one after another on an otherwise idle
+# machine, each with the load average before and after. Resumable: a finished step is skipped, an
+# interrupted --fit-predictor continues with what it measured (`--resume`).
+#
+#   (setsid nohup benchmarks/latency_predictor.sh > results/latency/issue25.log 2>&1 &)
+#   N_TORCH=700 N_ORT=350 benchmarks/latency_predictor.sh   # the sizes docs/latency.md planned
+set -uo pipefail
+OUT=${OUT:-results/latency/issue25}
+PY=${PYTHON:-.venv/bin/python}
+N_TORCH=${N_TORCH:-400}
+N_ORT=${N_ORT:-200}
+mkdir -p "$OUT"
+
+status() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('status',''))" "$1/manifest.json" 2>/dev/null; }
+
+# step NAME ARGS...: `effnas ARGS run.dir=OUT/NAME`, or --resume it when it stopped part way
+step() {
+  local name=$1 dir=$OUT/$1; shift
+  echo "== $name: $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ "$(status "$dir")" = done ]; then echo "== $name: done already"; return 0; fi
+  if [ -d "$dir" ]; then "$PY" -m effnas latency --resume "$dir"; else "$PY" -m effnas "$@" "run.dir=$dir"; fi
+  local rc=$?
+  echo "== $name: exit $rc at $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  return $rc
+}
+
+want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* ]]; }
+! want noise || step noise latency --noise-check --repeat 3 || exit $?
+! want table || step table latency --build-table || exit $?
+! want fit || step fit latency --fit-predictor "$N_TORCH" --table "$OUT/table/latency_table.json" || exit $?
+! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
+! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
+  --table "$OUT/ort_table/latency_table.json" || exit $?
+if want search; then
+  dir=$OUT/search
+  echo "== search: $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ "$(status "$dir")" != done ]; then
+    if [ -d "$dir" ]; then "$PY" -m effnas search --resume "$dir"
+    else "$PY" -m effnas search --target-latency 15ms@torch --latency-predictor "$OUT/fit" "run.dir=$dir"; fi
+  fi
+  echo "== search: exit $? at $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$PY" -m effnas report "$OUT/fit" "$OUT/ort_fit" "$dir"
+fi
