@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -353,7 +354,12 @@ def main() -> None:
                 for init in ("finetune", "scratch"):
                     extra = ["--init", str(source), "train.new_classifier=true"] if init == "finetune" else []
                     train(out / f"{name}_{n}_{init}_s{seed}", ["train", *common, *extra, f"run.seed={seed}"])
-    print(f"transfer: trainings done in {time.time() - t0:.0f} s, load {load()}", flush=True)
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the effnas processes this call ran
+    print(
+        f"transfer: trainings done in {time.time() - t0:.0f} s wall, {(cpu.ru_utime + cpu.ru_stime) / 60:.1f} "
+        f"CPU minutes in this call's effnas processes, load {load()}",
+        flush=True,
+    )
     if "table" in steps:
         table(out, archs, args.seeds, args.budget)
 
