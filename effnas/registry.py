@@ -163,7 +163,8 @@ Fine-tuning (docs/train.md): --init RUN_DIR|FILE loads a train or convert run's 
 same network; a convert run's is RUN/arch.yaml). Another class count gets a new classifier.
   train.body_lr_scale=0.1        the body learns at 0.1x the classifier's learning rate
   train.freeze_epochs=1          for the first epoch: the body's parameters and BN statistics
-  train.freeze=body|bn           stay as loaded (body), or only the BN statistics (bn)""",
+  train.freeze=body|bn           stay as loaded (body), or only the BN statistics (bn)
+  train.new_classifier=true      a new classifier at the same class count (another task)""",
         ),
         Stage(
             "study",

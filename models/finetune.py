@@ -12,7 +12,9 @@ What it owns:
   model.pt, or a `.pt`/`.pth`/`.safetensors` state_dict in effnas's layout) and whether they fit
   the arch being trained: a run of another arch is refused naming the first field that differs,
   a file by the first key that is missing, unexpected or of another shape. Only the classifier
-  may differ, in its class count: it is then the new model's own (`proxy.init`), and said so.
+  may differ, in its class count: it is then the new model's own (`proxy.init`), and said so;
+  `train.new_classifier=true` makes it the new model's own at the same class count too (another
+  task with as many classes: CIFAR-10's classes 0-4 -> 5-9).
 - `FineTune`: installed on a built `ProxyTrainer`, before a checkpoint's optimizer state loads.
   The body (every parameter but the classifier's) gets `train.body_lr_scale` x the schedule's
   learning rate, as its own optimizer groups (`lr_scale` in each group, so a checkpoint holds
@@ -157,32 +159,44 @@ def validate(settings: Any, arch: Any, source: bool = True) -> None:
     epochs = float(settings.freeze_epochs)
     if not epochs >= 0:
         raise UserError(f"train.freeze_epochs must be >= 0, got {epochs:g}")
+    if bool(settings.get("new_classifier", False)) and not settings.init:
+        raise UserError("train.new_classifier=true replaces --init's classifier: give --init RUN_DIR|FILE")
     if settings.init and source:
         init = init_source(str(settings.init))
         check_init(init, read_init(init), arch)
 
 
-def load_init(model: Any, init: Init, state: dict[str, Any]) -> bool:
+def load_init(model: Any, init: Init, state: dict[str, Any], new_classifier: bool = False) -> bool:
     """Copy `state` into `model` in place (the optimizer and CPU lanes keep their tensors); the
-    classifier too when its class count matches. True when the classifier was kept as the
-    model's own (another class count)."""
+    classifier too when its class count matches and `new_classifier` is off. True when the
+    classifier was kept as the model's own."""
     own = model.state_dict()
-    replace = tuple(state["classifier.weight"].shape) != tuple(own["classifier.weight"].shape)
+    replace = new_classifier or tuple(state["classifier.weight"].shape) != tuple(
+        own["classifier.weight"].shape
+    )
     merged = {**state, **{k: own[k] for k in CLASSIFIER}} if replace else state
     model.load_state_dict(merged)
     return replace
 
 
-def apply_init(model: Any, init: Init, arch: Any, proxy_init: str) -> dict[str, Any]:
+def apply_init(
+    model: Any, init: Init, arch: Any, proxy_init: str, new_classifier: bool = False
+) -> dict[str, Any]:
     """Read, check and load `init` into `model`; print what was loaded. -> the summary's facts."""
     state = read_init(init)
     check_init(init, state, arch)
-    replaced = load_init(model, init, state)
+    replaced = load_init(model, init, state, new_classifier)
     classes = int(state["classifier.weight"].shape[0])
     ours = int(model.classifier.out_features)
     source = f"the {init.stage} run {init.run}" if init.run is not None else str(init.weights)
     print(f"effnas train: weights from {source} ({len(state)} tensors)", file=sys.stderr)
-    if replaced:
+    if replaced and classes == ours:
+        print(
+            f"effnas train: train.new_classifier=true: --init's classifier ({classes} classes) is not "
+            f"kept, the classifier is new (proxy.init={proxy_init})",
+            file=sys.stderr,
+        )
+    elif replaced:
         print(
             f"effnas train: --init has {classes} classes, this run {ours}: the classifier is new "
             f"(proxy.init={proxy_init})",

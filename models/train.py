@@ -54,6 +54,7 @@ class TrainSettings:
     body_lr_scale: float = MISSING
     freeze: str = MISSING
     freeze_epochs: float = MISSING
+    new_classifier: bool = MISSING
     # data-parallel on Ray Train (models/data_parallel.py, adapters/raytrain.py)
     workers: int = MISSING
     sync_bn: bool = MISSING
@@ -310,7 +311,8 @@ def _init(trainer: Any, arch: Any, cfg: Any, rundir: Any) -> None:
     from models import finetune
 
     init = finetune.init_source(str(cfg.train.init))
-    facts = finetune.apply_init(trainer.model, init, arch, str(trainer.proxy.init))
+    new = bool(cfg.train.get("new_classifier", False))  # absent from runs recorded before it
+    facts = finetune.apply_init(trainer.model, init, arch, str(trainer.proxy.init), new)
     rundir.record(init=facts)
     what = f"--init weights {init.weights.name}"
     known = {(u.get("path"), u.get("what")) for u in rundir.manifest.get("upstream", [])}

@@ -217,6 +217,11 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
     ),
     "train/wrong value": (["train", "data.val_fraction=2"], "val_fraction", []),
     "train/no workers": (["train", "train.workers=0"], "train.workers must be >= 1", []),
+    "train/new classifier without --init": (
+        ["train", "train.new_classifier=true"],
+        "train.new_classifier=true replaces --init's classifier",
+        [],
+    ),
     "train/fp16 on CPU": (["train", "train.precision=fp16"], "train.precision=fp16 needs a CUDA device", []),
     "train/unknown precision": (
         ["train", "train.precision=fp8"],
@@ -372,6 +377,12 @@ CASES: dict[str, tuple[list[str], str, list[tuple[Callable[[Path], None], str]]]
     "group arch/wrong value": (["describe", "arch.width=-1"], "width", []),
     "group data/unknown": (["train", "data=nope"], "data/nope", []),
     "group data/wrong value": (["search", "data.max_train=0"], "max_train", []),
+    "group data/class index out of range": (
+        ["train", "data.classes=[0,10]"],
+        "class index 10 is out of range: digits has 10 classes",
+        [],
+    ),
+    "group data/empty class subset": (["train", "data.classes=[]"], "data.classes is empty", []),
     "group proxy/unknown": (["grid", "proxy=nope"], "proxy/nope", []),
     "group proxy/wrong value": (["train", "proxy.lr=-1"], "lr", []),
     "group sampler/unknown": (["search", "sampler=nope"], "sampler/nope", []),

@@ -145,6 +145,60 @@ def test_max_train_is_a_stratified_subset_and_keeps_val(tmp_path):
     assert np.bincount(load_dataset(cfg).train.y).tolist() == [1, 1, 1]
 
 
+def test_class_subset_keeps_its_classes_relabelled_in_every_split(tmp_path):
+    """`data.classes` on an ImageFolder without a test tree: only the chosen classes' images, in
+    every split, labelled 0..k-1 in the order given (names or indices alike); max_train picks a
+    stratified, seeded subset of them, the same on every load."""
+    n = write_folder(tmp_path / "imgs", {"a": 20, "b": 30, "c": 20, "d": 10})
+    cfg = make_cfg(tmp_path, name="imagefolder", root=tmp_path / "imgs", image_size=8, val_fraction=0.2)
+    cfg.classes = [2, 1]  # c -> 0, b -> 1
+    data = load_dataset(cfg)
+    assert data.classes == ("c", "b") and data.num_classes == 2
+    every = np.concatenate([uids(s) for s in (data.train, data.val, data.test)])
+    assert sorted(every) == list(range(20, 70))  # b's uids 20..49, c's 50..69: all, once
+    for split in (data.train, data.val, data.test):
+        assert np.array_equal(split.y, np.where(uids(split) >= 50, 0, 1))
+    assert len(data.test) == 10 and np.bincount(data.test.y).tolist() == [4, 6]  # 20% of each
+    cfg.classes = ["c", "b"]
+    assert load_dataset(cfg).fingerprint == data.fingerprint  # the same subset named
+    cfg.classes = [1, 2]  # the other order: other labels, another fingerprint
+    assert load_dataset(cfg).fingerprint != data.fingerprint
+    cfg.classes = None
+    assert load_dataset(cfg).num_classes == 4 and n == 80
+
+    cfg.classes, cfg.max_train = [2, 1], 10
+    small, again = load_dataset(cfg), load_dataset(cfg)
+    assert np.bincount(small.train.y).tolist() == [4, 6]  # stratified: c is 2/5 of the pool
+    assert set(uids(small.train)) <= set(uids(data.train))
+    assert np.array_equal(uids(small.val), uids(data.val))  # the validation set does not move
+    assert np.array_equal(small.train.x, again.train.x) and small.fingerprint == again.fingerprint
+
+
+@pytest.mark.skipif(not REAL_CIFAR10.is_dir(), reason=f"no CIFAR-10 at {REAL_CIFAR10}")
+def test_class_subset_of_real_cifar10(tmp_path):
+    """CIFAR-10's classes 5-9 (the transfer target of docs/transfer.md) on a slice of the real
+    ImageFolder tree: the official test split keeps those classes' photographs, labelled 0..4."""
+    for split, n in (("train", 4), ("test", 2)):
+        for c in CIFAR_CLASSES:
+            (tmp_path / "c10" / split / c).mkdir(parents=True)
+            for f in sorted((REAL_CIFAR10 / split / c).iterdir())[:n]:
+                shutil.copy(f, tmp_path / "c10" / split / c / f.name)
+    cfg = make_cfg(
+        tmp_path, name="cifar10", root=tmp_path / "c10", val_fraction=0.25, classes=[5, 6, 7, 8, 9]
+    )
+    data = load_dataset(cfg)
+    assert data.classes == CIFAR_CLASSES[5:] and data.num_classes == 5
+    assert len(data.train) == 15 and len(data.val) == 5 and len(data.test) == 10
+    assert np.bincount(data.test.y).tolist() == [2] * 5 and np.bincount(data.train.y).tolist() == [3] * 5
+    for i, c in enumerate(CIFAR_CLASSES[5:]):  # each test image is its class's photograph
+        files = sorted((tmp_path / "c10" / "test" / c).iterdir())
+        want = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files]
+        assert all(np.array_equal(a, b) for a, b in zip(data.test.x[data.test.y == i], want))
+    source = load_dataset(make_cfg(tmp_path, name="cifar10", root=tmp_path / "c10", classes=[0, 1, 2, 3, 4]))
+    assert source.classes == CIFAR_CLASSES[:5]
+    assert not set(map(bytes, source.test.x)) & set(map(bytes, data.test.x))  # no image in both
+
+
 def test_imagefolder_any_mode_size_and_format(tmp_path):
     root = tmp_path / "imgs"
     write_image(root / "a" / "gray.png", 1, size=20, mode="L")
@@ -340,6 +394,14 @@ def _bad_test_class(tmp_path):
     return {"name": "imagefolder", "root": root, "test_root": tmp_path / "test"}, "zebra"
 
 
+def _bad_class_name(tmp_path):
+    return {
+        "name": "imagefolder",
+        "root": _two_classes(tmp_path),
+        "classes": ["a", "zebra"],
+    }, "no class 'zebra'"
+
+
 def _bad_corrupt_pickle(tmp_path):
     write_cifar_pickles(tmp_path / "c10")
     (tmp_path / "c10" / "data_batch_3").write_bytes(b"\x80\x02garbage")
@@ -401,6 +463,15 @@ BAD = {
     ),
     "image_size zero": lambda p: ({"name": "digits", "image_size": 0}, "data.image_size must be"),
     "negative seed": lambda p: ({"name": "digits", "split_seed": -1}, "data.split_seed must be"),
+    "class index out of range": lambda p: (
+        {"name": "digits", "classes": [3, 10]},
+        "class index 10 is out of range: digits has 10 classes",
+    ),
+    "class subset empty": lambda p: ({"name": "digits", "classes": []}, "data.classes is empty"),
+    "class subset of one": lambda p: ({"name": "digits", "classes": [4]}, "at least 2 classes"),
+    "class named twice": lambda p: ({"name": "digits", "classes": [4, 4]}, "names 4 twice"),
+    "class unknown by name": _bad_class_name,
+    "class index negative": lambda p: ({"name": "digits", "classes": [1, -1]}, "class index (an int >= 0)"),
     "corrupt pickle": _bad_corrupt_pickle,
     "code in pickle": _bad_code_in_pickle,
     "missing pickle": _bad_missing_pickle,

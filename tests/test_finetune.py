@@ -118,6 +118,28 @@ def test_another_class_count_replaces_the_classifier(
     assert json.loads((run / "summary.json").read_text())["init"] == str(twelve)
 
 
+def test_new_classifier_at_the_same_class_count(
+    source: Path, arch_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """train.new_classifier=true: another task with as many classes (CIFAR-10's 0-4 -> 5-9) gets
+    the new model's own classifier, not the source's, and says so; the body is the source's."""
+    tiny = ["proxy.images=32", "proxy.bn_calibration=32", "train.body_lr_scale=0", *FAST]
+    runs = {}
+    for new in (False, True):
+        runs[new] = tmp_path / f"new{new}"
+        args = ["train", str(arch_file), "--init", str(source), f"train.new_classifier={str(new).lower()}"]
+        assert main([*args, *tiny, "proxy.lr=1e-9", f"run.dir={runs[new]}"]) == 0  # a step moves nothing
+    err = capsys.readouterr().err
+    assert err.count("--init's classifier (10 classes) is not kept, the classifier is new") == 1
+    src, kept, new = (weights(r / "model.pt") for r in (source, runs[False], runs[True]))
+    params = [k for k in body(src) if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(src[k], new[k]) and torch.equal(src[k], kept[k]) for k in params)
+    assert torch.allclose(src["classifier.weight"], kept["classifier.weight"], atol=1e-6)
+    assert (src["classifier.weight"] - new["classifier.weight"]).abs().max() > 1e-3
+    manifest = json.loads((runs[True] / "manifest.json").read_text())
+    assert manifest["init"]["classifier_replaced"] is True and manifest["init"]["init_classes"] == 10
+
+
 @pytest.mark.parametrize("freeze,threads", [("body", 2), ("bn", 1)], ids=["body-lanes", "bn-in-turn"])
 def test_frozen_epochs_keep_the_body(
     source: Path, arch_file: Path, tmp_path: Path, freeze: str, threads: int

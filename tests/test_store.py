@@ -179,3 +179,24 @@ def test_a_source_test_split_is_read_from_the_store_itself(folder: Path, tmp_pat
     assert np.array_equal(resident.test.x, np.asarray(disk.test.x))
     assert np.array_equal(resident.test.y, disk.test.y)
     assert not list((tmp_path / "disk").glob("*/splits-*/test_x.npy"))  # not copied
+
+
+@pytest.mark.parametrize("own_test", [True, False], ids=["test-root", "test-hold-out"])
+def test_a_class_subset_from_the_store_is_the_resident_one(
+    folder: Path, tmp_path: Path, own_test: bool
+) -> None:
+    """`data.classes` on the store: the same images and 0..k-1 labels as the resident path, the
+    source's own test split copied for the chosen classes only."""
+    cfgs = [config(folder, tmp_path / s, s) for s in ("memory", "disk")]
+    for c in cfgs:
+        c.classes = ["c2", 0]
+        c.test_root = str(folder) if own_test else None
+    resident, disk = (load_dataset(c) for c in cfgs)
+    assert resident.fingerprint == disk.fingerprint
+    assert resident.classes == disk.classes == ("c2", "c0") and disk.num_classes == 2
+    for split in ("train", "val", "test"):
+        a, b = getattr(resident, split), getattr(disk, split)
+        assert isinstance(b.x, store.ImageStore), split
+        assert np.array_equal(a.x, np.asarray(b.x)) and np.array_equal(a.y, b.y), split
+        assert sorted(set(b.y.tolist())) == [0, 1], split
+    assert len(disk.test) == (60 if own_test else 12)  # both classes' 30 images, or 20% of 60

@@ -4,7 +4,7 @@ are split. Read by `training.data.load_dataset`; no torch, no numpy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -22,6 +22,9 @@ class DataConfig:
     test_fraction: float = 0.2  # for sources without a test split (digits, imagefolder)
     split_seed: int = 0
     max_train: Optional[int] = None  # keep a stratified subset of the training split
+    # a subset of the classes (indices or names, in the order their new labels 0..k-1 take);
+    # every split (train, val, test) keeps only their images. null: every class
+    classes: Optional[list[Any]] = None
     cache_dir: Optional[str] = None  # decoded-array cache; default ~/.cache/effnas
     # auto | memory | disk: decoded images resident, or in an on-disk store read batch by batch
     # (training/data/store.py); auto picks disk for a set that would not fit comfortably in memory

@@ -5,6 +5,11 @@ namespace), picks the source, takes the decoded arrays from the cache, then spli
 hold-out (sources without an official test split), the validation hold-out, the `max_train` subset.
 Splitting is cheap and never cached, so changing a fraction or the seed costs no decode. Each split
 draws from its own seeded stream, so the validation images do not change with `max_train`.
+
+`data.classes` (a class subset: CIFAR-10's classes 0-4 to pre-train, 5-9 to transfer to) is applied
+first: the data are then the chosen classes' images, labelled 0..k-1 in the order given, and every
+split (the test hold-out, validation, `max_train`) is drawn from them as from a k-class dataset; an
+official test split keeps the chosen classes' images.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import numpy as np
 from training.data import splits
 from training.data.cache import load_or_build
 from training.data.dataset import DataError, Dataset, Split
-from training.data.sources import RawData, Source, cifar10_source, digits_source, imagefolder_source
+from training.data.sources import (
+    RawData,
+    Source,
+    cifar10_source,
+    class_names,
+    digits_source,
+    imagefolder_source,
+)
 
 SOURCES = ("cifar10", "digits", "imagefolder")
 # SeedSequence spawn keys: one independent random stream per split, all from data.split_seed
@@ -107,6 +119,11 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
         root = _directory(cfg, "root", str(name), required=True)
         if root is not None and not root.is_dir():
             raise DataError(f"data.root {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    wanted = class_spec(cfg)
+    if wanted is not None:
+        names = class_names(str(name), _directory(cfg, "root", str(name), False))
+        if names is not None:  # else loading tells (a download, a layout the source refuses)
+            resolve_classes(wanted, names, str(_get(cfg, "root", name)))
     if storage == "disk":
         folders = name == "imagefolder" or (
             name == "cifar10"
@@ -128,6 +145,50 @@ def check_data_config(cfg: Any) -> tuple[str, int, float, float, int, Optional[i
     )
 
 
+def class_spec(cfg: Any) -> Optional[tuple[Any, ...]]:
+    """`data.classes` checked for form (no data read): None, or at least 2 distinct class indices
+    (ints >= 0) or names (strings)."""
+    value = _get(cfg, "classes")
+    if value is None:
+        return None
+    if isinstance(value, (str, int)) or not hasattr(value, "__iter__"):
+        raise DataError(f"data.classes must be a list of class indices or names, e.g. [0,1,2], got {value!r}")
+    items = tuple(value)
+    for c in items:
+        if isinstance(c, bool) or not isinstance(c, (int, str)) or (isinstance(c, int) and c < 0) or c == "":
+            raise DataError(
+                f"data.classes holds {c!r}: each entry must be a class index (an int >= 0) or a class name"
+            )
+    if len(items) < 2:
+        what = "is empty" if not items else f"has only {items[0]!r}"
+        raise DataError(f"data.classes {what}: a class subset needs at least 2 classes (null: every class)")
+    if len(set(items)) != len(items):
+        twice = next(c for c in items if items.count(c) > 1)
+        raise DataError(f"data.classes names {twice!r} twice: {list(items)}")
+    return items
+
+
+def resolve_classes(wanted: tuple[Any, ...], names: tuple[str, ...], where: str) -> tuple[int, ...]:
+    """The source's class indices of `wanted` (indices or names), in the order given."""
+    out: list[int] = []
+    for c in wanted:
+        if isinstance(c, int):
+            if c >= len(names):
+                raise DataError(
+                    f"data.classes: class index {c} is out of range: {where} has {len(names)} classes "
+                    f"(0..{len(names) - 1})"
+                )
+            out.append(c)
+        elif c in names:
+            out.append(names.index(c))
+        else:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise DataError(f"data.classes: no class {c!r} in {where} (classes: {shown})")
+    if len(set(out)) != len(out):
+        raise DataError(f"data.classes names one class twice (by index and by name): {list(wanted)}")
+    return tuple(out)
+
+
 def has_test_split(cfg: Any) -> bool:
     """Whether the data `cfg` describes will have a test split, from the config alone: CIFAR-10's
     official one, an ImageFolder's `test_root`, else a `test_fraction` hold-out above 0."""
@@ -143,12 +204,13 @@ def load_dataset(cfg: Any) -> Dataset:
     hold-out made before anything else where the source has none.
     """
     name, image_size, val_fraction, test_fraction, seed, max_train = check_data_config(cfg)
+    classes = class_spec(cfg)
     source = _source(cfg, str(name), image_size)
     storage = storage_of(cfg, source, image_size)
     if storage == "disk":
-        return _disk_dataset(cfg, source, image_size, val_fraction, test_fraction, seed, max_train)
+        return _disk_dataset(cfg, source, image_size, val_fraction, test_fraction, seed, max_train, classes)
     raw, digest = load_or_build(source, _get(cfg, "cache_dir"))
-    return split_dataset(raw, digest, source, val_fraction, test_fraction, seed, max_train)
+    return split_dataset(raw, digest, source, val_fraction, test_fraction, seed, max_train, classes)
 
 
 def storage_of(cfg: Any, source: Source, image_size: int) -> str:
@@ -174,6 +236,7 @@ def _disk_dataset(
     test_fraction: float,
     seed: int,
     max_train: Optional[int],
+    classes: Optional[tuple[Any, ...]] = None,
 ) -> Dataset:
     """The dataset from the on-disk store (training/data/store.py), decoded there on first use."""
     from training.data import store
@@ -193,19 +256,22 @@ def _disk_dataset(
         if cached is None:
             raise DataError(f"the data store {entry} was written but cannot be read back")
     raw, digest = cached
-    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train)
-    params = _split_params(digest, val_fraction, index["test_fraction"], seed, max_train)
+    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train, classes)
+    params = _split_params(digest, val_fraction, index["test_fraction"], seed, max_train, index["keep"])
     rows = {"train": index["train"], "val": index["val"]}
     if index["test"] is not None or raw.test_x is not None:
-        rows["test"] = index["test"]  # None: the source's own test arrays
-    splits = store.split_store(entry, params, rows)
+        rows["test"] = index["test"]  # None: the source's own test arrays (index["own_test"]: some rows)
+    splits = store.split_store(entry, params, rows, index["own_test"])
+    labels = _relabel(index["keep"], len(raw.classes))
+    if labels is not None:  # the class subset's labels 0..k-1; the memory-mapped images stay
+        splits = {k: Split(v.x, labels[v.y]) for k, v in splits.items()}
     return Dataset(
         name=source.name,
         train=splits["train"],
         val=splits["val"],
         test=splits.get("test"),
-        num_classes=len(raw.classes),
-        classes=raw.classes,
+        num_classes=len(index["classes"]),
+        classes=index["classes"],
         fingerprint=_fingerprint(params),
     )
 
@@ -217,12 +283,26 @@ def split_index(
     test_fraction: float,
     seed: int,
     max_train: Optional[int],
+    subset: Optional[tuple[Any, ...]] = None,
 ) -> dict[str, Any]:
     """Rows of the source's training arrays in each split: train, val, test (None where the source
     has its own test split, or test_fraction is 0) and the test_fraction that applied (None with
-    the source's own test split). Labels only: no pixel is read."""
-    classes, where = raw.classes, source.where
+    the source's own test split). With a class `subset` (`data.classes`), only its classes' rows,
+    and `own_test` the rows of the source's own test split that are theirs (else None); `keep`
+    the source's indices of the classes kept (None: all), `classes` their names. Labels only: no
+    pixel is read."""
+    where = source.where
     y = np.asarray(raw.train_y, dtype=np.int64)
+    keep, own_test, classes = None, None, raw.classes
+    rows = None  # with a subset: the positions of its classes' images in the source's arrays
+    if subset is not None:
+        keep = resolve_classes(subset, raw.classes, where)
+        classes = tuple(raw.classes[c] for c in keep)
+        labels = _relabel(keep, len(raw.classes))
+        rows = np.flatnonzero(np.isin(y, keep))
+        y = labels[y[rows]]  # type: ignore[index]
+        if raw.test_y is not None:
+            own_test = np.flatnonzero(np.isin(np.asarray(raw.test_y), keep))
     pool = np.arange(len(y))  # positions of the images still available for training
     test_rows, test_params = None, None
     if raw.test_x is None:
@@ -239,19 +319,47 @@ def split_index(
         pool = pool[
             splits.subset(y[pool], len(classes), int(max_train), _rng(seed, SUBSET_STREAM), classes, where)
         ]
-    return {"train": pool, "val": val_index, "test": test_rows, "test_fraction": test_params}
+    if rows is not None:  # positions among the subset's images -> rows of the source's arrays
+        pool, val_index = rows[pool], rows[val_index]
+        test_rows = None if test_rows is None else rows[test_rows]
+    return {
+        "train": pool,
+        "val": val_index,
+        "test": test_rows,
+        "test_fraction": test_params,
+        "keep": keep,
+        "own_test": own_test,
+        "classes": classes,
+    }
+
+
+def _relabel(keep: Optional[tuple[int, ...]], num_classes: int) -> Optional[np.ndarray]:
+    """The source's label -> the subset's (its position in `keep`; -1 for a class not kept)."""
+    if keep is None:
+        return None
+    labels = np.full(num_classes, -1, np.int64)
+    labels[list(keep)] = np.arange(len(keep))
+    return labels
 
 
 def _split_params(
-    digest: str, val_fraction: float, test_fraction: Optional[float], seed: int, max_train: Optional[int]
+    digest: str,
+    val_fraction: float,
+    test_fraction: Optional[float],
+    seed: int,
+    max_train: Optional[int],
+    keep: Optional[tuple[int, ...]] = None,
 ) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "data": digest,
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "split_seed": seed,
         "max_train": None if max_train is None else int(max_train),
     }
+    if keep is not None:  # absent without a subset: every existing fingerprint stays as it was
+        params["classes"] = [int(c) for c in keep]
+    return params
 
 
 def _fingerprint(params: dict[str, Any]) -> str:
@@ -266,17 +374,24 @@ def split_dataset(
     test_fraction: float,
     seed: int,
     max_train: Optional[int],
+    subset: Optional[tuple[Any, ...]] = None,
 ) -> Dataset:
     """The train / val / test splits of decoded arrays, and the fingerprint that identifies them."""
     x, y = raw.train_x, np.asarray(raw.train_y, dtype=np.int64)
-    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train)
+    index = split_index(raw, source, val_fraction, test_fraction, seed, max_train, subset)
     pool, val_index = index["train"], index["val"]
-    if raw.test_x is not None:
+    labels = _relabel(index["keep"], len(raw.classes))
+    if labels is not None:  # the class subset's labels 0..k-1 (rows of other classes are never taken)
+        y = labels[y]
+    if raw.test_x is not None and index["own_test"] is not None:
+        test = _split(raw.test_x, labels[np.asarray(raw.test_y, dtype=np.int64)], index["own_test"])  # type: ignore[index]
+    elif raw.test_x is not None:
         test = Split(np.array(raw.test_x), np.array(raw.test_y, dtype=np.int64))
     else:
         test = _split(x, y, index["test"]) if index["test"] is not None else None
-    classes = raw.classes
-    fingerprint = _fingerprint(_split_params(digest, val_fraction, index["test_fraction"], seed, max_train))
+    classes = index["classes"]
+    params = _split_params(digest, val_fraction, index["test_fraction"], seed, max_train, index["keep"])
+    fingerprint = _fingerprint(params)
     return Dataset(
         name=source.name,
         train=_split(x, y, pool),

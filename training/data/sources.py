@@ -199,11 +199,16 @@ def _scan(folder: str, root: str, found: list[tuple[str, int, int]]) -> None:
             found.append((os.path.relpath(e.path, root), st.st_size, st.st_mtime_ns))
 
 
+def _class_folders(root: Path) -> list[str]:
+    """The class folders of an ImageFolder tree, sorted: their order is the class indices'."""
+    with os.scandir(root) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+
+
 def _list_images(root: Path, what: str, classes: Optional[tuple[str, ...]] = None) -> _Listing:
     """The class folders of `root` and their images. With `classes`, folders must be among them."""
     _check_dir(root, what)
-    with os.scandir(root) as it:
-        folders = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    folders = _class_folders(root)
     if classes is None:
         if len(folders) < 2:
             found = f": {', '.join(folders)}" if folders else ""
@@ -257,6 +262,33 @@ def imagefolder_source(
 def decode_files(paths: list[str], size: int, where: str = "") -> np.ndarray:
     """Image files as uint8 [N, 3, size, size], decoded on a few threads (the store's chunks)."""
     return _decode_images(paths, size, where)
+
+
+def class_names(name: str, root: Optional[Path]) -> Optional[tuple[str, ...]]:
+    """The classes a source will have, in index order, from its folders or CIFAR-10's small
+    `batches.meta` alone (no image read: the CLI checks `data.classes` with it before a run
+    starts); None where only loading can tell (nothing there yet, a layout the source refuses)."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        return tuple(str(c) for c in load_digits().target_names)
+    if root is None or not root.is_dir():
+        return None
+    if name == "cifar10":
+        if (root / "train").is_dir():
+            root = root / "train"
+        else:
+            for folder in (root / "cifar-10-batches-py", root):
+                if (folder / "batches.meta").is_file():
+                    meta = _read_pickle(folder / "batches.meta")
+                    try:
+                        return tuple(
+                            c.decode() if isinstance(c, bytes) else str(c) for c in meta["label_names"]
+                        )
+                    except (KeyError, TypeError):
+                        return None
+            return None
+    return tuple(_class_folders(root)) or None
 
 
 # ---- CIFAR-10 -----------------------------------------------------------------------------------

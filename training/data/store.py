@@ -275,20 +275,26 @@ def _replace_stale(root: Path, entry: Path, source: Any, image_size: int) -> Non
 
 # -- splits ----------------------------------------------------------------------------------------
 def split_store(
-    entry: Path, params: dict[str, Any], index: dict[str, Optional[np.ndarray]]
+    entry: Path,
+    params: dict[str, Any],
+    index: dict[str, Optional[np.ndarray]],
+    own_test: Optional[np.ndarray] = None,
 ) -> dict[str, Split]:
     """The splits of a disk store as memory-mapped `ImageStore`s: `index` maps each split (train,
-    val, test) to rows of the store's train arrays, or None for the store's own test arrays.
+    val, test) to rows of the store's train arrays, or None for the store's own test arrays: all
+    of them, or with `own_test` (a class subset) those rows, copied like the others.
     Written once per `params` (the split settings) into `entry/splits-<hash>/`."""
     tag = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     folder = entry / f"splits-{tag}"
-    copied = {split: rows for split, rows in index.items() if rows is not None}
+    copied = {split: ("train", rows) for split, rows in index.items() if rows is not None}
+    if own_test is not None and "test" in index and index["test"] is None:
+        copied["test"] = ("test", own_test)
     if not _splits_readable(folder, copied):
         _write_splits(entry, folder, params, copied)
     meta = json.loads((folder / "meta.json").read_text())
     out = {}
-    for split, rows in index.items():
-        if rows is None:  # the source's own test split: the store's arrays as they are
+    for split in index:
+        if split not in copied:  # the source's own test split: the store's arrays as they are
             x = np.load(entry / "test_x.npy", mmap_mode="c").view(ImageStore)
             x.file = (str(entry / "test_x.npy"), int(x.offset))
             out[split] = Split(x, np.load(entry / "test_y.npy"))
@@ -300,7 +306,7 @@ def split_store(
     return out
 
 
-def _splits_readable(folder: Path, index: dict[str, np.ndarray]) -> bool:
+def _splits_readable(folder: Path, index: dict[str, Any]) -> bool:
     try:
         meta = json.loads((folder / "meta.json").read_text())
         return all(s in meta["stats"] and (folder / f"{s}_x.npy").is_file() for s in index)
@@ -313,13 +319,16 @@ def _chunks(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         yield start, rows[start : start + CHUNK]
 
 
-def _write_splits(entry: Path, folder: Path, params: dict[str, Any], index: dict[str, np.ndarray]) -> None:
+def _write_splits(
+    entry: Path, folder: Path, params: dict[str, Any], index: dict[str, tuple[str, np.ndarray]]
+) -> None:
+    """Each split's rows of the store's `train` (or `test`) arrays copied into `folder`."""
     tmp = _temp_dir(entry, folder.name)
     try:
         stats = {}
-        for split, rows in index.items():
-            source = _NpyReader(entry / "train_x.npy")
-            y_all = np.load(entry / "train_y.npy")
+        for split, (arrays, rows) in index.items():
+            source = _NpyReader(entry / f"{arrays}_x.npy")
+            y_all = np.load(entry / f"{arrays}_y.npy")
             rows = np.asarray(rows)
             image = source.shape[1:]
             total = np.zeros(3)
