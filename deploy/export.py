@@ -196,7 +196,11 @@ def prepare(cfg: Any) -> tuple[Source, Any]:
     )
     with torch.random.fork_rng():
         torch.manual_seed(int(cfg.run.seed))  # random init: the same weights in validate and run
-        model = build_model(arch, num_classes=source.num_classes, stem_stride=source.stem_stride)
+        # the export's spatial size is fixed (only the batch axis is dynamic): TF "SAME" padding
+        # is computed once for it (static), not traced as per-input shape arithmetic
+        model = build_model(
+            arch, num_classes=source.num_classes, stem_stride=source.stem_stride, input_size=source.resolution
+        )
     if state is not None:
         load_into(
             model,

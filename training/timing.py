@@ -239,7 +239,9 @@ def model_runner(
     """One forward pass of `arch` (random weights: latency does not depend on their values)."""
     from search_spaces.builder import build_model
 
-    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride)
+    # one input size is timed: TF "SAME" padding is static for it (benchmarks/same_padding.py
+    # measures the dynamic form beside it)
+    model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride, input_size=resolution)
     return runner(model, (setup.batch, 3, resolution, resolution), setup)
 
 
