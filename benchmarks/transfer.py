@@ -7,7 +7,7 @@
   (stratified, the same images for every run), fine-tuned from the source run (`effnas train
   --init <source> train.new_classifier=true`: the body's weights, a new 5-class classifier) and
   trained from scratch, with the same recipe and epochs (20 epochs of 500 images, 4 of 5,000),
-  2 seeds (`run.seed`), each scored on the 5,000 test images of classes 5-9 (`data.use_test=true`);
+  2 seeds (`run.seed`; `--seeds 3` gives intervals), each scored on the 5,000 test images of classes 5-9 (`data.use_test=true`);
 - architectures: EfficientNet-B0 and the searched architecture with a record
   (benchmarks/data/cifar10_mnasnet_proxy.csv's best reward; docs/transfer.md says why not
   docs/search_evidence.md's `mnas_c3931777`);
@@ -238,10 +238,14 @@ def table(out: Path, archs: dict[str, list[str]], seeds: int, budget: float) -> 
             f"{r['accuracies'].replace(';', ', ')} | {r['images_half']:.4f} | {r['vs_scratch']} | "
             f"{r['fraction_of_scratch']} |"
         )
-    print(
-        "spread: with 2 seeds the seed spread is not estimable (foundation/verdict.py needs 3); "
-        "'eval-set +-' is the 95% half-width of the 5,000 test images alone"
-    )
+    if seeds < 3:
+        print("spread: with 2 seeds the seed spread is not estimable (foundation/verdict.py needs 3)")
+    else:
+        print(
+            f"fine-tuned - scratch: mean difference with its 95% interval over {seeds} seeds and the "
+            "test images, paired (foundation/verdict.py); a win only when it excludes zero"
+        )
+    print("'eval-set +-' is the 95% half-width of the 5,000 test images alone")
     for name, body in (("transfer.csv", rows), ("runs.csv", runs_rows)):
         buf = io.StringIO()
         if body:
@@ -255,6 +259,7 @@ def table(out: Path, archs: dict[str, list[str]], seeds: int, budget: float) -> 
 
 def plot(out: Path, rows: list[dict]) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -266,7 +271,10 @@ def plot(out: Path, rows: list[dict]) -> None:
         ax.errorbar(
             x,
             [r["mean"] for r in mine],
-            yerr=[r["images_half"] for r in mine],
+            yerr=[  # the arm's interval (seeds + test images) where estimable, else the test set's alone
+                [r["mean"] - r["low"] if r["low"] is not None else r["images_half"] for r in mine],
+                [r["high"] - r["mean"] if r["high"] is not None else r["images_half"] for r in mine],
+            ],
             capsize=3,
             marker="o",
             linestyle="-" if key[1] == "finetune" else "--",
@@ -276,9 +284,14 @@ def plot(out: Path, rows: list[dict]) -> None:
             ax.plot([xi] * r["seeds"], [float(a) for a in r["accuracies"].split(";")], "k.", ms=3)
     ax.set_xscale("log")
     ax.set_xticks(sorted(TARGET_EPOCHS), [f"{n:,}" for n in sorted(TARGET_EPOCHS)])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # the log axis's 2x10^3... ticks
     ax.set_xlabel("training images of classes 5-9")
     ax.set_ylabel("test accuracy, classes 5-9")
-    ax.set_title("fine-tuned from classes 0-4 vs from scratch; bars: test set's 95%, dots: seeds", fontsize=8)
+    ax.set_title(
+        "fine-tuned from classes 0-4 vs from scratch\nbars: 95% interval (seeds + test images; the test "
+        "set's alone with < 3 seeds), dots: seeds",
+        fontsize=7,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
