@@ -6,8 +6,9 @@ onnxruntime. "SAME" comes in two forms (search_spaces/blocks.py::SameConv2d): st
 computed once for a fixed input size (what `effnas latency` and `effnas export` build), and
 dynamic, computed from each input's shape (a model built without an input size).
 
-The three models are measured round-robin, `--rounds` times each (every time: the median of
-`--runs` forward passes after 5 warm-up ones), so slow drift of the machine hits all three alike;
+The three models (and a second instance of the symmetric one, the noise floor) are measured
+round-robin, the order reversed every other round, `--rounds` times each (every time: the median of
+`--runs` forward passes after 5 warm-up ones), so slow drift of the machine hits all alike;
 the table gives each one's median over the rounds, its spread (min-max of the round medians) and
 its ratio to the symmetric model's. Latency does not depend on weight values: random init.
 
@@ -58,6 +59,7 @@ def main() -> None:
     res = args.resolution
     models = {
         "symmetric": lambda: build_model(base),
+        "symmetric, 2nd instance": lambda: build_model(base),  # the noise between identical models
         "same, static": lambda: build_model(same, input_size=res),
         "same, dynamic": lambda: build_model(same),
     }
@@ -78,7 +80,9 @@ def main() -> None:
         calls = {name: runner(make(), (1, 3, res, res), setup) for name, make in models.items()}
         medians: dict[str, list[float]] = {name: [] for name in calls}
         for r in range(args.rounds):
-            for name, call in calls.items():
+            # alternate the order: the first model of a round measured ~13% slower in a first run
+            # where the order was fixed (2 symmetric instances, checked with the order alternated, tied)
+            for name, call in list(calls.items())[:: 1 if r % 2 == 0 else -1]:
                 medians[name].append(statistics.median(measure(call, args.runs, 5)))
             print(
                 f"{runtime} round {r + 1}/{args.rounds}: "

@@ -27,8 +27,9 @@ area (trapezoid over the removed fraction) is its score. A faithful map deletes 
 and inserts with a high one. The same curves for a random pixel order (seeded by run.seed) are
 the reference: `deletion_gain` = random deletion area - map deletion area (> 0: the map beats
 chance), with a 95% interval over the images (mean +- 1.96 sd / sqrt(n), normal approximation;
-under 3 images: not estimable). ROAD (Rong et al. 2022) imputes removed pixels instead of
-blanking them, to keep the input in distribution; not done here.
+under 3 images: not estimable). ROAD (Rong et al. 2022; models/road.py, `road: true`, the
+default) imputes removed pixels from their neighbours instead of blanking them, to keep the input
+in distribution, and compares most- with least-relevant-first removal: `road_gain`.
 
 pytorch-grad-cam (`grad-cam`) would do the maps, but it imports torchvision at import time and
 its install pulls a CUDA torch; the methods are a few lines each.
@@ -54,6 +55,7 @@ REFERENCES = {
     "cam": "Zhou et al. 2016, Learning Deep Features for Discriminative Localization (CVPR), eq. 2",
     "gradcam": "Selvaraju et al. 2017, Grad-CAM (ICCV), eq. 1-2",
     "faithfulness": "deletion / insertion areas, Petsiuk et al. 2018, RISE (BMVC) §4.1",
+    "road": "ROAD, Rong et al. 2022, A Consistent and Efficient Evaluation Strategy for Attribution Methods (ICML) §4",
 }
 
 
@@ -66,6 +68,7 @@ class CamConfig:
     sample: Optional[int] = MISSING
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     steps: int = MISSING
+    road: bool = MISSING
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,14 @@ class RunMaps:
 
 
 def run_maps(
-    trained: Trained, images: Any | None, sample: int, methods: list[str], steps: int, seed: int, device: str
+    trained: Trained,
+    images: Any | None,
+    sample: int,
+    methods: list[str],
+    steps: int,
+    seed: int,
+    device: str,
+    road: bool = False,
 ) -> tuple[RunMaps, Any, Any]:
     """The maps and curves of one run. -> (RunMaps, the uint8 images at their stored size, their
     labels or None)."""
@@ -363,9 +373,26 @@ def run_maps(
         up = upsample(out[method], res)
         maps[method] = for_display(up).cpu()
         orders[method] = torch.sort(up.flatten(1), dim=1, descending=True, stable=True).indices
+    batch = eval_batch(trainer.proxy, trainer.res)
     for name, order in orders.items():
-        c = curves(model, x, order, pred, steps, eval_batch(trainer.proxy, trainer.res))
+        c = curves(model, x, order, pred, steps, batch)
         scores[name] = {k: area(v).cpu().numpy() for k, v in c.items()}
+    if road:  # imputed removal (models/road.py), the maps' orders only: a random one's gain is 0 by symmetry
+        from models import road as road_rule
+
+        def predict(batch_x: Any) -> Any:
+            with torch.no_grad():
+                parts = [
+                    torch.softmax(model(torch.from_numpy(part).to(x.device)).float(), 1).cpu()
+                    for part in np.array_split(batch_x, max(1, math.ceil(len(batch_x) / batch)))
+                ]
+            return torch.cat(parts).numpy()
+
+        for method in methods:
+            r = road_rule.road_curves(
+                predict, x.cpu().numpy(), orders[method].cpu().numpy(), pred.cpu().numpy(), seed
+            )
+            scores[method].update(road_morf=r["morf_score"], road_lerf=r["lerf_score"], road_gain=r["gain"])
     trainer.close()
     result = RunMaps(
         trained.label,
@@ -445,7 +472,9 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
     results, images, truth = [], files, None
     for trained in runs:
         rundir.record_upstream(trained.path, "train", f"weights {trained.weights.name}")
-        maps, used, labels = run_maps(trained, files, given.sample, methods, steps, seed, device)
+        maps, used, labels = run_maps(
+            trained, files, given.sample, methods, steps, seed, device, bool(cfg.get("road", False))
+        )
         results.append(maps)
         if images is None:
             images = used
@@ -497,6 +526,15 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
                 "deletion_gain_high": gain[2],
                 "insertion_gain": float((s["insertion"] - rand["insertion"]).mean()),
             }
+            if "road_gain" in s:
+                road = interval(s["road_gain"])
+                row.update(
+                    road_morf=float(s["road_morf"].mean()),
+                    road_lerf=float(s["road_lerf"].mean()),
+                    road_gain=road[0],
+                    road_gain_low=road[1],
+                    road_gain_high=road[2],
+                )
             table.append(row)
             entry["methods"][method] = {
                 k: v for k, v in row.items() if k not in ("run", "label", "arch", "method")
@@ -515,12 +553,22 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
                         "insertion_auc": round(float(s["insertion"][i]), 6),
                         "random_deletion_auc": round(float(rand["deletion"][i]), 6),
                         "random_insertion_auc": round(float(rand["insertion"][i]), 6),
+                        **{
+                            k: round(float(s[k][i]), 6)
+                            for k in ("road_morf", "road_lerf", "road_gain")
+                            if k in s
+                        },
                     }
                 )
         summary_runs.append(entry)
         best = ", ".join(
             f"{TITLES[m]} deletion {entry['methods'][m]['deletion_auc']:.3f} "
             f"(random {entry['methods'][m]['random_deletion_auc']:.3f})"
+            + (
+                f", ROAD gain {entry['methods'][m]['road_gain']:+.3f}"
+                if "road_gain" in entry["methods"][m]
+                else ""
+            )
             for m in methods
         )
         print(f"effnas cam: {r.label}: {best}", file=sys.stderr)
@@ -538,6 +586,14 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
             "set to the mean colour / inserted into a blurred copy, most relevant first (Petsiuk et "
             "al. 2018); deletion_gain: random order's deletion area minus the map's, 95% normal "
             "interval over images"
+        ),
+        "road": (
+            "ROAD (Rong et al. 2022): pixels removed at 10%..90% and imputed from their neighbours "
+            "(noisy linear imputation), most relevant first (road_morf) and least relevant first "
+            "(road_lerf), each the mean probability of the predicted class over the fractions; "
+            "road_gain = road_lerf - road_morf, 95% normal interval over images"
+            if bool(cfg.get("road", False))
+            else None
         ),
         "references": REFERENCES,
         "figure": "cam.png",

@@ -69,6 +69,12 @@ def test_cam_grid_of_two_runs_from_the_validation_split(runs: list[Path], tmp_pa
     for r in table:
         assert 0 <= float(r["deletion_auc"]) <= 1 and 0 <= float(r["insertion_auc"]) <= 1
         assert int(r["images"]) == n
+        # ROAD (the default): two mean probabilities and their difference with an interval
+        morf, lerf, gain = float(r["road_morf"]), float(r["road_lerf"]), float(r["road_gain"])
+        assert (
+            0 <= morf <= 1 and 0 <= lerf <= 1 and gain == pytest.approx(lerf - morf, abs=1e-6)
+        )  # float32 means
+        assert float(r["road_gain_low"]) <= gain <= float(r["road_gain_high"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "done" and summary["images"] == n
     for entry in summary["runs"]:
@@ -186,3 +192,59 @@ def test_bad_cam_input_is_one_line(runs: list[Path], tmp_path: Path, capsys: pyt
     assert "the validation split has" in error(run, "--data", "100000")
     assert "methods must be" in error(run, "--methods", "saliency")
     assert not root.exists() or not any(root.rglob("summary.json"))
+
+
+# -- ROAD (models/road.py) -------------------------------------------------------------------------
+def test_road_imputation_by_hand_and_on_a_plane() -> None:
+    """One removed pixel among constant neighbours takes their value; a removed block inside a
+    linear ramp is filled with the ramp exactly (the symmetric stencil's mean of a plane is the
+    plane), so the imputation is linear, not a blank; kept pixels never move; the noise lands on
+    the removed pixels only."""
+    from models.road import impute
+
+    rng = np.random.default_rng(0)
+    img = np.full((1, 3, 3), 5.0)
+    img[0, 1, 1] = -100.0
+    removed = np.zeros((3, 3), bool)
+    removed[1, 1] = True
+    assert impute(img, removed, 0.0, rng)[0, 1, 1] == pytest.approx(5.0)
+
+    yy, xx = np.mgrid[0:12, 0:12]
+    plane = np.stack([0.3 * yy - 0.2 * xx + 1.0, 0.05 * xx, -0.1 * yy]).astype(np.float64)
+    hole = np.zeros((12, 12), bool)
+    hole[3:9, 2:10] = True  # interior: every removed pixel has all 8 neighbours in the image
+    broken = plane.copy()
+    broken[:, hole] = 0.0
+    filled = impute(broken, hole, 0.0, rng)
+    assert np.abs(filled - plane).max() < 1e-9
+    noisy = impute(broken, hole, 0.01, np.random.default_rng(1))
+    assert np.array_equal(noisy[:, ~hole], plane[:, ~hole])
+    assert 0.005 < float((noisy - plane)[:, hole].std()) < 0.02
+    with pytest.raises(ValueError, match="every pixel removed"):
+        impute(plane, np.ones((12, 12), bool), 0.0, rng)
+
+
+def test_road_gain_rewards_the_map_that_points_at_what_the_model_uses() -> None:
+    """A model that reads only a bright square: the order that ranks the square first loses the
+    class fast under MoRF and keeps it under LeRF (gain > 0); the reversed order scores the
+    opposite, so the score tells the two maps apart rather than agreeing with any map."""
+    from models.road import road_curves
+
+    h = w = 16
+    img = np.zeros((2, 3, h, w))
+    img[:, :, 4:9, 5:10] = 1.0  # the square the model reads
+    inside = np.zeros((h, w), bool)
+    inside[4:9, 5:10] = True
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        p = 1 / (1 + np.exp(-20 * (batch[:, :, inside].mean((1, 2)) - 0.5)))
+        return np.stack([p, 1 - p], 1)
+
+    good = np.argsort(~inside.ravel(), kind="stable")[None].repeat(2, 0)  # the square first
+    bad = good[:, ::-1].copy()
+    target = np.zeros(2, dtype=np.int64)
+    a = road_curves(predict, img, good, target, seed=0)
+    b = road_curves(predict, img, bad, target, seed=0)
+    assert a["morf"].shape == (2, 9)
+    assert (a["gain"] > 0.5).all() and (b["gain"] < -0.5).all()
+    assert np.allclose(a["gain"], a["lerf_score"] - a["morf_score"])
