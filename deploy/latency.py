@@ -98,6 +98,7 @@ class LatencyConfig:
     noise_archs: int = MISSING
     noise_repeats: int = MISSING
     fit_predictor: int = MISSING  # N architectures to measure and fit on (0: off)
+    remeasure: int = MISSING  # --fit-predictor: rounds re-measuring the flagged ones before the fit
     predictor_model: str = MISSING  # auto | linear | boosted | table
     folds: int = MISSING
     predictor: Optional[str] = MISSING  # a fitted predictor: read to predict (compare mode)
@@ -132,6 +133,7 @@ def validate(cfg: Any) -> None:
         (cfg.table_runs >= 1, "table_runs must be >= 1", cfg.table_runs),
         (cfg.repeat >= 1, "--repeat must be >= 1", cfg.repeat),
         (cfg.cv_threshold > 0, "cv_threshold must be > 0", cfg.cv_threshold),
+        (cfg.get("remeasure", 0) >= 0, "remeasure must be >= 0", cfg.get("remeasure")),
         (
             cfg.noise_archs >= 0 and cfg.noise_repeats >= 2,
             "noise_archs must be >= 0 and noise_repeats >= 2",

@@ -157,6 +157,26 @@ def test_fit_predictor_run_measures_distinct_archs_and_saves_a_checked_predictor
     assert (fitted / "latency_table.json").is_file() and (fitted / "predicted_vs_measured.png").is_file()
 
 
+def test_flagged_architectures_are_measured_again_before_the_fit(table: Path, tmp_path: Path) -> None:
+    """`remeasure` rounds: with a threshold every measurement exceeds, every row is re-measured
+    (both rounds for those still flagged), its first measurement kept beside it, and a
+    replacement only ever lowers the CV; `remeasure=0` re-measures nothing."""
+    run = tmp_path / "again"
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
+    args += ["--repeat", "2", "cv_threshold=1e-12", "remeasure=2", f"run.dir={run}"]
+    assert main(args) == 0
+    rows = pd.read_csv(run / "measurements.csv")
+    assert len(rows) == N and rows["first_ms"].notna().all() and rows["first_cv"].notna().all()
+    assert (rows["remeasured"] == 2).sum() == (rows["cv"] > 1e-12).sum()  # still flagged: round 2
+    assert (rows["remeasured"] >= 1).all() and (rows["cv"] <= rows["first_cv"]).all()
+    replaced = rows["measured_ms"] != rows["first_ms"]
+    assert (rows.loc[replaced, "cv"] < rows.loc[replaced, "first_cv"]).all()
+    assert json.loads((run / "summary.json").read_text())["remeasured"] == N
+    none = tmp_path / "none"
+    assert main([*args[:-3], "cv_threshold=1e-12", "remeasure=0", f"run.dir={none}"]) == 0
+    assert pd.read_csv(none / "measurements.csv")["remeasured"].isna().all()
+
+
 def test_a_corrupt_predictor_file_is_refused(fitted: Path, tmp_path: Path) -> None:
     from search_spaces.latency_predictor import LatencyPredictor, PredictorError
 
@@ -325,6 +345,7 @@ def test_a_runtime_that_is_not_installed_is_refused(
         (["--fit-predictor", "65", "--table", "{table}", *SMALL_SPACE], "only 64 distinct"),
         (["--predictor", "{fitted}", "--threads", "2"], "with 1 thread(s), not 2"),
         (["--predictor", "{fitted}", "--runtime", "onnxruntime"], "not onnxruntime"),
+        (["--fit-predictor", "20", "--table", "{table}", "remeasure=-1"], "remeasure must be >= 0"),
     ],
 )
 def test_latency_refuses_bad_predictor_input(
