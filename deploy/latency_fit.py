@@ -218,6 +218,16 @@ COLUMNS = (
 )
 
 
+def _choices(row: dict[str, Any]) -> tuple[int, ...]:
+    """A measurements.csv row's choice vector (stored space-separated)."""
+    return tuple(int(c) for c in str(row["choices"]).split())
+
+
+def _save(rundir: Any, rows: list[dict[str, Any]]) -> None:
+    """measurements.csv as it stands (written after every measurement: a kill loses at most one)."""
+    rundir.write_csv("measurements.csv", [{k: r.get(k) for k in COLUMNS} for r in rows])
+
+
 def distinct_samples(space: Any, n: int, seed: int) -> list[tuple[int, ...]]:
     """`n` random architectures of `space`, no two the same network: a duplicate would sit in a
     training fold and in its held-out fold at once and flatter the k-fold figures. Refused when
@@ -247,7 +257,7 @@ def _measured_before(rundir: Any, choices: list[tuple[int, ...]]) -> list[dict[s
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in rows:
         i = int(row["id"])
-        if i >= len(choices) or tuple(int(c) for c in str(row["choices"]).split()) != choices[i]:
+        if i >= len(choices) or _choices(row) != choices[i]:
             raise UserError(
                 f"{path}: row {i} is not the architecture this run draws (was the space or seed "
                 "changed?); start a new run"
@@ -291,7 +301,7 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
                 "load1": round(os.getloadavg()[0], 2),
             }
         )
-        rundir.write_csv("measurements.csv", [{k: r.get(k) for k in COLUMNS} for r in rows])
+        _save(rundir, rows)
         left = n - i - 1
         per = (time.perf_counter() - t0) / (i + 1 - start)  # seconds per architecture this session
         if i == start:
@@ -333,7 +343,7 @@ def remeasure(
             flush=True,
         )
         for j, row in enumerate(todo):
-            arch = space.decode(tuple(int(c) for c in str(row["choices"]).split()))
+            arch = space.decode(_choices(row))
             t_arch = time.perf_counter()
             again = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
             if row.get("first_ms") is None:
@@ -344,7 +354,7 @@ def remeasure(
                 row["flagged"] = again.cv > threshold
             row["remeasured"] = k
             row["seconds"] = round(float(row["seconds"]) + time.perf_counter() - t_arch, 3)
-            rundir.write_csv("measurements.csv", [{c: r.get(c) for c in COLUMNS} for r in rows])
+            _save(rundir, rows)
             print(
                 f"  [{j + 1}/{len(todo)}] {arch.name}: {again.median_ms:.2f} ms, CV "
                 f"{'-' if again.cv is None else f'{again.cv:.1%}'} "
@@ -367,7 +377,7 @@ def _fit(
     from search_spaces.latency_predictor import LatencyPredictor, PredictorError, agreement, features, fit
 
     stages = len(space.base.stages)
-    archs = [space.decode(tuple(int(c) for c in str(r["choices"]).split())) for r in rows]
+    archs = [space.decode(_choices(r)) for r in rows]
     x = [features(a, table, stages, **kw) for a in archs]
     y = [float(r["measured_ms"]) for r in rows]
     kind, folds, seed = str(cfg.predictor_model), int(cfg.folds), int(cfg.run.seed)

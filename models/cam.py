@@ -388,10 +388,9 @@ def run_maps(
                 ]
             return torch.cat(parts).numpy()
 
+        normalised, target = x.cpu().numpy(), pred.cpu().numpy()
         for method in methods:
-            r = road_rule.road_curves(
-                predict, x.cpu().numpy(), orders[method].cpu().numpy(), pred.cpu().numpy(), seed
-            )
+            r = road_rule.road_curves(predict, normalised, orders[method].cpu().numpy(), target, seed)
             scores[method].update(road_morf=r["morf_score"], road_lerf=r["lerf_score"], road_gain=r["gain"])
     trainer.close()
     result = RunMaps(
