@@ -63,7 +63,8 @@ def main() -> None:
     load1 = Path("/proc/loadavg").read_text().split()[:3]
     print(f"$ {' '.join(sys.argv)}")
     print(
-        f"B0 on digits, 16 px, global batch {2 * known.batch}, {known.epochs:g} epoch(s); {os.cpu_count()} cores"
+        f"B0, proxy=digits {' '.join(extra) or '(digits, 16 px)'}, global batch {2 * known.batch}, "
+        f"{known.epochs:g} epoch(s); {os.cpu_count()} cores"
     )
     print(f"{'arm':24s} {'images/s (each run)':>22s} {'mean':>8s} {'wall s':>8s}")
     means = {}

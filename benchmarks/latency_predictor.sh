@@ -5,6 +5,7 @@
 #
 #   (setsid nohup benchmarks/latency_predictor.sh > results/latency/issue25.log 2>&1 &)
 #   N_TORCH=700 N_ORT=350 benchmarks/latency_predictor.sh   # the sizes docs/latency.md planned
+#   STEPS=fit_remeasured N_TORCH2=600 benchmarks/latency_predictor.sh   # not in the default STEPS
 set -uo pipefail
 OUT=${OUT:-results/latency/issue25}
 PY=${PYTHON:-.venv/bin/python}
@@ -29,6 +30,10 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* ]
 ! want noise || step noise latency --noise-check --repeat 3 || exit $?
 ! want table || step table latency --build-table || exit $?
 ! want fit || step fit latency --fit-predictor "$N_TORCH" --table "$OUT/table/latency_table.json" || exit $?
+# the torch fit again, larger and with the flagged re-measured (`remeasure`, added after `fit` ran),
+# on `fit`'s table: the same seed draws the same first 400 architectures
+! want fit_remeasured || step fit_remeasured latency --fit-predictor "${N_TORCH2:-600}" \
+  --table "$OUT/fit/latency_table.json" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

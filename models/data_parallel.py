@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foundation.errors import UserError
-from models.train import CHECKPOINT, CHECKPOINT_FORMAT, _checkpoint_arch, _Loop
+from models.train import CHECKPOINT, CHECKPOINT_FORMAT, _checkpoint_arch, _Loop, score_test
 from training.proxy import ProxyTrainer, TrialResult
 
 RESULT = "result.json"  # the final checkpoint's result (TrialResult + metrics rows)
@@ -365,12 +365,7 @@ def _train(
         loop.run()
         r = trainer.result
         if rank == 0 and cfg.data.use_test:
-            from foundation import per_image
-
-            if data.test is None:
-                raise UserError(f"dataset {data.name} has no test split (data.use_test=true)")
-            r.test_accuracy, _, hits = trainer.score(trainer.test_x, trainer.test_y)
-            r.test_correct = per_image.encode(hits)
+            score_test(trainer, data)
         final = None
         if rank == 0:
             final = loop.checkpoint_files(trainer.total_steps, trainer.lr_at(trainer.total_steps - 1)) or {}

@@ -228,6 +228,8 @@ def run(cfg: Any, rundir: Any, launch: Any = None) -> dict[str, Any]:
         # what was evaluated and is in model.pt: the EMA of the weights (proxy.ema_decay) or the weights
         "weights": "raw" if cfg.proxy.ema_decay is None else "ema",
         "ema_decay": cfg.proxy.ema_decay,
+        "raw_val_accuracy": result.raw_accuracy,  # the trained weights' own, when the EMA is on
+        "raw_test_accuracy": result.raw_test_accuracy,
         "epochs": result.epochs,
         "steps": result.steps,
         "compiled": result.compiled,
@@ -289,11 +291,7 @@ def train(
                 _init(trainer, arch, cfg, rundir)
             loop.run()
             if cfg.data.use_test:
-                if data.test is None:
-                    raise UserError(f"dataset {data.name} has no test split (data.use_test=true)")
-                r = trainer.result
-                r.test_accuracy, _, hits = trainer.score(trainer.test_x, trainer.test_y)
-                r.test_correct = per_image.encode(hits)
+                score_test(trainer, data)
         except (Diverged, TimeLimit) as exc:
             raise UserError(
                 f"training failed: {exc} (metrics so far: {rundir.file('metrics.csv')})"
@@ -304,6 +302,18 @@ def train(
             trainer.close()
     trainer.result.seconds = time.perf_counter() - t0
     return trainer.result, trainer.eval_model
+
+
+def score_test(trainer: Any, data: Any) -> None:
+    """The test split's accuracy and per-image records into the trainer's result (and the raw
+    weights' accuracy beside the EMA's, when it is on)."""
+    if data.test is None:
+        raise UserError(f"dataset {data.name} has no test split (data.use_test=true)")
+    r = trainer.result
+    r.test_accuracy, _, hits = trainer.score(trainer.test_x, trainer.test_y)
+    r.test_correct = per_image.encode(hits)
+    if trainer.ema is not None:
+        r.raw_test_accuracy = trainer.score(trainer.test_x, trainer.test_y, raw=True)[0]
 
 
 def _init(trainer: Any, arch: Any, cfg: Any, rundir: Any) -> None:
@@ -428,6 +438,7 @@ class _Loop:
             "images": self.images,
             "result": {
                 "accuracy": r.accuracy,
+                "raw_accuracy": r.raw_accuracy,
                 "loss": r.loss,
                 "correct": r.correct,
                 "history": r.history,
@@ -494,6 +505,10 @@ class _Loop:
             "lr": lr,
             "images_per_second": ips,
         }
+        raw = ""
+        if t.ema is not None:  # val_accuracy is the EMA's; the trained weights' own beside it
+            r.raw_accuracy = metrics["raw_val_accuracy"] = t.score(t.val_x, t.val_y, raw=True)[0]
+            raw = f" (raw {r.raw_accuracy:.4f})"
         r.history.append(metrics)
         r.steps, r.epochs = done, done / t.steps_per_epoch
         r.images_per_second = ips
@@ -507,7 +522,7 @@ class _Loop:
         eta = self.train_seconds / max(1, done - self.start) * (t.total_steps - done)
         print(
             f"epoch {metrics['epoch']:.4g}/{t.total_epochs:.4g}  loss {metrics['train_loss']:.4f}  "
-            f"val_acc {r.accuracy:.4f}  val_loss {r.loss:.4f}  {ips:,.0f} img/s  ETA {_clock(eta)}",
+            f"val_acc {r.accuracy:.4f}{raw}  val_loss {r.loss:.4f}  {ips:,.0f} img/s  ETA {_clock(eta)}",
             file=sys.stderr,
             flush=True,
         )

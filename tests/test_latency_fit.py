@@ -227,6 +227,48 @@ def test_an_interrupted_fit_resumes_with_what_it_measured(
     assert json.loads((run / "summary.json").read_text())["architectures"] == N
 
 
+def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped inside the re-measuring round (every row flagged): `--resume` measures no
+    architecture a second time in that round, keeps what was re-measured before the stop, and
+    finishes the round for the rest."""
+    import deploy.latency_fit as fit
+
+    measure, calls = fit.model_latency, []
+
+    def counted(stop_at: int | None):
+        def call(*args: object, **kw: object) -> object:
+            calls.append(1)
+            if len(calls) == stop_at:
+                raise KeyboardInterrupt
+            return measure(*args, **kw)
+
+        return call
+
+    run = tmp_path / "run"
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
+    args += ["cv_threshold=1e-12", "remeasure=1", "--repeat", "2", f"run.dir={run}"]
+    monkeypatch.setattr(fit, "model_latency", counted(N + 3))  # the round's third call stops it
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 130
+    before = pd.read_csv(run / "measurements.csv")
+    assert len(before) == N and (before["remeasured"] == 1).sum() == 2
+    assert not (run / "latency_predictor.pkl").exists()
+
+    calls.clear()
+    monkeypatch.setattr(fit, "model_latency", counted(None))
+    assert main(["latency", "--resume", str(run)]) == 0
+    assert len(calls) == N - 2  # only the rows the round had not reached
+    after = pd.read_csv(run / "measurements.csv")
+    done = before["remeasured"] == 1
+    cols = ["measured_ms", "cv", "first_ms", "first_cv"]
+    assert after.loc[done, cols].equals(before.loc[done, cols])
+    assert (after["remeasured"] == 1).all() and (after["cv"] <= after["first_cv"]).all()
+    assert json.loads((run / "summary.json").read_text())["remeasured"] == N
+
+
 def test_noise_check_reports_each_cv_and_the_ceiling(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [

@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import expect_usage_error
@@ -150,6 +151,16 @@ def test_with_the_ema_on_model_pt_is_the_evaluated_ema(tmp_path: Path, arch_file
     weights = {n: torch.load(r / "model.pt", weights_only=True) for n, r in runs.items()}
     assert weights["raw"].keys() == weights["ema"].keys()
     assert not torch.equal(weights["raw"]["classifier.weight"], weights["ema"]["classifier.weight"])
+    # the EMA run also scores its trained weights, which are the raw run's (the EMA and its scoring
+    # draw no random numbers): the same accuracy, in the summary and in every metrics row
+    assert summary["ema"]["raw_val_accuracy"] == summary["raw"]["val_accuracy"]
+    assert summary["raw"]["raw_val_accuracy"] is None
+    rows = {n: pd.read_csv(r / "metrics.csv") for n, r in runs.items()}
+    assert rows["ema"]["raw_val_accuracy"].tolist() == rows["raw"]["val_accuracy"].tolist()
+    assert "raw_val_accuracy" not in rows["raw"].columns
+    assert main(["report", str(runs["raw"]), str(runs["ema"]), f"run.dir={tmp_path / 'report'}"]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "raw_test_accuracy" in text and "| ema " in text  # the report says which weights it scored
 
     cfg = OmegaConf.load(runs["raw"] / ".hydra" / "config.yaml")  # the runs' data and proxy
     trainer = ProxyTrainer(Arch.from_yaml(arch_file.read_text()), cfg.proxy, load_dataset(cfg.data))

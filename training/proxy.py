@@ -63,6 +63,9 @@ class TrialResult:
     images_per_second: float  # training images / training-step seconds (no eval, no compile)
     epochs: float  # epochs actually trained
     test_accuracy: float | None = None
+    # with the EMA on (proxy.ema_decay), the trained weights themselves, scored beside the EMA's
+    raw_accuracy: float | None = None
+    raw_test_accuracy: float | None = None
     # which evaluation images the final weights got right (foundation.per_image.encode): the records a
     # verdict pairs over the same images (foundation/verdict.py); `test_correct` only with test=True
     correct: str | None = None
@@ -521,12 +524,17 @@ class ProxyTrainer:
         the evaluated model is the EMA's, so its statistics are the ones re-estimated (for the
         averaged weights); the EMA keeps averaging from them.
         """
+
+        if int(self.proxy.bn_calibration) <= 0 or self._calibrated_at == self._steps_done:
+            return
+        self._recalibrate(self.eval_model)
+        self._calibrated_at = self._steps_done
+
+    def _recalibrate(self, model: torch.nn.Module) -> None:
+        """`calibrate_bn`'s pass on `model`: its BN statistics re-estimated in place."""
         import torch
 
         wanted = int(self.proxy.bn_calibration)
-        if wanted <= 0 or self._calibrated_at == self._steps_done:
-            return
-        model = self.eval_model
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         n = len(self.train_y)
         chunk = min(self.micro_batch, n)
@@ -549,17 +557,28 @@ class ProxyTrainer:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         self.model.train()
-        self._calibrated_at = self._steps_done
 
-    def score(self, x_all: torch.Tensor, y_all: torch.Tensor) -> tuple[float, float, Any]:
+    def score(self, x_all: torch.Tensor, y_all: torch.Tensor, raw: bool = False) -> tuple[float, float, Any]:
         """(accuracy, mean cross-entropy, per-image correctness as a bool numpy array) of the
         current weights (the EMA's when on: `eval_model`) on the evaluation view of `x_all`; BN
-        recalibrated, eval mode."""
+        recalibrated, eval mode.
+
+        `raw=True` with the EMA on scores the trained weights themselves instead (what the EMA is
+        measured against): their BN statistics are re-estimated like the EMA's when
+        `proxy.bn_calibration` is on and put back afterwards, and scoring draws no random
+        numbers, so the training run's bits are the same with or without it."""
         import torch
         import torch.nn.functional as F
 
-        self.calibrate_bn()
-        model = self.eval_model
+        saved = None
+        if raw and self.ema is not None:
+            model = self.model
+            if int(self.proxy.bn_calibration) > 0:
+                saved = [b.detach().clone() for b in model.buffers()]
+                self._recalibrate(model)
+        else:
+            self.calibrate_bn()
+            model = self.eval_model
         model.eval()
         hits = torch.zeros(len(y_all), dtype=torch.bool, device=self.dev)
         total_loss = torch.zeros((), dtype=torch.float64, device=self.dev)
@@ -575,6 +594,10 @@ class ProxyTrainer:
                     logits = model(x)
                 total_loss += F.cross_entropy(logits, y, reduction="sum").double()
                 hits[start : start + size] = logits.argmax(1) == y
+        if saved is not None:
+            with torch.no_grad():
+                for b, value in zip(model.buffers(), saved):
+                    b.copy_(value)
         self.model.train()
         n = len(y_all)
         hits_np = hits.cpu().numpy()

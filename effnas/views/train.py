@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from effnas.views.common import Figures, Run, count, fixed, flops, source_line, table
 from models.train import plot_curves
-
-if TYPE_CHECKING:
-    pass
 
 
 def section(runs: Sequence[Run], figures: Figures) -> list[str]:
@@ -30,7 +26,12 @@ def section(runs: Sequence[Run], figures: Figures) -> list[str]:
         }
         for r in runs
     ]
+    if any(r.summary.get("weights") == "ema" for r in runs):  # scored the EMA: its trained weights beside it
+        for row, r in zip(rows, runs):
+            row["weights"] = r.summary.get("weights")
+            row["raw_test_accuracy"] = r.summary.get("raw_test_accuracy")
     formats = {"val_accuracy": fixed(4), "test_accuracy": fixed(4), "params": count, "macs": flops}
+    formats |= {"raw_test_accuracy": fixed(4)}
     formats |= {"seconds": fixed(1), "images_per_s": fixed(1), "epochs": lambda v: f"{v:.3g}"}
     fig = plot_curves(
         [(r.label, f"{r.label} {r.summary.get('arch')}", r.tables["metrics.csv"]) for r in runs]
@@ -38,7 +39,8 @@ def section(runs: Sequence[Run], figures: Figures) -> list[str]:
     out = [
         figures.save("train_curves.png", fig, "validation accuracy and training loss per epoch"),
         "",
-        "Final accuracy (test only where the run asked for it: `data.use_test=true`):",
+        "Final accuracy (test only where the run asked for it: `data.use_test=true`; with the EMA on,"
+        " `test_accuracy` is the EMA's and `raw_test_accuracy` the trained weights' own):",
         "",
         table(pd.DataFrame(rows), formats),
         "",
