@@ -157,24 +157,15 @@ def test_fit_predictor_run_measures_distinct_archs_and_saves_a_checked_predictor
     assert (fitted / "latency_table.json").is_file() and (fitted / "predicted_vs_measured.png").is_file()
 
 
-def test_flagged_architectures_are_measured_again_before_the_fit(table: Path, tmp_path: Path) -> None:
-    """`remeasure` rounds: with a threshold every measurement exceeds, every row is re-measured
-    (both rounds for those still flagged), its first measurement kept beside it, and a
-    replacement only ever lowers the CV; `remeasure=0` re-measures nothing."""
-    run = tmp_path / "again"
-    args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
-    args += ["--repeat", "2", "cv_threshold=1e-12", "remeasure=2", f"run.dir={run}"]
-    assert main(args) == 0
-    rows = pd.read_csv(run / "measurements.csv")
-    assert len(rows) == N and rows["first_ms"].notna().all() and rows["first_cv"].notna().all()
-    assert (rows["remeasured"] == 2).sum() == (rows["cv"] > 1e-12).sum()  # still flagged: round 2
-    assert (rows["remeasured"] >= 1).all() and (rows["cv"] <= rows["first_cv"]).all()
-    replaced = rows["measured_ms"] != rows["first_ms"]
-    assert (rows.loc[replaced, "cv"] < rows.loc[replaced, "first_cv"]).all()
-    assert json.loads((run / "summary.json").read_text())["remeasured"] == N
+def test_remeasure_0_measures_each_architecture_once(table: Path, tmp_path: Path) -> None:
+    """`remeasure=0`: every row flagged (a threshold every measurement exceeds), none measured
+    again. (Rounds that do re-measure: the interrupted-round test below.)"""
     none = tmp_path / "none"
-    assert main([*args[:-3], "cv_threshold=1e-12", "remeasure=0", f"run.dir={none}"]) == 0
-    assert pd.read_csv(none / "measurements.csv")["remeasured"].isna().all()
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
+    args += ["--repeat", "2", "cv_threshold=1e-12", "remeasure=0", f"run.dir={none}"]
+    assert main(args) == 0
+    rows = pd.read_csv(none / "measurements.csv")
+    assert len(rows) == N and rows["remeasured"].isna().all() and rows["flagged"].all()
 
 
 def test_a_corrupt_predictor_file_is_refused(fitted: Path, tmp_path: Path) -> None:
@@ -230,9 +221,10 @@ def test_an_interrupted_fit_resumes_with_what_it_measured(
 def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stopped inside the re-measuring round (every row flagged): `--resume` measures no
-    architecture a second time in that round, keeps what was re-measured before the stop, and
-    finishes the round for the rest."""
+    """`remeasure` rounds with a threshold every measurement exceeds: stopped inside the first
+    round, `--resume` measures no architecture a second time in that round and keeps the first
+    measurements; then every row has been re-measured (both rounds for those still flagged), its
+    first measurement kept beside it, and a replacement only ever lowered the CV."""
     import deploy.latency_fit as fit
 
     measure, calls = fit.model_latency, []
@@ -248,8 +240,8 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
 
     run = tmp_path / "run"
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
-    args += ["cv_threshold=1e-12", "remeasure=1", "--repeat", "2", f"run.dir={run}"]
-    monkeypatch.setattr(fit, "model_latency", counted(N + 3))  # the round's third call stops it
+    args += ["cv_threshold=1e-12", "remeasure=2", "--repeat", "2", f"run.dir={run}"]
+    monkeypatch.setattr(fit, "model_latency", counted(N + 3))  # round 1's third call stops it
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 130
@@ -260,12 +252,17 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     calls.clear()
     monkeypatch.setattr(fit, "model_latency", counted(None))
     assert main(["latency", "--resume", str(run)]) == 0
-    assert len(calls) == N - 2  # only the rows the round had not reached
-    after = pd.read_csv(run / "measurements.csv")
+    rows = pd.read_csv(run / "measurements.csv")
+    # round 1 only for the rows it had not reached, round 2 for those still flagged after it
+    assert len(calls) == (N - 2) + int((rows["remeasured"] == 2).sum())
     done = before["remeasured"] == 1
-    cols = ["measured_ms", "cv", "first_ms", "first_cv"]
-    assert after.loc[done, cols].equals(before.loc[done, cols])
-    assert (after["remeasured"] == 1).all() and (after["cv"] <= after["first_cv"]).all()
+    firsts = ["first_ms", "first_cv"]
+    assert rows.loc[done, firsts].equals(before.loc[done, firsts])  # kept, not measured again
+    assert len(rows) == N and rows["first_ms"].notna().all() and rows["first_cv"].notna().all()
+    assert (rows["remeasured"] == 2).sum() == (rows["cv"] > 1e-12).sum()  # still flagged: round 2
+    assert (rows["remeasured"] >= 1).all() and (rows["cv"] <= rows["first_cv"]).all()
+    replaced = rows["measured_ms"] != rows["first_ms"]
+    assert (rows.loc[replaced, "cv"] < rows.loc[replaced, "first_cv"]).all()
     assert json.loads((run / "summary.json").read_text())["remeasured"] == N
 
 
