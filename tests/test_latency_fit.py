@@ -259,7 +259,9 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     firsts = ["first_ms", "first_cv"]
     assert rows.loc[done, firsts].equals(before.loc[done, firsts])  # kept, not measured again
     assert len(rows) == N and rows["first_ms"].notna().all() and rows["first_cv"].notna().all()
-    assert (rows["remeasured"] == 2).sum() == (rows["cv"] > 1e-12).sum()  # still flagged: round 2
+    # every row still flagged after round 1 was measured in round 2 (which may have unflagged it:
+    # a CV of exactly 0 happens with runs=1); so each row flagged now was re-measured twice
+    assert (rows.loc[rows["cv"] > 1e-12, "remeasured"] == 2).all()
     assert (rows["remeasured"] >= 1).all() and (rows["cv"] <= rows["first_cv"]).all()
     replaced = rows["measured_ms"] != rows["first_ms"]
     assert (rows.loc[replaced, "cv"] < rows.loc[replaced, "first_cv"]).all()
