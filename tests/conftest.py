@@ -65,6 +65,13 @@ def expect_usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> s
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray starts its worker processes at nice 15 (the raylet's `worker_niceness`). While both cores
+# are busy at nice 0 (a training run, a pip install, a second pytest process) such a trial gets a
+# few percent of a core: a Ray Tune test that takes 15 s alone sat 6 minutes in its trial's first
+# `import torch` beside a second pytest process running two threads. The tests check what effnas
+# does with its trials, not Ray's priorities, so their Ray workers (and those of the effnas
+# processes they start) run at nice 0, like everything else in the suite.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def needs(what: str) -> None:

@@ -122,6 +122,7 @@ def test_grid_without_ray_records_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert main(["grid", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
     assert "resuming: 1 done" in out and "[1/1] baseline" in out and "] a1.2" not in out
+    assert len(json.loads((run / "manifest.json").read_text())["upstream"]) == 1  # not recorded twice
 
 
 def test_winner_is_the_best_candidate_never_the_reference_row() -> None:
@@ -300,9 +301,7 @@ def test_from_must_be_a_finished_search_run(tmp_path: Path, capsys: pytest.Captu
     assert "not both" in line
 
 
-def test_grid_on_ray_records_resumes_and_feeds_scale(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_grid_on_ray_records_and_feeds_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A real local Ray runtime (2 CPUs, shut down after) on a tiny proxy budget."""
     import ray
 
@@ -333,19 +332,8 @@ def test_grid_on_ray_records_resumes_and_feeds_scale(
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["upstream"][0]["stage"] == "official" and manifest["dataset"]["name"] == "digits"
 
-    # --resume trains only what is not ok yet
-    trials.loc[trials["id"] == "a2_b1_g1", ["status", "accuracy"]] = ["pending", None]
-    (run / "trials.csv").write_text(trials.to_csv(index=False))
-    assert main(["grid", "--resume", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert "resuming: 2 done" in out and "[1/1] a2_b1_g1" in out and "] baseline" not in out
-    assert len(json.loads((run / "manifest.json").read_text())["upstream"]) == 1  # not recorded twice
-    again = pd.read_csv(run / "trials.csv")
-    assert set(again["status"]) == {"ok"}
-    assert (
-        again[again["id"] == "baseline"]["accuracy"].item()
-        == trials[trials["id"] == "baseline"]["accuracy"].item()
-    )
+    # --resume under Ray: tests/test_faults.py's kill -9 on the Ray executor (the resume starts
+    # Ray anew and trains exactly what had not finished); without Ray: the test above
 
     # scale reads the winner and the baseline from the grid run alone
     assert main(["scale", "--from", str(run), "--phi", "1", f"run.dir={tmp_path / 'scale'}"]) == 0

@@ -99,31 +99,37 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(
 ) -> None:
     args = [str(arch_file), *FAST, f"run.threads={threads}", "proxy.micro_batch=16", *recipe]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    finish(effnas("train", *args, f"run.dir={whole}"))
+    # the uninterrupted run trains beside the one to be killed (one thread each, two cores)
+    whole_proc = effnas("train", *args, f"run.dir={whole}")
+    try:
+        proc = effnas("train", *args, "train.checkpoint_minutes=0.003", f"run.dir={killed}")
+        steps_per_epoch, total = 38, 76
+        step = 0
+        deadline = time.monotonic() + 1800
+        # kill once a checkpoint inside the second epoch is on disk: after an evaluation (BN
+        # recalibrated) and mid-epoch (the data position is a step within a permutation)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (killed / CHECKPOINT).is_file():
+                step = read_checkpoint(killed / CHECKPOINT)["step"]
+                if step > steps_per_epoch and step % steps_per_epoch:
+                    break
+            time.sleep(0.02)
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            proc.kill()
+            pytest.fail("the run ended (or took too long) before it could be killed mid-epoch")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        step = read_checkpoint(killed / CHECKPOINT)["step"]  # the last one written before the kill
+        assert 0 < step < total and not (killed / "model.pt").exists()
 
-    proc = effnas("train", *args, "train.checkpoint_minutes=0.003", f"run.dir={killed}")
-    steps_per_epoch, total = 38, 76
-    step = 0
-    deadline = time.monotonic() + 1800
-    # kill once a checkpoint inside the second epoch is on disk: after an evaluation (BN
-    # recalibrated) and mid-epoch (the data position is a step within a permutation)
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (killed / CHECKPOINT).is_file():
-            step = read_checkpoint(killed / CHECKPOINT)["step"]
-            if step > steps_per_epoch and step % steps_per_epoch:
-                break
-        time.sleep(0.02)
-    if proc.poll() is not None or time.monotonic() >= deadline:
-        proc.kill()
-        pytest.fail("the run ended (or took too long) before it could be killed mid-epoch")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    step = read_checkpoint(killed / CHECKPOINT)["step"]  # the last one written before the kill
-    assert 0 < step < total and not (killed / "model.pt").exists()
-
-    out = finish(effnas("train", "--resume", str(killed)))
-    assert f"resuming at step {step} of {total}" in out
+        out = finish(effnas("train", "--resume", str(killed)))
+        assert f"resuming at step {step} of {total}" in out
+        finish(whole_proc)
+    finally:
+        if whole_proc.poll() is None:  # never leave it training after a failed test
+            whole_proc.kill()
+            whole_proc.communicate()
 
     a, b = weights(whole), weights(killed)
     assert a.keys() == b.keys()
