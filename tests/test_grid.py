@@ -109,7 +109,8 @@ def test_grid_trials_propose_in_plan_order_and_record_every_end(tmp_path: Path) 
 def test_grid_without_ray_records_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The Ray-free path (`ray.enabled=false`): the same stage, trials in this process."""
     run = tmp_path / "grid"
-    tiny = [*TINY, "max_candidates=1", "ray.enabled=false", f"run.dir={run}"]
+    # one thread: two (lanes, the default on 2 cores) took 187 s beside a training run, 14 s quiet
+    tiny = [*TINY, "max_candidates=1", "ray.enabled=false", "run.threads=1", f"run.dir={run}"]
     assert main(["grid", "--phi", "1", *tiny]) == 0
     captured = capsys.readouterr()
     assert "Ray" not in captured.err
