@@ -99,8 +99,11 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(
 ) -> None:
     args = [str(arch_file), *FAST, f"run.threads={threads}", "proxy.micro_batch=16", *recipe]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    # the uninterrupted run trains beside the one to be killed (one thread each, two cores)
+    # one thread: the uninterrupted run trains beside the one to be killed (a core each; paired,
+    # 35 s vs 57 s one after the other); two threads (lanes) would contend, so it trains first
     whole_proc = effnas("train", *args, f"run.dir={whole}")
+    if threads > 1:
+        finish(whole_proc)
     try:
         proc = effnas("train", *args, "train.checkpoint_minutes=0.003", f"run.dir={killed}")
         steps_per_epoch, total = 38, 76
@@ -125,7 +128,8 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(
 
         out = finish(effnas("train", "--resume", str(killed)))
         assert f"resuming at step {step} of {total}" in out
-        finish(whole_proc)
+        if threads == 1:
+            finish(whole_proc)
     finally:
         if whole_proc.poll() is None:  # never leave it training after a failed test
             whole_proc.kill()
