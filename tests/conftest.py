@@ -36,6 +36,20 @@ def space_config(**changes: object) -> dict:
     return {**yaml.safe_load((CONF_DIR / "space" / "mnasnet.yaml").read_text()), **changes}
 
 
+# A baseline far smaller than B0 (three stages, 5 blocks against B0's 16), for the tests that train
+# many scaled arms and check what a stage does with them, not B0 itself.
+SMALL_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r2_k3_s22_e3_i16_o24_se0.25", "r2_k5_s22_e6_i24_o40_se0.25")
+
+
+def write_small_arch(folder: Path) -> str:
+    """`folder`/small.yaml, the SMALL_BLOCKS architecture; its path, for `--arch`."""
+    from search_spaces.arch import Arch, decode_stage
+
+    arch = Arch(stages=tuple(decode_stage(b) for b in SMALL_BLOCKS), name="small", stem=16, head=128)
+    (folder / "small.yaml").write_text(arch.to_yaml())
+    return str(folder / "small.yaml")
+
+
 def ctrl_c_reaches() -> None:
     """`preexec_fn` for a child a test will Ctrl-C: SIGINT at its default, as a terminal's
     foreground command has it. A test session started in the background (`cmd &` in a script,

@@ -61,8 +61,8 @@ def load_run(run: Path, input_size: int | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_fixture_logits_torch_and_onnx(name: str, tmp_path: Path) -> None:
+def convert_fixture(name: str, tmp_path: Path) -> tuple[Path, torch.Tensor, np.ndarray]:
+    """`effnas convert` of the fixture's state_dict: its run, the fixture's input and logits."""
     path = FIXTURES / f"{name}.json"
     if not path.is_file():
         needs(f"{path} (the weight fixtures)")
@@ -79,21 +79,37 @@ def test_fixture_logits_torch_and_onnx(name: str, tmp_path: Path) -> None:
         torch.save(state, src)
     run = tmp_path / "run"
     assert main(["convert", str(src), "--model", CASES[name], f"run.dir={run}"]) == 0
-    ref = np.asarray(fixture["logits"], dtype=np.float64)
+    return run, x, np.asarray(fixture["logits"], dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fixture_logits_torch(name: str, tmp_path: Path) -> None:
+    run, x, ref = convert_fixture(name, tmp_path)
     scale = np.abs(ref).max()
     with torch.no_grad():
         got = load_run(run)(x).numpy()
-        static = load_run(run, input_size=fixture["resolution"])(x).numpy()
+        static = load_run(run, input_size=x.shape[-1])(x).numpy()
     assert np.abs(got - ref).max() <= 1e-4 * scale
     assert np.abs(static - ref).max() <= 1e-4 * scale  # static "SAME" padding = dynamic
-    # through ONNX: effnas export --weights of the converted run, run by onnxruntime
-    exp = tmp_path / "export"
-    assert main(["export", "--weights", str(run), "checks=1", f"run.dir={exp}"]) == 0
+
+
+# Through ONNX (an `effnas export --weights` of the converted run, run by onnxruntime, 8-15 s each)
+# for torchvision's layout and TF's "SAME" padding; the other three layouts with `-m slow`.
+ONNX_CASES = ("tv_efficientnet_b0", "timm_tf_efficientnet_b0")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in ONNX_CASES else pytest.param(n, marks=pytest.mark.slow) for n in CASES]
+)
+def test_fixture_logits_through_onnx(name: str, tmp_path: Path) -> None:
     from deploy.export import onnx_session
 
+    run, x, ref = convert_fixture(name, tmp_path)
+    exp = tmp_path / "export"
+    assert main(["export", "--weights", str(run), "checks=1", f"run.dir={exp}"]) == 0
     session = onnx_session(exp / "model.onnx", 1)
     onnx = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    assert np.abs(onnx - ref).max() <= 1e-4 * scale
+    assert np.abs(onnx - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
 def test_tf_weights_need_same_padding_and_tf_eps(tmp_path: Path) -> None:
@@ -133,6 +149,46 @@ KNOWN = {
 
 
 @pytest.mark.parametrize("model", all_models())
+def test_layout_of_every_model(model: str) -> None:
+    """Every model's key pairing, on the meta device (no weights, no files): one library key per
+    effnas key, in effnas's order, the library's own parameter count, the known keys' shapes."""
+    from models.convert import expected_shapes, key_pairs, library_arch
+    from search_spaces.official import BASELINE_PARAMS, OFFICIAL_PARAMS
+
+    library, name = model.split(":")
+    arch = library_arch(library, name)
+    shapes = expected_shapes(arch, 1000)
+    pairs = key_pairs(arch, library, name)
+    assert sorted(ours for _, ours in pairs) == sorted(shapes)
+    assert len({lib for lib, _ in pairs}) == len(pairs)
+    lib_shapes = {lib: shapes[ours] for lib, ours in pairs}  # convert copies tensors, never reshapes
+    params = sum(
+        int(np.prod(s))
+        for k, s in lib_shapes.items()
+        if not k.endswith(("running_mean", "running_var", "tracked"))
+    )
+    assert params == {**OFFICIAL_PARAMS, **BASELINE_PARAMS}[name.removeprefix("tf_")]
+    if model in KNOWN:
+        key, shape = KNOWN[model]
+        assert lib_shapes[key] == shape
+
+
+# The files' round trip (three `effnas convert` runs, up to 1 GB written at B7) for each layout's
+# smallest model and every model with a known key; the other 17 (the remaining B1..B7 of the three
+# EfficientNet layouts) differ from these in repeats and widths only, which
+# test_layout_of_every_model checks for each: they run with `-m slow` (~100 s of the default suite).
+ROUND_TRIP = {
+    "torchvision:efficientnet_b0",
+    "torchvision:resnet50",
+    "timm:efficientnet_b0",
+    "timm:tf_efficientnet_b0",
+    *KNOWN,
+}
+
+
+@pytest.mark.parametrize(
+    "model", [m if m in ROUND_TRIP else pytest.param(m, marks=pytest.mark.slow) for m in all_models()]
+)
 def test_round_trip_is_bit_exact(model: str, tmp_path: Path) -> None:
     from models.convert import expected_shapes, key_pairs, library_arch
     from search_spaces.official import BASELINE_PARAMS, OFFICIAL_PARAMS

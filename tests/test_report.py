@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import expect_usage_error
+from conftest import expect_usage_error, write_small_arch
 
 from effnas.cli import main
 
@@ -42,7 +42,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert main(["scale", "--from", str(runs["grid"]), "--phi", "1..2", f"run.dir={runs['scale']}"]) == 0
         train = ["train", str(runs["scale"] / "b1.yaml"), *TINY_PROXY, "save_weights=false"]
         assert main([*train, f"run.dir={runs['train']}"]) == 0
-        study = ["study", "scaling", "--flops", "2x,3x", *STUDY, *no_ray]
+        # conftest's small baseline, not the default B0 (test_study.py checks that default)
+        study = ["study", "scaling", "--flops", "2x,3x", "--arch", write_small_arch(root), *STUDY, *no_ray]
         assert main([*study, f"run.dir={runs['study']}"]) == 0
     return runs
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import expect_usage_error
+from conftest import expect_usage_error, write_small_arch
 
 from effnas.cli import main
 from foundation.errors import UserError
@@ -20,6 +20,14 @@ from search_spaces.official import efficientnet_b0
 
 TINY = ["proxy.images=32", "proxy.batch_size=16", "proxy.resolution=8", "proxy.compile=off"]
 TINY += ["data.max_train=300", "run.threads=1", "seeds=1", "budgets=[1]"]
+
+
+@pytest.fixture(scope="module")
+def small_arch(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """conftest's small baseline for the tests that train studies: a B0 arm at the TINY budget
+    took ~3.5 s, mostly its forward and backward passes (profiled). The default baseline (B0) is
+    studied by the slow end-to-end test below; test_the_baseline_is_... checks it is the default."""
+    return write_small_arch(tmp_path_factory.mktemp("arch"))
 
 
 def test_levels_parse_and_refuse_what_is_not_a_level() -> None:
@@ -142,9 +150,24 @@ def test_study_end_to_end_without_ray_and_resume_reruns_nothing_finished(
     assert (kept.values == rows[rows["status"] == "ok"]["accuracy"].values).all()
 
 
-def test_a_sweep_trains_one_dimension_at_each_multiplier(tmp_path: Path) -> None:
+def test_the_baseline_is_arch_else_from_else_the_official_b0(tmp_path: Path, small_arch: str) -> None:
+    """Where the baseline comes from, without training it: the tests that train studies give a
+    small `--arch`; unset, it is the paper's B0 with the paper's coefficients."""
+    from effnas.lifecycle import compose_config
+    from scaling.study import resolve_inputs
+
+    overrides = ["kind=scaling", f"run.root={tmp_path}"]
+    baseline, coeffs, source = resolve_inputs(compose_config("study", overrides))
+    assert baseline == efficientnet_b0() and tuple(coeffs) == tuple(PAPER_COEFFICIENTS)
+    assert source["baseline"] == "official efficientnet_b0 (paper Table 1)"
+    baseline, _, source = resolve_inputs(compose_config("study", overrides, Path(small_arch)))
+    assert baseline.name == "small" and source["baseline"] == "--arch"
+
+
+def test_a_sweep_trains_one_dimension_at_each_multiplier(tmp_path: Path, small_arch: str) -> None:
     run = tmp_path / "sweep"
-    args = ["study", "scaling", "--sweep", "width", "--multipliers", "1,1.5", *TINY, "ray.enabled=false"]
+    args = ["study", "scaling", "--sweep", "width", "--multipliers", "1,1.5", "--arch", small_arch]
+    args += [*TINY, "ray.enabled=false"]
     assert main([*args, f"run.dir={run}"]) == 0
     rows = pd.read_csv(run / "study.csv")
     assert list(rows["multiplier"]) == [1.0, 1.5] and list(rows["width"]) == [1.0, 1.5]
@@ -152,7 +175,7 @@ def test_a_sweep_trains_one_dimension_at_each_multiplier(tmp_path: Path) -> None
 
 
 def test_three_seeds_judged_on_the_test_split_with_intervals(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, small_arch: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every trial leaves its per-image record of the test split; the summary pairs the arms over
     those images, gives each arm an interval and calls the leader against the runner-up."""
@@ -160,7 +183,8 @@ def test_three_seeds_judged_on_the_test_split_with_intervals(
     from foundation.verdict import METHOD, Scores, compare
 
     run = tmp_path / "study"
-    args = ["study", "scaling", "--flops", "2x", "--methods", "baseline,width,compound", *TINY, "seeds=3"]
+    args = ["study", "scaling", "--flops", "2x", "--methods", "baseline,width,compound", "--arch", small_arch]
+    args += [*TINY, "seeds=3"]
     assert main([*args, "ray.enabled=false", f"run.dir={run}"]) == 0
     rows = pd.read_csv(run / "study.csv")
     assert len(rows) == 9 and set(rows["status"]) == {"ok"} and rows["val_accuracy"].notna().all()
@@ -190,11 +214,12 @@ def test_three_seeds_judged_on_the_test_split_with_intervals(
     assert "judged on 359 test images" in out and "compound vs best single (width)" in out
 
 
-def test_study_on_a_real_local_ray_runtime(tmp_path: Path) -> None:
+def test_study_on_a_real_local_ray_runtime(tmp_path: Path, small_arch: str) -> None:
     import ray
 
     run = tmp_path / "study"
-    args = ["study", "scaling", "--flops", "2x", "--methods", "depth,compound", *TINY, "ray.num_cpus=2"]
+    args = ["study", "scaling", "--flops", "2x", "--methods", "depth,compound", "--arch", small_arch]
+    args += [*TINY, "ray.num_cpus=2"]
     assert main([*args, f"run.dir={run}"]) == 0
     assert not ray.is_initialized()
     assert set(pd.read_csv(run / "study.csv")["status"]) == {"ok"}

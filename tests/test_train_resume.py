@@ -29,15 +29,19 @@ TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 FAST = ["proxy.epochs=2", "proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off"]
 
 
-@pytest.fixture
-def arch_file(tmp_path: Path) -> Path:
+def write_tiny_arch(folder: Path) -> Path:
     # dropout and stochastic depth on: the resumed run must draw the same masks
     arch = Arch(
         stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64, dropout=0.2
     )
-    path = tmp_path / "tiny.yaml"
+    path = folder / "tiny.yaml"
     path.write_text(arch.to_yaml())
     return path
+
+
+@pytest.fixture
+def arch_file(tmp_path: Path) -> Path:
+    return write_tiny_arch(tmp_path)
 
 
 def effnas(*args: str, **popen: object) -> subprocess.Popen:
@@ -154,14 +158,24 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(
     assert sb["weights"] == ("ema" if recipe else "raw")
 
 
-@pytest.fixture
-def interrupted(tmp_path: Path, arch_file: Path) -> Path:
-    """A run with a checkpoint, marked interrupted (as after Ctrl-C at the start of epoch 2)."""
-    run = tmp_path / "run"
-    args = [str(arch_file), "proxy.epochs=2", "proxy.batch_size=32", "proxy.compile=off", "run.threads=1"]
-    assert main(["train", *args, f"run.dir={run}"]) == 0
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-epoch run with its checkpoint, trained once for the module (7 s)."""
+    folder = tmp_path_factory.mktemp("trained")
+    run = folder / "run"
+    arch = write_tiny_arch(folder)
+    args = [str(arch), "proxy.epochs=2", "proxy.batch_size=32", "proxy.compile=off", "run.threads=1"]
+    with pytest.MonkeyPatch.context() as mp:  # the session's data cache, never ~/.cache
+        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+        assert main(["train", *args, f"run.dir={run}"]) == 0
     assert (run / CHECKPOINT).is_file()
     return run
+
+
+@pytest.fixture
+def interrupted(trained: Path, tmp_path: Path) -> Path:
+    """A copy of `trained` for one test to change (the tests below unfinish, lock, resume it)."""
+    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def test_a_finished_run_refuses_to_resume(interrupted: Path, capsys: pytest.CaptureFixture) -> None:
