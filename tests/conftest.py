@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,14 @@ def _small_torch() -> None:
 def _data_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Decoded-array cache shared within one test session, never the user's ~/.cache.
     monkeypatch.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+
+
+@contextmanager
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`_data_cache` for a module-scoped fixture (which cannot use the function-scoped one)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+        yield
 
 
 def space_config(**changes: object) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import expect_usage_error
+from conftest import expect_usage_error, session_cache
 
 from deploy.export import export_onnx_module, load_torchscript, onnx_session
 from effnas.cli import main
@@ -42,8 +42,7 @@ def train_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64)
     (root / "tiny.yaml").write_text(arch.to_yaml())
     args = ["train", str(root / "tiny.yaml"), "proxy.images=64", "proxy.batch_size=32", "proxy.compile=off"]
-    with pytest.MonkeyPatch.context() as mp:  # the data cache of this session, not ~/.cache
-        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+    with session_cache(tmp_path_factory):  # the session's data cache, never ~/.cache
         assert main([*args, *ONE_THREAD, f"run.root={root / 'runs'}"]) == 0
     (run,) = (root / "runs" / "train").iterdir()
     yield run

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import expect_usage_error, write_small_arch
+from conftest import expect_usage_error, session_cache, write_small_arch
 
 from effnas.cli import main
 
@@ -33,8 +33,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     each single dimension has a Figure 3 curve), every trial in this process."""
     root = tmp_path_factory.mktemp("chain")
     runs = {n: root / n for n in ("search", "grid", "scale", "train", "study")}
-    with pytest.MonkeyPatch.context() as mp:  # the session's data cache, never ~/.cache
-        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+    with session_cache(tmp_path_factory):  # the session's data cache, never ~/.cache
         no_ray = ["ray.enabled=false", *TINY_PROXY]
         assert main(["search", "--trials", "2", *no_ray, f"run.dir={runs['search']}"]) == 0
         grid = ["grid", "--phi", "1", "--from", str(runs["search"]), "max_candidates=1", *no_ray]

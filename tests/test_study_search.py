@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import expect_usage_error, space_config
+from conftest import expect_usage_error, session_cache, space_config
 
 from effnas.cli import main
 from foundation.errors import UserError
@@ -38,8 +38,7 @@ def search_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # needs a searched arch whose MACs that space can reach)
     args = ["search", "--trials", "2", "--sampler", "random", *TINY, "proxy.images=32", "ray.enabled=false"]
     args.append(f"run.dir={run}")
-    with pytest.MonkeyPatch.context() as mp:  # the data cache of this session, not ~/.cache
-        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+    with session_cache(tmp_path_factory):  # the session's data cache, never ~/.cache
         assert main(args) == 0
     assert (run / "best_arch.yaml").is_file()
     yield run

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, expect_usage_error
+from conftest import REPO, expect_usage_error, session_cache
 
 from effnas.cli import main
 from effnas.rundir import RunLock
@@ -165,8 +165,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = folder / "run"
     arch = write_tiny_arch(folder)
     args = [str(arch), "proxy.epochs=2", "proxy.batch_size=32", "proxy.compile=off", "run.threads=1"]
-    with pytest.MonkeyPatch.context() as mp:  # the session's data cache, never ~/.cache
-        mp.setenv("EFFNAS_CACHE", str(tmp_path_factory.getbasetemp() / "effnas-cache"))
+    with session_cache(tmp_path_factory):  # the session's data cache, never ~/.cache
         assert main(["train", *args, f"run.dir={run}"]) == 0
     assert (run / CHECKPOINT).is_file()
     return run
