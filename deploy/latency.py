@@ -6,7 +6,8 @@
     effnas latency --arch b3.yaml --table results/latency/<run>/latency_table.json
     effnas latency --noise-check                                # how far one measurement can be trusted
     effnas latency --fit-predictor 300 --table <table run>/latency_table.json   # learned predictor
-    effnas latency --resume results/latency/<run>               # an interrupted --fit-predictor
+    effnas latency --check-predictor 100 --predictor <fit run>  # does it still hold here, now?
+    effnas latency --resume results/latency/<run>               # an interrupted --fit-/--check-predictor
 
 Protocol (EfficientNet Table 4; MnasNet §4): batch 1 on one CPU thread, the process pinned to
 that core, `warmup` untimed runs, then the median and spread of `runs` timed runs (default 20)
@@ -28,6 +29,8 @@ predicted within +-10%, and a plot of predicted vs measured.
 `--noise-check` and `--fit-predictor N` are `deploy.latency_fit`'s: the CV of repeated
 measurements of B0 and of random architectures (what ceiling that puts on any predictor), and a
 regressor learned from N architectures measured end to end (`search_spaces.latency_predictor`).
+`--check-predictor N --predictor P` holds a fitted predictor against N architectures it was not
+fitted on, measured now, as fitted and scaled by the drift its reference architectures show.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class LatencyConfig:
     predictor_model: str = MISSING  # auto | linear | boosted | table
     folds: int = MISSING
     predictor: Optional[str] = MISSING  # a fitted predictor: read to predict (compare mode)
-    resume: Optional[str] = None  # set by `--resume RUN_DIR` (a --fit-predictor run)
+    check_predictor: int = MISSING  # N architectures `predictor` was not fitted on, measured now (0: off)
+    resume: Optional[str] = None  # set by `--resume RUN_DIR` (a --fit-predictor or --check-predictor run)
 
 
 # what `effnas report` reads of a latency run: the predictor check of --build-table (with
@@ -144,6 +148,11 @@ def validate(cfg: Any) -> None:
             f"--fit-predictor N needs N >= {MIN_FIT} architectures (k-fold on fewer means little)",
             cfg.fit_predictor,
         ),
+        (
+            cfg.check_predictor == 0 or cfg.check_predictor >= MIN_FIT,
+            f"--check-predictor N needs N >= {MIN_FIT} architectures (a share within +-10% of fewer means little)",
+            cfg.check_predictor,
+        ),
         (cfg.folds >= 2, "folds must be >= 2", cfg.folds),
     ]
     for ok, rule, value in rules:
@@ -156,13 +165,18 @@ def validate(cfg: Any) -> None:
     if device.startswith("cuda") and cfg.runtime == "onnxruntime":
         raise UserError("--runtime onnxruntime runs on the CPU here; use --runtime torch with --device cuda")
     modes = [f for f, on in (("--build-table", cfg.build_table), ("--compare", bool(cfg.compare)),
-             ("--noise-check", cfg.noise_check), ("--fit-predictor", bool(cfg.fit_predictor))) if on]  # fmt: skip
+             ("--noise-check", cfg.noise_check), ("--fit-predictor", bool(cfg.fit_predictor)),
+             ("--check-predictor", bool(cfg.check_predictor))) if on]  # fmt: skip
     if len(modes) > 1:
         raise UserError(f"give {' or '.join(modes)}, not both")
-    if cfg.resume and not cfg.fit_predictor:
-        raise UserError(f"--resume {cfg.resume}: only a --fit-predictor run resumes; run the others again")
+    if cfg.resume and not cfg.fit_predictor and not cfg.check_predictor:
+        raise UserError(
+            f"--resume {cfg.resume}: only a --fit-predictor or --check-predictor run resumes; run the others again"
+        )
     if cfg.fit_predictor:
         _fit_inputs(cfg)
+    if cfg.check_predictor:
+        _check_inputs(cfg)
     if cfg.predictor:
         load_predictor(cfg.predictor, runtime=str(cfg.runtime), threads=int(cfg.threads))
     if cfg.build_table and cfg.resolution is not None:
@@ -181,7 +195,7 @@ def validate(cfg: Any) -> None:
         resolve_arch(spec)
     for spec in cfg.table_archs or []:
         resolve_arch(spec)
-    if not cfg.compare and not cfg.build_table and not cfg.fit_predictor:
+    if not cfg.compare and not cfg.build_table and not cfg.fit_predictor and not cfg.check_predictor:
         arch_from_cfg(cfg.arch)
     parse_accuracy(cfg.accuracy)
     if cfg.accuracy and not cfg.compare:
@@ -199,6 +213,22 @@ def load_predictor(path: str, **expected: Any) -> Any:
     except PredictorError as exc:
         raise UserError(str(exc)) from None
     return predictor
+
+
+def _check_inputs(cfg: Any) -> tuple[Any, Any]:
+    """(the space, the predictor) a --check-predictor run reads: a predictor of this space,
+    runtime and thread count, and room in the space for N architectures it was not fitted on."""
+    if not cfg.predictor:
+        raise UserError("--check-predictor N needs --predictor PATH (a --fit-predictor run or its file)")
+    space = _space(cfg)
+    predictor = load_predictor(cfg.predictor, space=space, runtime=str(cfg.runtime), threads=int(cfg.threads))
+    room = space.distinct_size() - len(predictor.trained_on)
+    if room < int(cfg.check_predictor):
+        raise UserError(
+            f"--check-predictor {cfg.check_predictor}: the space has only {room} distinct architectures "
+            "besides the ones the predictor was fitted on"
+        )
+    return space, predictor
 
 
 def _fit_inputs(cfg: Any) -> tuple[Any, Any]:
@@ -340,6 +370,11 @@ def run(cfg: Any, rundir: Any) -> dict[str, Any]:
 
         space, table = _fit_inputs(cfg)
         summary = fit_predictor(cfg, rundir, setup, space, table)
+    elif cfg.check_predictor:
+        from deploy.latency_fit import check_predictor
+
+        space, predictor = _check_inputs(cfg)
+        summary = check_predictor(cfg, rundir, setup, space, predictor)
     else:
         specs = list(cfg.compare) or [None]
         archs = [resolve_arch(s) if s else arch_from_cfg(cfg.arch) for s in specs]

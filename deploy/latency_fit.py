@@ -31,6 +31,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from foundation import tables
@@ -216,6 +217,8 @@ COLUMNS = (
     "seconds",
     "load1",
 )
+# --check-predictor's measurements.csv: the predictor's own (unscaled) prediction beside each
+CHECK_COLUMNS = (*COLUMNS[:8], "predicted_ms", "seconds", "load1")
 
 
 def _choices(row: dict[str, Any]) -> tuple[int, ...]:
@@ -225,23 +228,28 @@ def _choices(row: dict[str, Any]) -> tuple[int, ...]:
 
 def _save(rundir: Any, rows: list[dict[str, Any]]) -> None:
     """measurements.csv as it stands (written after every measurement: a kill loses at most one)."""
-    rundir.write_csv("measurements.csv", [{k: r.get(k) for k in COLUMNS} for r in rows])
+    columns = CHECK_COLUMNS if rows and "predicted_ms" in rows[0] else COLUMNS
+    rundir.write_csv("measurements.csv", [{k: r.get(k) for k in columns} for r in rows])
 
 
-def distinct_samples(space: Any, n: int, seed: int) -> list[tuple[int, ...]]:
-    """`n` random architectures of `space`, no two the same network: a duplicate would sit in a
-    training fold and in its held-out fold at once and flatter the k-fold figures. Refused when
-    the space has fewer than `n` distinct networks."""
-    if space.distinct_size() < n:
+def distinct_samples(
+    space: Any, n: int, seed: int, exclude: frozenset[str] = frozenset(), flag: str = "--fit-predictor"
+) -> list[tuple[int, ...]]:
+    """`n` random architectures of `space`, no two the same network (a duplicate would sit in a
+    training fold and in its held-out fold at once and flatter the k-fold figures) and none named
+    in `exclude` (a predictor's own architectures, when it is checked). Refused when the space
+    has fewer than that many distinct networks."""
+    if space.distinct_size() < n + len(exclude):
+        others = f" besides the {len(exclude)} the predictor was fitted on" if exclude else ""
         raise UserError(
-            f"--fit-predictor {n}: the space has only {space.distinct_size()} distinct architectures"
+            f"{flag} {n}: the space has only {space.distinct_size()} distinct architectures{others}"
         )
-    rng, seen, out = random.Random(seed), set(), []
+    rng, seen, out = random.Random(seed), set(exclude), []
     while len(out) < n:
         choices = space.sample(rng)
-        blocks = tuple(space.decode(choices).blocks)
-        if blocks not in seen:
-            seen.add(blocks)
+        name = space.decode(choices).name  # a digest of its blocks
+        if name not in seen:
+            seen.add(name)
             out.append(choices)
     return out
 
@@ -280,7 +288,31 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
         file=sys.stderr,
         flush=True,
     )
-    t0, start = time.perf_counter(), len(rows)
+    measure_all(
+        cfg, rundir, setup, space, choices, rows, "fit predictor", "table", lambda a: table.predict(a, **kw)
+    )
+    remeasure(cfg, rundir, setup, space, rows, kw)
+    return _fit(cfg, rundir, setup, space, table, rows, kw)
+
+
+def measure_all(
+    cfg: Any,
+    rundir: Any,
+    setup: Setup,
+    space: Any,
+    choices: list[tuple[int, ...]],
+    rows: list[dict[str, Any]],
+    what: str,
+    beside: str,
+    predict: Callable[[Any], float],
+) -> None:
+    """Measure the architectures `choices[len(rows):]` end to end, one row each appended to `rows`
+    and measurements.csv saved after each (a kill loses at most the one in progress), with a time
+    estimate after the first and an ETA on every line; `predict` is shown beside each measurement
+    and kept as `table_ms` (the fit's feature) or `predicted_ms` (a predictor checked)."""
+    kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
+    column = "table_ms" if beside == "table" else "predicted_ms"
+    n, t0, start = len(choices), time.perf_counter(), len(rows)
     for i in range(start, n):
         arch = space.decode(choices[i])
         t_arch = time.perf_counter()
@@ -296,7 +328,7 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
                 "cv": None if measured.cv is None else round(measured.cv, 5),
                 "repeats": len(measured.medians),
                 "flagged": measured.cv is not None and measured.cv > float(cfg.cv_threshold),
-                "table_ms": round(table.predict(arch, **kw), 4),
+                column: round(predict(arch), 4),
                 "seconds": round(seconds, 3),
                 "load1": round(os.getloadavg()[0], 2),
             }
@@ -306,20 +338,18 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
         per = (time.perf_counter() - t0) / (i + 1 - start)  # seconds per architecture this session
         if i == start:
             print(
-                f"fit predictor: time estimate ~{_eta(seconds * (left + 1))} for {left + 1} architectures "
-                f"(the first took {seconds:.1f}s), then the fit",
+                f"{what}: time estimate ~{_eta(seconds * (left + 1))} for {left + 1} architectures "
+                f"(the first took {seconds:.1f}s)",
                 file=sys.stderr,
                 flush=True,
             )
         print(
-            f"  [{i + 1}/{n}] {arch.name}: {measured.median_ms:.2f} ms (table {rows[-1]['table_ms']:.2f})"
+            f"  [{i + 1}/{n}] {arch.name}: {measured.median_ms:.2f} ms ({beside} {rows[-1][column]:.2f})"
             f"{'' if measured.cv is None else f', CV {measured.cv:.1%}'}"
             f"{' ! over the CV threshold' if rows[-1]['flagged'] else ''}  ETA {_eta(per * left)}",
             file=sys.stderr,
             flush=True,
         )
-    remeasure(cfg, rundir, setup, space, rows, kw)
-    return _fit(cfg, rundir, setup, space, table, rows, kw)
 
 
 def remeasure(
@@ -374,7 +404,14 @@ def _fit(
     kw: dict[str, Any],
 ) -> dict[str, Any]:
     """k-fold validation, the predictor refit on every row and saved, the report."""
-    from search_spaces.latency_predictor import LatencyPredictor, PredictorError, agreement, features, fit
+    from search_spaces.latency_predictor import (
+        LatencyPredictor,
+        PredictorError,
+        agreement,
+        choose_references,
+        features,
+        fit,
+    )
 
     stages = len(space.base.stages)
     archs = [space.decode(_choices(r)) for r in rows]
@@ -403,6 +440,8 @@ def _fit(
         rows=len(y),
         cv={"folds": folds, "model": kind, **scores[kind]},
         setup={**setup.__dict__, **kw},
+        references=choose_references(rows),  # a search measures these again first (its drift check)
+        trained_on=[str(r["arch"]) for r in rows],  # --check-predictor measures others
     )
     path = rundir.file("latency_predictor.pkl")
     predictor.save(path)
@@ -425,20 +464,7 @@ def _fit(
     _plot(rundir, y, [o["predicted_ms"] for o in out], [o["table_refit_ms"] for o in out], kind, scores)
     results = {f"{kind} (k-fold)": scores[kind], "table refit (k-fold)": scores["table"]}
     results["table as built"] = as_built
-    head = ["predictor", "held out", "within +-10%", "Spearman", "median |err|", "max |err|", "bias"]
-    lines = [
-        {
-            "predictor": name,
-            "held out": str(a["n"]),
-            "within +-10%": f"{a['within_10pct']:.0%}",
-            "Spearman": f"{a['spearman']:.3f}",
-            "median |err|": f"{a['median_abs_error']:.1%}",
-            "max |err|": f"{a['max_abs_error']:.1%}",
-            "bias": f"{a['mean_signed_error']:+.1%}",
-        }
-        for name, a in results.items()
-    ]
-    print(tables.format_table(lines, head, {h: str for h in head}, align="first-left"))
+    print(_agreement_table(results))
     flagged = sum(bool(r["flagged"]) for r in rows)
     again = sum(bool(r.get("remeasured")) for r in rows)
     print(
@@ -447,9 +473,12 @@ def _fit(
         f"{setup.runtime}, {setup.threads} "
         f"thread(s), load average {os.getloadavg()[0]:.2f}"
     )
+    refs = ", ".join(f"{r['arch']} {r['measured_ms']:.2f} ms" for r in predictor.references)
+    print(f"references a search measures again before it trusts the predictor: {refs}")
     print(f"command: {_command(rundir)}")
     return {
         "predictor": str(path.resolve()),
+        "references": predictor.references,
         "table": str(rundir.file("latency_table.json").resolve()),
         "model": kind,
         "fitted": chosen,
@@ -484,6 +513,139 @@ def _plot(
         [
             (title(f"{kind}, held out", scores[kind]), measured, predicted),
             (title("table refit, held out", scores["table"]), measured, table),
+        ]
+    )
+    rundir.save_figure("predicted_vs_measured.png", fig)
+    close(fig)
+
+
+# -- a predictor checked on this machine, now --------------------------------------------------------
+def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: Any) -> dict[str, Any]:
+    """Does a predictor still hold here? Its reference architectures measured again (the drift a
+    search would scale by), then N random architectures of the space it was not fitted on,
+    measured end to end now: the share within +-10% and Spearman of its predictions as fitted,
+    scaled by the references' drift (what a search with `latency_drift: scale` prices with), and
+    scaled by the one factor that fits these N best (hindsight: the most any one-number
+    correction could give). Resumable (`--resume`): the drift measured at the start is reused."""
+    from search_spaces.latency_predictor import agreement, drift
+    from training.timing import reference_latencies
+
+    n = int(cfg.check_predictor)
+    found = rundir.manifest.get("latency_drift")
+    if found is None and predictor.references:
+        refs = predictor.references
+        print(
+            f"check predictor: {predictor.describe()}; measuring its {len(refs)} reference architectures "
+            "again, as they were measured for it",
+            file=sys.stderr,
+            flush=True,
+        )
+        now = reference_latencies(refs, space, {**predictor.setup, "runtime": predictor.runtime})
+        then = [float(r["measured_ms"]) for r in refs]
+        found = {**drift(then, now), "mode": "scale", "then_ms": then, "now_ms": now}
+        rundir.record(latency_drift=found)
+    elif found is None:
+        print(
+            "check predictor: it keeps no reference architectures (and its run's measurements.csv is "
+            "not beside it): no drift is measured, the scaled column equals the fitted one",
+            file=sys.stderr,
+        )
+    factor = float(found["factor"]) if found else 1.0
+    exclude = frozenset(predictor.trained_on)
+    if not exclude:
+        print(
+            "check predictor: it does not name the architectures it was fitted on; some drawn here "
+            "may be among them (their figures flatter it)",
+            file=sys.stderr,
+        )
+    choices = distinct_samples(space, n, int(cfg.run.seed) + 1, exclude, "--check-predictor")
+    rows = _measured_before(rundir, choices)
+    print(
+        f"check predictor: {n} random architectures it was not fitted on ({len(rows)} measured before); "
+        f"each the median of {setup.repeat} repeat(s) of the median of {setup.runs} runs after "
+        f"{setup.warmup} warm-up",
+        file=sys.stderr,
+        flush=True,
+    )
+    measure_all(cfg, rundir, setup, space, choices, rows, "check predictor", "predicted", predictor.predict)
+    measured = [float(r["measured_ms"]) for r in rows]
+    raw = [float(r["predicted_ms"]) for r in rows]
+    best = statistics.median(m / p for m, p in zip(measured, raw))
+    results = {
+        "as fitted": agreement(measured, raw),
+        f"x{factor:.3f}: the references' drift": agreement(measured, [p * factor for p in raw]),
+        f"x{best:.3f}: the best one factor (hindsight)": agreement(measured, [p * best for p in raw]),
+    }
+    rundir.write_csv(
+        "predictor.csv",
+        [
+            {
+                "id": r["id"],
+                "arch": r["arch"],
+                "blocks": r["blocks"],
+                "measured_ms": r["measured_ms"],
+                "predicted_ms": round(float(r["predicted_ms"]) * factor, 4),
+                "unscaled_ms": r["predicted_ms"],
+                "error": round(float(r["predicted_ms"]) * factor / float(r["measured_ms"]) - 1, 4),
+                "cv": r["cv"],
+                "flagged": r["flagged"],
+            }
+            for r in rows
+        ],
+    )
+    _plot_check(rundir, measured, raw, factor, results)
+    print(_agreement_table(results))
+    flagged = sum(bool(r["flagged"]) for r in rows)
+    measuring = round(sum(float(r["seconds"]) for r in rows), 1)
+    print(
+        f"{predictor.describe()}: {n} architectures it was not fitted on, measured in {_eta(measuring)} "
+        f"({flagged} with CV over {float(cfg.cv_threshold):.0%}); {setup.runtime}, {setup.threads} "
+        f"thread(s), load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"command: {_command(rundir)}")
+    return {
+        "predictor": str(cfg.predictor),
+        "architectures": n,
+        "drift": found,
+        "best_factor": round(best, 4),
+        "measuring_seconds": measuring,
+        "flagged": flagged,
+        "runtime": setup.runtime,
+        "threads": setup.threads,
+        "within_10pct": results[f"x{factor:.3f}: the references' drift"]["within_10pct"],
+        "within_10pct_as_fitted": results["as fitted"]["within_10pct"],
+        "spearman": results["as fitted"]["spearman"],
+        "agreement": results,
+    }
+
+
+def _agreement_table(results: dict[str, dict[str, Any]]) -> str:
+    head = ["predictor", "held out", "within +-10%", "Spearman", "median |err|", "max |err|", "bias"]
+    lines = [
+        {
+            "predictor": name,
+            "held out": str(a["n"]),
+            "within +-10%": f"{a['within_10pct']:.0%}",
+            "Spearman": f"{a['spearman']:.3f}",
+            "median |err|": f"{a['median_abs_error']:.1%}",
+            "max |err|": f"{a['max_abs_error']:.1%}",
+            "bias": f"{a['mean_signed_error']:+.1%}",
+        }
+        for name, a in results.items()
+    ]
+    return tables.format_table(lines, head, {h: str for h in head}, align="first-left")
+
+
+def _plot_check(
+    rundir: Any, measured: list[float], raw: list[float], factor: float, results: dict[str, Any]
+) -> None:
+    from foundation.figures import close, predicted_vs_measured
+
+    (name0, a0), (name1, a1) = list(results.items())[:2]
+    fig = predicted_vs_measured(
+        [
+            (f"{name0}:\n{a0['within_10pct']:.0%} within +-10%", measured, raw),
+            (f"{name1}:\n{a1['within_10pct']:.0%} within +-10%", measured, [p * factor for p in raw]),
         ]
     )
     rundir.save_figure("predicted_vs_measured.png", fig)

@@ -250,6 +250,13 @@ same network; a convert run's is RUN/arch.yaml). Another class count gets a new 
                     "a fitted latency predictor: its prediction per model",
                     metavar="PATH",
                 ),
+                Flag(
+                    "--check-predictor",
+                    "check_predictor",
+                    "measure N archs --predictor was not fitted on: does it hold here now (drift-scaled too)?",
+                    "positive_int",
+                    metavar="N",
+                ),
             ),
             resume=True,
         ),

@@ -57,6 +57,7 @@ class SearchConfig:
     target_latency: Optional[str] = None  # or T as latency (15ms, 15ms@onnxruntime): predictor or table
     latency_table: Optional[str] = None  # `effnas latency --build-table`'s latency_table.json
     latency_predictor: Optional[str] = MISSING  # `effnas latency --fit-predictor`'s predictor
+    latency_drift: str = MISSING  # scale | warn | off: the predictor's references measured again first
     measure_top: int = MISSING  # latency target: measure the top k by reward, pick on measured
     measure_runs: int = MISSING
     measure_warmup: int = MISSING

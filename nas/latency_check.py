@@ -10,13 +10,22 @@ end to end, exactly as the predictor's training data was (`training.timing`: its
 count and batch, the process pinned), their reward recomputed on the measured latency
 (`measured_reward`), and the best is picked on that. trials.csv keeps predicted (`latency_ms`)
 and measured (`measured_ms`) side by side.
+
+Before any of that, the drift check (`check_drift`): the same machine ran the same 400
+architectures a median 1.35x slower one afternoon than that morning (docs/latency.md), so a
+predictor is only as good as the spell it was measured in. A predictor keeps a few reference
+architectures with their latency (`search_spaces.latency_predictor.choose_references`); the
+search measures them again, exactly as they were measured, and with `latency_drift: scale`
+multiplies every prediction by the median ratio now / then (the target means milliseconds on
+this machine now); `warn` only says it; `off` skips the check. A resumed run reuses the factor
+its start measured, so every trial of one run is priced alike.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,7 @@ class LatencyModel:
     path: str
     setup: dict[str, Any]  # runtime, threads, batch, channels_last, device, num_classes, stem_stride
     description: str
+    references: tuple[dict[str, Any], ...] = ()  # the predictor's, for the drift check
 
     @property
     def runtime(self) -> str:
@@ -84,7 +94,9 @@ def _predictor(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
         raise UserError(str(exc)) from None
     setup = {"runtime": predictor.runtime, "threads": predictor.threads, "batch": predictor.batch}
     setup = {**setup, **predictor.kw, **predictor.setup}
-    return LatencyModel(predictor.predict, "predictor", path, setup, predictor.describe())
+    return LatencyModel(
+        predictor.predict, "predictor", path, setup, predictor.describe(), tuple(predictor.references)
+    )
 
 
 def _table(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
@@ -112,6 +124,78 @@ def _table(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
     return model
 
 
+# -- the drift check ------------------------------------------------------------------------------
+DRIFT_MODES = ("scale", "warn", "off")
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A prediction multiplied by the machine's drift factor (picklable, unlike a lambda)."""
+
+    predict: Callable[[Arch], float]
+    factor: float
+
+    def __call__(self, arch: Arch) -> float:
+        return self.predict(arch) * self.factor
+
+
+def check_drift(
+    cfg: Any, space: Any, model: LatencyModel, recorded: dict[str, Any] | None
+) -> tuple[LatencyModel, dict[str, Any] | None]:
+    """(the model the search prices trials with, the drift found): the references measured again
+    under the predictor's own setup (or `recorded`, the factor this run measured before it was
+    resumed), and with `latency_drift: scale` the predictions multiplied by the factor."""
+    from search_spaces.latency_predictor import WITHIN, drift
+    from training.timing import reference_latencies
+
+    mode = str(cfg.latency_drift)
+    if mode == "off":
+        return model, None
+    if not model.references:
+        print(
+            f"search: {model.path} keeps no reference architectures (a latency table, or a predictor "
+            "fitted before predictors kept them and without its run's measurements.csv): how far this "
+            "machine moved since it was measured is not checked",
+            file=sys.stderr,
+        )
+        return model, None
+    refs = model.references
+    if recorded is not None:
+        found = dict(recorded)
+        print(
+            f"search: latency drift {found['factor']:.3f}x as this run measured it when it started",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"search: measuring {len(refs)} reference architectures of {Path(model.path).name} again "
+            f"({model.runtime}, {model.setup.get('threads', 1)} thread(s), as they were measured for it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        now = reference_latencies(refs, space, {**model.setup, "runtime": model.runtime})
+        then = [float(r["measured_ms"]) for r in refs]
+        found = {**drift(then, now), "mode": mode, "then_ms": then, "now_ms": now}
+    factor = float(found["factor"])
+    moved = (
+        f"this machine runs the predictor's references {factor:.3f}x the latency they had when it was "
+        f"fitted (each {found['low']:.3f}-{found['high']:.3f}x)"
+    )
+    if mode == "scale":
+        print(
+            f"search: {moved}; every prediction is multiplied by {factor:.3f} (latency_drift=scale)",
+            file=sys.stderr,
+        )
+        return replace(model, predict=Scaled(model.predict, factor)), found
+    tail = (
+        f"; predictions are off by about {factor - 1:+.0%} (latency_drift=scale corrects it)"
+        if abs(factor - 1) > WITHIN
+        else ""
+    )
+    print(f"search: {moved}{tail}", file=sys.stderr)
+    return model, found
+
+
 def measure_winners(
     cfg: Any,
     space: Any,
@@ -123,7 +207,7 @@ def measure_winners(
     """Measure the top `measure_top` finished trials by reward that are not measured yet (a
     resumed run keeps its measurements); each row gets `measured_ms`, `measured_cv` and
     `measured_reward`, saved after each. Returns how many were measured now."""
-    from training.timing import Setup, model_latency, pinned
+    from training.timing import model_latency, pinned, setup_from
 
     top = sorted(
         (r for r in rows if r["status"] == "ok" and r["reward"] is not None),
@@ -133,14 +217,10 @@ def measure_winners(
     if not todo:
         return 0
     s = model.setup
-    setup = Setup(
-        batch=int(s.get("batch", 1)),
-        threads=int(s.get("threads", 1)),
+    setup = setup_from(
+        {**s, "runtime": model.runtime},
         runs=int(cfg.measure_runs),
         warmup=int(cfg.measure_warmup),
-        runtime=model.runtime,
-        device=str(s.get("device", "cpu")),
-        channels_last=bool(s.get("channels_last", True)),
         repeat=int(cfg.measure_repeat),
     )
     print(

@@ -44,7 +44,7 @@ ARTIFACTS = (
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
     from foundation.units import parse_duration
-    from nas.latency_check import latency_model_of
+    from nas.latency_check import DRIFT_MODES, latency_model_of
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
     from training.trial_log import check
@@ -52,6 +52,10 @@ def validate(cfg: Any) -> None:
     objective_of(cfg)
     check(cfg)
     latency_model_of(cfg, space_of(cfg))
+    if cfg.latency_drift not in DRIFT_MODES:
+        raise UserError(
+            f"unknown latency_drift {cfg.latency_drift!r}; expected one of {', '.join(DRIFT_MODES)}"
+        )
     if int(cfg.measure_top) < 0 or int(cfg.measure_runs) < 1 or int(cfg.measure_repeat) < 1:
         raise UserError(
             f"measure_top must be >= 0, measure_runs and measure_repeat >= 1; got {cfg.measure_top}, "
@@ -199,7 +203,7 @@ def space_of(cfg: Any) -> Any:
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from foundation.units import format_flops
-    from nas.latency_check import latency_model_of, measure_winners
+    from nas.latency_check import check_drift, latency_model_of, measure_winners
     from nas.records import read_trials
     from nas.reward import RewardFn
 
@@ -217,6 +221,16 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
         data = _load_data(cfg, rundir)
     else:
         data, execute = None, _surrogate_executor(cfg, rundir, space, surrogate)
+    older = cfg.resume and "latency_drift" not in rundir.manifest and rundir.file("trials.csv").is_file()
+    if latency is not None and older:
+        print(
+            "search: this run started before searches checked the latency drift; its trials stay priced "
+            "as they were (unscaled)",
+            file=sys.stderr,
+        )
+    elif latency is not None:  # after the data loaded: bad data fails before ~10 s of measuring
+        latency, drift = check_drift(cfg, space, latency, rundir.manifest.get("latency_drift"))
+        rundir.record(latency_drift=drift)
     rundir.record(
         space={"size": space.size, "distinct": space.distinct_size(), "description": space.describe()},
         target_macs=int(target) if unit == "MACs" else None,
@@ -471,7 +485,9 @@ def write_outputs(
         if measured:
             from foundation.figures import predicted_vs_measured
 
-            panel = (f"{title}: top {len(measured)}", [r["measured_ms"] for r in measured])
+            drift = rundir.manifest.get("latency_drift") or {}
+            scaled = f", predictions x{drift['factor']:.3f} (drift)" if drift.get("mode") == "scale" else ""
+            panel = (f"{title}: top {len(measured)}{scaled}", [r["measured_ms"] for r in measured])
             fig = predicted_vs_measured([(*panel, [r["latency_ms"] for r in measured])])
             rundir.save_figure("predicted_vs_measured.png", fig)
         import matplotlib.pyplot as plt
@@ -497,6 +513,7 @@ def write_outputs(
         "best_latency_ms": None,
         "best_measured_ms": None,
         "reward": repr(reward_fn),
+        "latency_drift": rundir.manifest.get("latency_drift"),
         "space_size": space.size,
         "dataset": str(cfg.data.name),
     }

@@ -26,6 +26,12 @@ boosted by inner k-fold (nested inside the outer folds, so its reported figures 
 A predictor remembers the space (`MnasNetSpace.fingerprint`), the runtime, the thread count and
 the machine it was measured on, and embeds the table it was fitted with; `check` refuses it for
 another space, runtime or thread count.
+
+It also keeps `REFERENCES` of the architectures it was fitted on, with their measured latency
+(`choose_references`): the same machine runs a median 1.35x slower one afternoon than that
+morning (400 architectures measured twice, docs/latency.md), so a search re-measures these
+before it trusts the predictor and says (and by default corrects, `drift`) how far the machine
+moved since.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ from search_spaces.plan import layer_plan
 FORMAT = "effnas-latency-predictor/1"
 KINDS = ("auto", "linear", "boosted", "table")
 WITHIN = 0.10  # the issue's goal: predictions within +-10% of the measured latency
+# Reference architectures a predictor keeps for the drift check. benchmarks/latency_drift.py on
+# 400 architectures measured a morning and an afternoon apart: rescaling the morning's predictions
+# by the median ratio of 1 / 5 / 10 references re-measured put 56% (13-65% over 200 draws) / 63%
+# (45-66%) / 64% (56-66%) within +-10% of the afternoon's latency (6% as they were). Five buy
+# nearly all of it for ~10 s of measuring at a search's start; more buy ~1 point.
+REFERENCES = 5
 
 
 class PredictorError(ValueError):
@@ -187,7 +199,8 @@ def agreement(measured: Sequence[float], predicted: Sequence[float]) -> dict[str
 
     errors = [p / m - 1 for m, p in zip(measured, predicted)]
     ab = sorted(abs(e) for e in errors)
-    rho = float(spearmanr(measured, predicted).statistic) if len(errors) > 2 else math.nan
+    ranked = len(errors) > 2 and len(set(measured)) > 1 and len(set(predicted)) > 1
+    rho = float(spearmanr(measured, predicted).statistic) if ranked else math.nan  # undefined if constant
     return {
         "n": len(errors),
         "within_10pct": round(sum(e <= WITHIN + 1e-12 for e in ab) / len(ab), 4),
@@ -223,6 +236,61 @@ def out_of_fold(kind: str, x: Any, y: Any, folds: int, seed: int) -> Any:
     return pred
 
 
+# -- the drift check ------------------------------------------------------------------------------
+def choose_references(rows: Sequence[dict[str, Any]], k: int = REFERENCES) -> list[dict[str, Any]]:
+    """`k` of a fit's measured rows (measurements.csv: `choices`, `arch`, `measured_ms`, `cv`,
+    `flagged`) to re-measure later: spread over the latency range (at the quantiles (i + 0.5) / k
+    of the measured latencies) so a drift that hits small and large networks differently still
+    shows, and taken from the steady ones (not flagged over the fit's CV threshold; the
+    steadiest rows when fewer than `k` are). The rule reads the measurements only, never a
+    prediction."""
+    usable = [r for r in rows if r.get("measured_ms") is not None and r.get("choices")]
+
+    def cv(r: dict[str, Any]) -> float:
+        return math.inf if r.get("cv") is None else float(r["cv"])
+
+    steady = [r for r in usable if str(r.get("flagged")).lower() not in ("true", "1")]
+    pool = steady if len(steady) >= k else sorted(usable, key=cv)[:k]
+    pool = sorted(pool, key=lambda r: float(r["measured_ms"]))
+    picked = sorted({min(len(pool) - 1, int((i + 0.5) / k * len(pool))) for i in range(k)}) if pool else []
+    return [
+        {
+            "arch": str(pool[i].get("arch") or ""),
+            "choices": str(pool[i]["choices"]),
+            "measured_ms": float(pool[i]["measured_ms"]),
+            "cv": None if pool[i].get("cv") is None else float(pool[i]["cv"]),
+        }
+        for i in picked
+    ]
+
+
+def drift(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
+    """How far the machine moved between two measurements of the same references: the median
+    ratio now / then (the factor a search scales its predictions by), and the smallest and
+    largest ratio (how far one factor describes it)."""
+    if not then or len(then) != len(now):
+        raise ValueError(f"drift needs as many measurements now as then, got {len(then)} and {len(now)}")
+    ratios = [float(b) / float(a) for a, b in zip(then, now)]
+    return {
+        "factor": round(statistics.median(ratios), 4),
+        "low": round(min(ratios), 4),
+        "high": round(max(ratios), 4),
+        "references": len(ratios),
+    }
+
+
+def _fit_rows(path: Path) -> list[dict[str, Any]]:
+    """The measurements.csv of the run that fitted the predictor at `path` ([] when not there):
+    where a predictor saved before predictors kept references and their names finds them."""
+    import csv
+
+    beside = path.parent / "measurements.csv"
+    if not beside.is_file():
+        return []
+    with beside.open(newline="") as f:
+        return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 # -- the predictor ---------------------------------------------------------------------------------
 @dataclass
 class LatencyPredictor:
@@ -242,6 +310,8 @@ class LatencyPredictor:
     rows: int
     cv: dict[str, Any] = field(default_factory=dict)
     setup: dict[str, Any] = field(default_factory=dict)  # how each was measured (training.timing.Setup)
+    references: list[dict[str, Any]] = field(default_factory=list)  # choose_references' rows
+    trained_on: list[str] = field(default_factory=list)  # the fitted architectures' names
 
     def predict(self, arch: Arch, resolution: int | None = None) -> float:
         """Predicted latency of `arch` in milliseconds, at `resolution` (default: its own)."""
@@ -311,9 +381,19 @@ class LatencyPredictor:
             raise PredictorError(f"{path} is not an effnas latency predictor ({FORMAT})")
         try:
             state["table"] = LatencyTable.from_mapping(_json(state["table"]), str(path))
-            return cls(**state)
+            predictor = cls(**state)
         except (TableError, TypeError, KeyError, ValueError) as exc:
             raise PredictorError(f"{path} is not a whole latency predictor: {exc}") from None
+        if not predictor.references or not predictor.trained_on:  # saved before predictors kept them
+            try:
+                rows = _fit_rows(path)
+                predictor.references = predictor.references or choose_references(rows)
+                predictor.trained_on = predictor.trained_on or [str(r["arch"]) for r in rows]
+            except (OSError, ValueError, KeyError) as exc:
+                raise PredictorError(
+                    f"{path.parent / 'measurements.csv'} (the architectures it was fitted on) is not readable: {exc}"
+                ) from None
+        return predictor
 
 
 def _json(text: Any) -> Any:

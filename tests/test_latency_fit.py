@@ -339,6 +339,7 @@ def test_report_draws_predicted_against_measured(fitted: Path, searched: Path, t
     text = (run / "report.md").read_text()
     assert "## Latency predictors" in text and "latency1_predicted_vs_measured.png" in text
     assert "search1_predicted_vs_measured.png" in text and "measured_reward" in text
+    assert "reference architectures ran" in text and "every prediction above is the predictor's x" in text
     assert (run / "latency1_predicted_vs_measured.png").is_file()
     assert (run / "search1_predicted_vs_measured.png").is_file()
 
@@ -352,6 +353,7 @@ def test_report_draws_predicted_against_measured(fitted: Path, searched: Path, t
         (["--target-latency", "15ms", "latency_table=x.json"], "not both"),
         (["--target-latency", "15ms", *SMALL_SPACE[:-1]], "another search space"),  # default repeats
         (["--target-latency", "15ms", "measure_repeat=0", *SMALL_SPACE], "measure_repeat"),
+        (["--target-latency", "15ms", "latency_drift=sometimes", *SMALL_SPACE], "unknown latency_drift"),
     ],
 )
 def test_search_refuses_a_predictor_it_cannot_use(
@@ -381,6 +383,10 @@ def test_a_runtime_that_is_not_installed_is_refused(
         (["--predictor", "{fitted}", "--threads", "2"], "with 1 thread(s), not 2"),
         (["--predictor", "{fitted}", "--runtime", "onnxruntime"], "not onnxruntime"),
         (["--fit-predictor", "20", "--table", "{table}", "remeasure=-1"], "remeasure must be >= 0"),
+        (["--check-predictor", "20"], "needs --predictor PATH"),
+        (["--check-predictor", "19", "--predictor", "{fitted}"], "needs N >= 20"),
+        (["--check-predictor", "20", "--predictor", "{fitted}"], "another search space"),
+        (["--check-predictor", "45", "--predictor", "{fitted}", *SMALL_SPACE], "only 44 distinct"),
     ],
 )
 def test_latency_refuses_bad_predictor_input(
@@ -394,3 +400,157 @@ def test_latency_refuses_bad_predictor_input(
     args = [a.format(table=table, fitted=fitted) for a in args]
     assert message in expect_usage_error(["latency", *args, f"run.root={tmp_path}"], capsys)
     assert not any(tmp_path.iterdir())
+
+
+# -- the drift check ---------------------------------------------------------------------------------
+def test_references_spread_over_the_latency_range_from_the_steady_rows() -> None:
+    from search_spaces.latency_predictor import choose_references
+
+    rows = [
+        {"arch": f"a{i}", "choices": str(i), "measured_ms": float(i), "cv": 0.01, "flagged": i % 2 == 1}
+        for i in range(40)
+    ]
+    refs = choose_references(rows, 5)
+    assert [r["arch"] for r in refs] == ["a4", "a12", "a20", "a28", "a36"]  # even = steady; 10..90%
+    few = [{**r, "flagged": "True", "cv": 0.5 - r["measured_ms"] / 100} for r in rows]  # as csv reads
+    assert [r["arch"] for r in choose_references(few, 3)] == ["a37", "a38", "a39"]  # the steadiest 3
+    assert choose_references([], 5) == []
+
+
+def test_drift_is_the_median_ratio_of_now_over_then() -> None:
+    from search_spaces.latency_predictor import drift
+
+    found = drift([10.0, 20.0, 40.0], [13.0, 20.0, 60.0])
+    assert found == {"factor": 1.3, "low": 1.0, "high": 1.5, "references": 3}
+    with pytest.raises(ValueError, match="as many measurements now as then"):
+        drift([10.0], [])
+
+
+def test_a_predictor_keeps_steady_references_and_an_old_one_takes_them_from_its_run(
+    fitted: Path, tmp_path: Path
+) -> None:
+    import pickle
+
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    rows = pd.read_csv(fitted / "measurements.csv")
+    refs = LatencyPredictor.load(fitted).references
+    assert len(refs) == 5 and len({r["choices"] for r in refs}) == 5
+    # nearly every row is flagged (cv_threshold=1e-12 in the fixture): the 5 steadiest, by latency
+    steadiest = rows.nsmallest(5, "cv").sort_values("measured_ms")
+    assert [r["arch"] for r in refs] == list(steadiest["arch"])
+    assert [r["measured_ms"] for r in refs] == pytest.approx(list(steadiest["measured_ms"]))
+    state = pickle.loads((fitted / "latency_predictor.pkl").read_bytes())
+    del state["references"]  # a predictor saved before predictors kept references
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "latency_predictor.pkl").write_bytes(pickle.dumps(state))
+    assert LatencyPredictor.load(old).references == []  # no measurements.csv beside it
+    (old / "measurements.csv").write_bytes((fitted / "measurements.csv").read_bytes())
+    assert LatencyPredictor.load(old).references == refs
+
+
+def _prices(run: Path, fitted: Path) -> list[tuple[float, float]]:
+    """(trials.csv's latency_ms, the predictor's own prediction) of each priced trial."""
+    from nas.records import read_trials
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    predictor, space = LatencyPredictor.load(fitted), small_space()
+    return [
+        (r["latency_ms"], predictor.predict(space.decode(tuple(int(c) for c in str(r["choices"]).split()))))
+        for r in read_trials(run / "trials.csv")
+        if r["latency_ms"] is not None
+    ]
+
+
+def test_search_scales_every_prediction_by_the_drift_its_references_show(
+    searched: Path, fitted: Path
+) -> None:
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    found = json.loads((searched / "manifest.json").read_text())["latency_drift"]
+    refs = LatencyPredictor.load(fitted).references
+    assert found["mode"] == "scale" and found["references"] == 5
+    assert found["then_ms"] == [r["measured_ms"] for r in refs] and len(found["now_ms"]) == 5
+    ratios = sorted(b / a for a, b in zip(found["then_ms"], found["now_ms"]))
+    assert found["factor"] == pytest.approx(ratios[2], abs=1e-4)
+    assert (found["low"], found["high"]) == pytest.approx((ratios[0], ratios[-1]), abs=1e-4)
+    prices = _prices(searched, fitted)
+    assert prices and all(p == pytest.approx(raw * found["factor"], rel=1e-3) for p, raw in prices)
+    assert json.loads((searched / "summary.json").read_text())["latency_drift"] == found
+
+
+@pytest.mark.parametrize("mode", ["warn", "off"])
+def test_warn_and_off_leave_the_predictions_as_they_are(mode: str, fitted: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["search", "--target-latency", "1s@torch", "--latency-predictor", str(fitted), "--trials", "1"]
+    args += ["measure_top=0", f"latency_drift={mode}"]
+    assert main([*args, *TINY_SEARCH, f"run.dir={run}"]) == 0
+    found = json.loads((run / "manifest.json").read_text())["latency_drift"]
+    assert (found is None) == (mode == "off") and (mode == "off" or found["mode"] == "warn")
+    prices = _prices(run, fitted)
+    assert prices and all(p == pytest.approx(raw, rel=1e-3) for p, raw in prices)
+
+
+def test_a_resumed_search_reuses_the_drift_it_measured(fitted: Path) -> None:
+    """Every trial of one run is priced alike: the factor recorded at the start is reused, and
+    nothing is measured again (the space here cannot decode anything)."""
+    from types import SimpleNamespace
+
+    from nas.latency_check import check_drift, latency_model_of
+
+    cfg = SimpleNamespace(
+        latency_predictor=str(fitted), latency_table=None, target_latency=None, measure_top=0
+    )
+    model = latency_model_of(cfg, small_space())
+    arch = small_space().decode(small_space().sample(random.Random(0)))
+    recorded = {"factor": 2.0, "low": 1.9, "high": 2.1, "references": 5, "mode": "scale"}
+    for mode, factor in (("scale", 2.0), ("warn", 1.0)):
+        cfg.latency_drift = mode
+        priced, found = check_drift(cfg, SimpleNamespace(decode=None), model, recorded)
+        assert found == recorded and priced.predict(arch) == pytest.approx(factor * model.predict(arch))
+
+
+def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes(
+    fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--check-predictor: the references measured again once (a resumed run reuses the drift),
+    N architectures none of which the predictor was fitted on, each prediction as fitted and
+    scaled by the drift, and the hindsight factor the median ratio of these N."""
+    import deploy.latency_fit as fit
+    import training.timing as timing
+
+    measure, calls, refs_measured = fit.model_latency, [], []
+
+    def stopping(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return measure(*args, **kw)
+
+    def counted(*args: object, **kw: object) -> object:
+        refs_measured.append(1)
+        return measure(*args, **kw)
+
+    monkeypatch.setattr(fit, "model_latency", stopping)
+    monkeypatch.setattr(timing, "model_latency", counted)
+    run = tmp_path / "run"
+    args = ["latency", "--check-predictor", str(N), "--predictor", str(fitted), *SMALL_SPACE, *QUICK]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, f"run.dir={run}"])
+    assert exc.value.code == 130 and len(refs_measured) == 5
+    found = json.loads((run / "manifest.json").read_text())["latency_drift"]
+    assert len(pd.read_csv(run / "measurements.csv")) == 5
+
+    monkeypatch.setattr(fit, "model_latency", measure)
+    assert main(["latency", "--resume", str(run)]) == 0
+    assert len(refs_measured) == 5  # the drift of the first start, not measured again
+    rows = pd.read_csv(run / "predictor.csv")
+    fitted_on = set(pd.read_csv(fitted / "measurements.csv")["arch"])
+    assert len(rows) == N and rows["arch"].nunique() == N and not set(rows["arch"]) & fitted_on
+    assert (rows["predicted_ms"] - rows["unscaled_ms"] * found["factor"]).abs().max() < 1e-3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["drift"] == found and len(summary["agreement"]) == 3
+    hindsight = (rows["measured_ms"] / rows["unscaled_ms"]).median()
+    assert summary["best_factor"] == pytest.approx(hindsight, rel=1e-3)
+    assert (run / "predicted_vs_measured.png").is_file()

@@ -250,3 +250,54 @@ def model_latency(
 ) -> Measurement:
     """`arch` measured end to end under `setup`, `setup.repeat` times."""
     return repeated(model_runner(arch, setup, resolution, num_classes, stem_stride), setup)
+
+
+def setup_from(record: dict[str, Any], **overrides: Any) -> Setup:
+    """The `Setup` a predictor or table recorded (`Setup.__dict__` plus its parts' keywords),
+    with `overrides`; the protocol's defaults where a field was not recorded."""
+    fields = {
+        "batch": 1,
+        "threads": 1,
+        "runs": 20,
+        "warmup": 5,
+        "runtime": "torch",
+        "device": "cpu",
+        "channels_last": True,
+        "repeat": 3,
+    }
+    fields.update({k: record[k] for k in fields if record.get(k) is not None})
+    fields.update(overrides)
+    return Setup(
+        batch=int(fields["batch"]),
+        threads=int(fields["threads"]),
+        runs=int(fields["runs"]),
+        warmup=int(fields["warmup"]),
+        runtime=str(fields["runtime"]),
+        device=str(fields["device"]),
+        channels_last=bool(fields["channels_last"]),
+        repeat=int(fields["repeat"]),
+    )
+
+
+def reference_latencies(
+    references: Sequence[dict[str, Any]], space: Any, record: dict[str, Any]
+) -> list[float]:
+    """A predictor's reference architectures (`choose_references`' rows) measured now exactly as
+    they were measured for it (`record`: the predictor's setup), the process pinned; one
+    progress line each."""
+    setup = setup_from(record)
+    now = []
+    with pinned(setup.threads, setup.device == "cpu"):
+        for ref in references:
+            arch = space.decode(tuple(int(c) for c in str(ref["choices"]).split()))
+            ms = model_latency(
+                arch, setup, arch.resolution, int(record.get("num_classes", 1000)), record.get("stem_stride")
+            ).median_ms
+            now.append(round(ms, 4))
+            print(
+                f"  {ref['arch']}: {float(ref['measured_ms']):.2f} ms then, {ms:.2f} ms now "
+                f"({ms / float(ref['measured_ms']):.3f}x)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return now

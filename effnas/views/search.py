@@ -105,6 +105,21 @@ def measured_lines(run: Run, figures: Figures) -> list[str]:
             f"; the prediction alone would have picked trial {picked}."
             if changed
             else " (the same trial the prediction picks)."
-        ),
+        )
+        + drift_sentence(run.manifest.get("latency_drift")),
         "",
     ]
+
+
+def drift_sentence(drift: dict | None) -> str:
+    """What the search's drift check found (nothing when it did not run)."""
+    if not drift:
+        return ""
+    moved = (
+        f" Before the first trial, the predictor's {drift['references']} reference architectures ran "
+        f"{drift['factor']:.3f}x the latency they had when it was fitted "
+        f"(each {drift['low']:.3f}-{drift['high']:.3f}x)"
+    )
+    if drift.get("mode") == "scale":
+        return moved + f"; every prediction above is the predictor's x{drift['factor']:.3f}."
+    return moved + "; the predictions above are not scaled (latency_drift=warn)."
