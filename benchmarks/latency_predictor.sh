@@ -6,6 +6,7 @@
 #   (setsid nohup benchmarks/latency_predictor.sh > results/latency/issue25.log 2>&1 &)
 #   N_TORCH=700 N_ORT=350 benchmarks/latency_predictor.sh   # the sizes docs/latency.md planned
 #   STEPS=fit_remeasured N_TORCH2=600 benchmarks/latency_predictor.sh   # not in the default STEPS
+#   STEPS=drift benchmarks/latency_predictor.sh   # the drift check: every step below marked (drift)
 set -uo pipefail
 OUT=${OUT:-results/latency/issue25}
 PY=${PYTHON:-.venv/bin/python}
@@ -20,13 +21,14 @@ step() {
   local name=$1 dir=$OUT/$1; shift
   echo "== $name: $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
   if [ "$(status "$dir")" = done ]; then echo "== $name: done already"; return 0; fi
-  if [ -d "$dir" ]; then "$PY" -m effnas latency --resume "$dir"; else "$PY" -m effnas "$@" "run.dir=$dir"; fi
+  if [ -d "$dir" ]; then "$PY" -m effnas "$1" --resume "$dir"; else "$PY" -m effnas "$@" "run.dir=$dir"; fi
   local rc=$?
   echo "== $name: exit $rc at $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
   return $rc
 }
 
-want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* ]]; }
+DRIFT="check_fit check_fit_remeasured search_scale search_warn search_hard_scale search_hard_warn check_ort"
+want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* || ( " $DRIFT " == *" $1 "* && " ${STEPS:-} " == *" drift "* ) ]]; }
 ! want noise || step noise latency --noise-check --repeat 3 || exit $?
 ! want table || step table latency --build-table || exit $?
 ! want fit || step fit latency --fit-predictor "$N_TORCH" --table "$OUT/table/latency_table.json" || exit $?
@@ -46,4 +48,25 @@ if want search; then
   fi
   echo "== search: exit $? at $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
   "$PY" -m effnas report "$OUT/fit" "$OUT/ort_fit" "$dir"
+fi
+
+# (drift) Does a predictor fitted earlier still hold now? Each --check-predictor measures the
+# predictor's 5 references again, then N architectures it was not fitted on: as fitted, scaled by
+# the references' drift, scaled by the best one factor in hindsight.
+! want check_fit || step check_fit latency --check-predictor "${N_CHECK:-100}" --predictor "$OUT/fit" || exit $?
+! want check_fit_remeasured || step check_fit_remeasured latency --check-predictor "${N_CHECK:-100}" \
+  --predictor "$OUT/fit_remeasured" || exit $?
+# (drift) The digits search at 15 ms on the morning predictor, its predictions scaled by the drift
+# (the default) and not (warn); soft reward (the default) and hard (a = 0 below T, b = -1 above).
+search() { local name=$1; shift; ! want "$name" || step "$name" search --target-latency 15ms@torch \
+  --latency-predictor "$OUT/fit" "$@" || exit $?; }
+search search_scale
+search search_warn latency_drift=warn
+search search_hard_scale reward.kind=hard
+search search_hard_warn reward.kind=hard latency_drift=warn
+! want check_ort || step check_ort latency --check-predictor "${N_CHECK_ORT:-60}" --runtime onnxruntime \
+  --predictor "$OUT/ort_fit" || exit $?
+if want check_ort; then
+  "$PY" -m effnas report "$OUT/check_fit" "$OUT/check_fit_remeasured" "$OUT/check_ort" "$OUT/search_scale" \
+    "$OUT/search_warn" "$OUT/search_hard_scale" "$OUT/search_hard_warn" "run.dir=$OUT/drift_report"
 fi

@@ -196,6 +196,36 @@ def check_drift(
     return model, found
 
 
+def drift_after(space: Any, model: LatencyModel, start: dict[str, Any]) -> dict[str, Any]:
+    """The references measured once more after the trials, before the winners are: did the
+    machine hold its speed during the search? (On this VM it did not always: the references
+    of the morning predictor ran 1.4-3.0x their morning latency within one minute one evening,
+    docs/latency.md.) Says so when the factor moved by more than 10% since the start."""
+    from search_spaces.latency_predictor import WITHIN, drift
+    from training.timing import reference_latencies
+
+    print(
+        f"search: measuring the {len(model.references)} reference architectures again after the trials",
+        file=sys.stderr,
+        flush=True,
+    )
+    now = reference_latencies(model.references, space, {**model.setup, "runtime": model.runtime})
+    end = {**drift(start["then_ms"], now), "now_ms": now}
+    moved = end["factor"] / float(start["factor"]) - 1
+    print(
+        f"search: the references ran {end['factor']:.3f}x their fitted latency after the trials, "
+        f"{start['factor']:.3f}x before them ({moved:+.0%})"
+        + (
+            ": the machine did not hold its speed during the search, so the predictions (priced at the "
+            "start) and the winners' measurements (taken now) compare across that change"
+            if abs(moved) > WITHIN
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    return end
+
+
 def measure_winners(
     cfg: Any,
     space: Any,

@@ -203,7 +203,7 @@ def space_of(cfg: Any) -> Any:
 def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     """The search stage; `execute` runs its trials (Ray Tune, or in this process)."""
     from foundation.units import format_flops
-    from nas.latency_check import check_drift, latency_model_of, measure_winners
+    from nas.latency_check import check_drift, drift_after, latency_model_of, measure_winners
     from nas.records import read_trials
     from nas.reward import RewardFn
 
@@ -253,7 +253,10 @@ def run(cfg: Any, rundir: Any, execute: Executor) -> dict[str, Any]:
     write_trials(rundir, search.rows)
     interrupted = _run_search(cfg, rundir, search, sampler, execute, reward_fn, data)
     if not interrupted and unit == "ms" and latency is not None and int(cfg.measure_top) > 0:
+        start = rundir.manifest.get("latency_drift")
         try:
+            if start and "latency_drift_end" not in rundir.manifest:
+                rundir.record(latency_drift_end=drift_after(space, latency, start))
             measure_winners(cfg, space, search.rows, reward_fn, latency, lambda r: write_trials(rundir, r))
         except KeyboardInterrupt:
             interrupted = True  # measured rows are saved; --resume measures the rest
@@ -514,6 +517,7 @@ def write_outputs(
         "best_measured_ms": None,
         "reward": repr(reward_fn),
         "latency_drift": rundir.manifest.get("latency_drift"),
+        "latency_drift_end": rundir.manifest.get("latency_drift_end"),
         "space_size": space.size,
         "dataset": str(cfg.data.name),
     }

@@ -340,6 +340,7 @@ def test_report_draws_predicted_against_measured(fitted: Path, searched: Path, t
     assert "## Latency predictors" in text and "latency1_predicted_vs_measured.png" in text
     assert "search1_predicted_vs_measured.png" in text and "measured_reward" in text
     assert "reference architectures ran" in text and "every prediction above is the predictor's x" in text
+    assert "x after the trials" in text
     assert (run / "latency1_predicted_vs_measured.png").is_file()
     assert (run / "search1_predicted_vs_measured.png").is_file()
 
@@ -477,7 +478,10 @@ def test_search_scales_every_prediction_by_the_drift_its_references_show(
     assert (found["low"], found["high"]) == pytest.approx((ratios[0], ratios[-1]), abs=1e-4)
     prices = _prices(searched, fitted)
     assert prices and all(p == pytest.approx(raw * found["factor"], rel=1e-3) for p, raw in prices)
-    assert json.loads((searched / "summary.json").read_text())["latency_drift"] == found
+    summary = json.loads((searched / "summary.json").read_text())
+    assert summary["latency_drift"] == found
+    after = json.loads((searched / "manifest.json").read_text())["latency_drift_end"]
+    assert summary["latency_drift_end"] == after and len(after["now_ms"]) == 5  # before the winners
 
 
 @pytest.mark.parametrize("mode", ["warn", "off"])
@@ -544,13 +548,15 @@ def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes
 
     monkeypatch.setattr(fit, "model_latency", measure)
     assert main(["latency", "--resume", str(run)]) == 0
-    assert len(refs_measured) == 5  # the drift of the first start, not measured again
+    assert len(refs_measured) == 10  # the start's drift reused; the references again at the end
     rows = pd.read_csv(run / "predictor.csv")
     fitted_on = set(pd.read_csv(fitted / "measurements.csv")["arch"])
     assert len(rows) == N and rows["arch"].nunique() == N and not set(rows["arch"]) & fitted_on
     assert (rows["predicted_ms"] - rows["unscaled_ms"] * found["factor"]).abs().max() < 1e-3
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["drift"] == found and len(summary["agreement"]) == 3
+    after = json.loads((run / "manifest.json").read_text())["latency_drift_end"]
+    assert summary["drift"] == found and summary["drift_after"] == after and len(after["now_ms"]) == 5
+    assert len(summary["agreement"]) == 4  # as fitted, x drift before, x drift after, x hindsight
     hindsight = (rows["measured_ms"] / rows["unscaled_ms"]).median()
     assert summary["best_factor"] == pytest.approx(hindsight, rel=1e-3)
     assert (run / "predicted_vs_measured.png").is_file()

@@ -106,12 +106,12 @@ def measured_lines(run: Run, figures: Figures) -> list[str]:
             if changed
             else " (the same trial the prediction picks)."
         )
-        + drift_sentence(run.manifest.get("latency_drift")),
+        + drift_sentence(run.manifest.get("latency_drift"), run.manifest.get("latency_drift_end")),
         "",
     ]
 
 
-def drift_sentence(drift: dict | None) -> str:
+def drift_sentence(drift: dict | None, end: dict | None = None) -> str:
     """What the search's drift check found (nothing when it did not run)."""
     if not drift:
         return ""
@@ -119,6 +119,7 @@ def drift_sentence(drift: dict | None) -> str:
         f" Before the first trial, the predictor's {drift['references']} reference architectures ran "
         f"{drift['factor']:.3f}x the latency they had when it was fitted "
         f"(each {drift['low']:.3f}-{drift['high']:.3f}x)"
+        + (f", and {end['factor']:.3f}x after the trials" if end else "")
     )
     if drift.get("mode") == "scale":
         return moved + f"; every prediction above is the predictor's x{drift['factor']:.3f}."
