@@ -8,8 +8,12 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from search_spaces.arch import Arch
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10 = REPO.parent / "shared" / "datasets" / "cifar10"
@@ -49,15 +53,37 @@ def space_config(**changes: object) -> dict:
 # A baseline far smaller than B0 (three stages, 5 blocks against B0's 16), for the tests that train
 # many scaled arms and check what a stage does with them, not B0 itself.
 SMALL_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r2_k3_s22_e3_i16_o24_se0.25", "r2_k5_s22_e6_i24_o40_se0.25")
+# Two stages, for the tests that train one network end to end on digits in seconds.
+TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
+
+
+def make_arch(
+    blocks: tuple[str, ...] = SMALL_BLOCKS,
+    name: str = "small",
+    *,
+    stem: int = 16,
+    head: int = 128,
+    **fields: Any,
+) -> Arch:
+    """The Arch of `blocks` (stage strings), stem 16 and head 128 unless given; `fields` (resolution,
+    dropout, drop_path, ...) as Arch takes them. The defaults: the SMALL_BLOCKS architecture."""
+    from search_spaces.arch import Arch, decode_stage
+
+    return Arch(stages=tuple(decode_stage(b) for b in blocks), name=name, stem=stem, head=head, **fields)
+
+
+def write_arch(
+    folder: Path, blocks: tuple[str, ...] = SMALL_BLOCKS, name: str = "small", **fields: Any
+) -> str:
+    """`folder`/NAME.yaml, `make_arch(blocks, name, **fields)`; its path, for `--arch` or `effnas train`."""
+    path = folder / f"{name}.yaml"
+    path.write_text(make_arch(blocks, name, **fields).to_yaml())
+    return str(path)
 
 
 def write_small_arch(folder: Path) -> str:
     """`folder`/small.yaml, the SMALL_BLOCKS architecture; its path, for `--arch`."""
-    from search_spaces.arch import Arch, decode_stage
-
-    arch = Arch(stages=tuple(decode_stage(b) for b in SMALL_BLOCKS), name="small", stem=16, head=128)
-    (folder / "small.yaml").write_text(arch.to_yaml())
-    return str(folder / "small.yaml")
+    return write_arch(folder)
 
 
 def ctrl_c_reaches() -> None:

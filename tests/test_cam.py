@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import expect_usage_error
+from conftest import TINY_BLOCKS, expect_usage_error, write_arch
 
 from effnas.cli import main
 from foundation import per_image
-from search_spaces.arch import Arch, decode_stage
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 FAST = ["proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off", "run.threads=1", "proxy.epochs=1"]
 
 
@@ -29,10 +27,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     tmp = tmp_path_factory.mktemp("cam")
     out = []
     for name, head in (("tiny", 64), ("wide", 96)):
-        arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name=name, stem=16, head=head)
-        (tmp / f"{name}.yaml").write_text(arch.to_yaml())
         run = tmp / name
-        assert main(["train", str(tmp / f"{name}.yaml"), *FAST, f"run.dir={run}"]) == 0
+        assert main(["train", write_arch(tmp, TINY_BLOCKS, name, head=head), *FAST, f"run.dir={run}"]) == 0
         out.append(run)
     return out
 

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import expect_usage_error, session_cache
+from conftest import TINY_BLOCKS, expect_usage_error, session_cache, write_arch
 
 from deploy.export import export_onnx_module, load_torchscript, onnx_session
 from effnas.cli import main
-from search_spaces.arch import Arch, decode_stage
+from search_spaces.arch import Arch
 from search_spaces.builder import build_model
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 # B0's blocks (SE, SiLU, depthwise 3x3 and 5x5) at a quarter of its width and depth, 32 px
 TINY_B0 = ["arch=efficientnet_b0", "arch.width=0.25", "arch.depth=0.25", "arch.resolution=32"]
 ONE_THREAD = ["run.threads=1"]
@@ -27,21 +26,15 @@ ONE_THREAD = ["run.threads=1"]
 
 @pytest.fixture
 def arch_file(tmp_path: Path) -> Path:
-    arch = Arch(
-        stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64, resolution=32
-    )
-    path = tmp_path / "tiny.yaml"
-    path.write_text(arch.to_yaml())
-    return path
+    return Path(write_arch(tmp_path, TINY_BLOCKS, "tiny", head=64, resolution=32))
 
 
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One tiny `effnas train` run on digits (10 classes, proxy 32 px, stem stride 1), shared."""
     root = tmp_path_factory.mktemp("train")
-    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64)
-    (root / "tiny.yaml").write_text(arch.to_yaml())
-    args = ["train", str(root / "tiny.yaml"), "proxy.images=64", "proxy.batch_size=32", "proxy.compile=off"]
+    arch = write_arch(root, TINY_BLOCKS, "tiny", head=64)
+    args = ["train", arch, "proxy.images=64", "proxy.batch_size=32", "proxy.compile=off"]
     with session_cache(tmp_path_factory):  # the session's data cache, never ~/.cache
         assert main([*args, *ONE_THREAD, f"run.root={root / 'runs'}"]) == 0
     (run,) = (root / "runs" / "train").iterdir()

@@ -15,23 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import expect_usage_error
+from conftest import TINY_BLOCKS, expect_usage_error, write_arch
 
 from effnas.cli import main
 from models.train import CHECKPOINT, read_checkpoint
-from search_spaces.arch import Arch, decode_stage
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 # digits: 1,222 training images -> 38 steps of 32 per epoch
 FAST = ["proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off", "run.threads=1"]
 HEAD = ("classifier.weight", "classifier.bias")
 
 
 def tiny_arch(tmp: Path, name: str = "tiny", head: int = 64) -> Path:
-    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name=name, stem=16, head=head)
-    path = tmp / f"{name}.yaml"
-    path.write_text(arch.to_yaml())
-    return path
+    return Path(write_arch(tmp, TINY_BLOCKS, name, head=head))
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import make_arch
 from omegaconf import OmegaConf
 
-from search_spaces.arch import Arch, decode_stage
+from search_spaces.arch import Arch
 from training import lanes
 from training.data import load_dataset
 from training.proxy import ProxyTrainer, evaluate
@@ -21,8 +22,7 @@ BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r2_k3_s22_e3_i16_o24_se0.25", "r1_k5_s
 
 
 def arch(**changes: object) -> Arch:
-    a = Arch(stages=tuple(decode_stage(b) for b in BLOCKS), name="lanes", stem=16, head=96)
-    return a.scaled(**changes) if changes else a
+    return make_arch(BLOCKS, "lanes", head=96, **changes)
 
 
 def cfg(**overrides: object):

@@ -8,21 +8,22 @@ import math
 
 import pytest
 import torch
+from conftest import make_arch
 from omegaconf import OmegaConf
 
 from foundation.errors import UserError
-from search_spaces.arch import Arch, decode_stage
+from search_spaces.arch import Arch
 from search_spaces.cost import count
 from training.data import load_dataset
 from training.proxy import TrialResult, compile_pays_off, evaluate, make_optimizer
 from training.proxy_config import budget, eval_batch, load_proxy
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
+# three stages (conftest.TINY_BLOCKS has two): the tiny proxy network these tests train
+PROXY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k5_s22_e3_i24_o40_se0.25")
 
 
 def tiny_arch(**changes: object) -> Arch:
-    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=96)
-    return arch.scaled(**changes) if changes else arch
+    return make_arch(PROXY_BLOCKS, "tiny", head=96, **changes)
 
 
 def proxy_cfg(**overrides: object):
@@ -252,7 +253,7 @@ def test_cpu_kernels_are_on_by_default_and_can_be_turned_off(digits) -> None:
     # every block has an SE and a depthwise conv (swapped when the C kernels could be built; at
     # run time only the 5x5 one takes the C path: no map here is 2x2), and conv-BN-SiLU layers:
     # stem, head, every depthwise conv's and the two expansions'
-    blocks = len(TINY_BLOCKS)
+    blocks = len(PROXY_BLOCKS)
     assert on.cpu_kernels == blocks + (blocks + 2 + blocks + 2 if kernels.library() is not None else 0)
     assert off.cpu_kernels == 0
     # the same training to float rounding: the kernels change no arithmetic but its order

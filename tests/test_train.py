@@ -10,22 +10,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import expect_usage_error
+from conftest import TINY_BLOCKS, expect_usage_error, write_arch
 
 from effnas.cli import main
-from search_spaces.arch import Arch, decode_stage
+from search_spaces.arch import Arch
 from search_spaces.builder import build_model
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 FAST = ["proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off", "run.threads=1"]
 
 
 @pytest.fixture
 def arch_file(tmp_path: Path) -> Path:
-    arch = Arch(stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(arch.to_yaml())
-    return path
+    return Path(write_arch(tmp_path, TINY_BLOCKS, "tiny", head=64))
 
 
 def only_run(root: Path) -> Path:

@@ -17,26 +17,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, expect_usage_error, session_cache
+from conftest import REPO, TINY_BLOCKS, expect_usage_error, session_cache, write_arch
 
 from effnas.cli import main
 from effnas.rundir import RunLock
 from models.train import CHECKPOINT, read_checkpoint
-from search_spaces.arch import Arch, decode_stage
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 # digits: 1,222 training images -> 38 steps of 32 per epoch, 2 epochs; a checkpoint every ~0.2 s
 FAST = ["proxy.epochs=2", "proxy.batch_size=32", "proxy.lr=0.4", "proxy.compile=off"]
 
 
 def write_tiny_arch(folder: Path) -> Path:
     # dropout and stochastic depth on: the resumed run must draw the same masks
-    arch = Arch(
-        stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64, dropout=0.2
-    )
-    path = folder / "tiny.yaml"
-    path.write_text(arch.to_yaml())
-    return path
+    return Path(write_arch(folder, TINY_BLOCKS, "tiny", head=64, dropout=0.2))
 
 
 @pytest.fixture
