@@ -572,9 +572,8 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     end = rundir.manifest.get("latency_drift_end")
     if found is not None and end is None:  # did the machine hold its speed while these were measured?
         print("check predictor: its reference architectures again, after the others", file=sys.stderr)
-        now = reference_latencies(
-            predictor.references, space, {**predictor.setup, "runtime": predictor.runtime}
-        )
+        record = {**predictor.setup, "runtime": predictor.runtime}
+        now = reference_latencies(predictor.references, space, record, warm_up=False)  # warm by now
         end = {**drift(found["then_ms"], now), "now_ms": now}
         rundir.record(latency_drift_end=end)
     measured = [float(r["measured_ms"]) for r in rows]

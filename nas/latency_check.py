@@ -209,7 +209,8 @@ def drift_after(space: Any, model: LatencyModel, start: dict[str, Any]) -> dict[
         file=sys.stderr,
         flush=True,
     )
-    now = reference_latencies(model.references, space, {**model.setup, "runtime": model.runtime})
+    record = {**model.setup, "runtime": model.runtime}
+    now = reference_latencies(model.references, space, record, warm_up=False)  # warm by now
     end = {**drift(start["then_ms"], now), "now_ms": now}
     moved = end["factor"] / float(start["factor"]) - 1
     print(
