@@ -169,11 +169,9 @@ def read_search_run(upstream: str | None) -> SearchRun:
             latency_of = LatencyPredictor.load(str(manifest["latency_predictor"])).predict
         except PredictorError as exc:
             raise UserError(f"--from {run}: the search's reward needs its latency predictor: {exc}") from None
-        drift = manifest.get("latency_drift") or {}
-        if drift.get("mode") == "scale":  # priced as the search priced its trials
-            from nas.latency_check import Scaled
+        from nas.latency_check import Scaled, scaled_by
 
-            latency_of = Scaled(latency_of, float(drift["factor"]))
+        latency_of = Scaled(latency_of, scaled_by(manifest.get("latency_drift")))  # as the search priced
     elif unit == "ms":
         from search_spaces.latency import LatencyTable, TableError
 

@@ -487,9 +487,10 @@ def write_outputs(
         measured = [r for r in rows if r.get("measured_ms") is not None]
         if measured:
             from foundation.figures import predicted_vs_measured
+            from nas.latency_check import scaled_by
 
-            drift = rundir.manifest.get("latency_drift") or {}
-            scaled = f", predictions x{drift['factor']:.3f} (drift)" if drift.get("mode") == "scale" else ""
+            k = scaled_by(rundir.manifest.get("latency_drift"))
+            scaled = f", predictions x{k:.3f} (drift)" if k != 1.0 else ""
             panel = (f"{title}: top {len(measured)}{scaled}", [r["measured_ms"] for r in measured])
             fig = predicted_vs_measured([(*panel, [r["latency_ms"] for r in measured])])
             rundir.save_figure("predicted_vs_measured.png", fig)

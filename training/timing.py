@@ -285,11 +285,13 @@ def reference_latencies(
     """A predictor's reference architectures (`choose_references`' rows) measured now exactly as
     they were measured for it (`record`: the predictor's setup), the process pinned; one
     progress line each. With `warm_up` (a process that has not measured yet), a first round
-    over all of them is measured and thrown away: the first ~15-20 s of measuring in a fresh
-    process run slow on this VM (`benchmarks/latency_cold_start.py`, docs/latency.md: 5 references
-    measured first, a median 2.12x their prediction; the same 5 right after, among 10 other
-    architectures, 1.36x; the others 1.45x), and a drift factor taken then overstated the drift
-    (4 checks of 4 against the factor that fits their N architectures best)."""
+    over all of them is measured and thrown away. Why: taken first thing in a process, the
+    references' factor came out over the one that fitted 60-100 other architectures best in 4
+    checks of 4 (by 12-39%); with the round, 6-17% off either way in 3 (docs/latency.md). The
+    direct test (`benchmarks/latency_cold_start.py`: references measured first, then again among
+    others) showed a fresh process slow in 1 run of 3 (2.12x the prediction, 1.36x a minute
+    later) and not clearly in 2 (1.55 vs 1.63; 1.82 vs 1.59): the machine's own swings are as
+    large. Kept for its cost, one more round (~15 s)."""
     setup = setup_from(record)
     archs = [space.decode(tuple(int(c) for c in str(ref["choices"]).split())) for ref in references]
     kw = {"num_classes": int(record.get("num_classes", 1000)), "stem_stride": record.get("stem_stride")}
@@ -297,7 +299,7 @@ def reference_latencies(
     with pinned(setup.threads, setup.device == "cpu"):
         if warm_up:
             print(
-                f"  (a first round over the {len(archs)}, thrown away: a fresh process measures slow)",
+                f"  (a first round over the {len(archs)}, thrown away: a fresh process may measure slow)",
                 file=sys.stderr,
             )
             for arch in archs:

@@ -121,6 +121,9 @@ def drift_sentence(drift: dict | None, end: dict | None = None) -> str:
         f"(each {drift['low']:.3f}-{drift['high']:.3f}x)"
         + (f", and {end['factor']:.3f}x after the trials" if end else "")
     )
-    if drift.get("mode") == "scale":
+    from nas.latency_check import scaled_by
+
+    if scaled_by(drift) != 1.0:
         return moved + f"; every prediction above is the predictor's x{drift['factor']:.3f}."
-    return moved + "; the predictions above are not scaled (latency_drift=warn)."
+    why = "latency_drift=warn" if drift.get("mode") == "warn" else "within +-10%"
+    return moved + f"; the predictions above are not scaled ({why})."
