@@ -27,7 +27,7 @@ step() {
   return $rc
 }
 
-DRIFT="check_fit check_fit_remeasured search_scale search_warn search_hard_scale search_hard_warn check_ort"
+DRIFT="check_fit check_fit_remeasured search_scale search_warn search_hard_scale search_hard_warn search_cifar10 check_ort"
 want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* || ( " $DRIFT " == *" $1 "* && " ${STEPS:-} " == *" drift "* ) ]]; }
 ! want noise || step noise latency --noise-check --repeat 3 || exit $?
 ! want table || step table latency --build-table || exit $?
@@ -64,6 +64,10 @@ search search_scale
 search search_warn latency_drift=warn
 search search_hard_scale reward.kind=hard
 search search_hard_warn reward.kind=hard latency_drift=warn
+# (issue 25's optional run) the same at 15 ms on CIFAR-10, the small budget conf/search.yaml names
+! want search_cifar10 || step search_cifar10 search --target-latency 15ms@torch --latency-predictor "$OUT/fit" \
+  --trials 8 data=cifar10 "data.root=${CIFAR10:-../shared/datasets/cifar10}" proxy=default data.max_train=2000 \
+  data.val_fraction=0.02 proxy.batch_size=64 proxy.images=4000 || exit $?
 ! want check_ort || step check_ort latency --check-predictor "${N_CHECK_ORT:-60}" --runtime onnxruntime \
   --predictor "$OUT/ort_fit" || exit $?
 if want check_ort; then
