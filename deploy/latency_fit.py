@@ -528,8 +528,8 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     references' drift before (what a search with `latency_drift: scale` prices with) and after,
     and scaled by the one factor that fits these N best (hindsight: the most any one-number
     correction could give). Resumable (`--resume`): a drift measured before is reused."""
-    from search_spaces.latency_predictor import agreement, drift
-    from training.timing import reference_latencies
+    from search_spaces.latency_predictor import agreement
+    from training.timing import reference_drift
 
     n = int(cfg.check_predictor)
     found = rundir.manifest.get("latency_drift")
@@ -541,9 +541,10 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
             file=sys.stderr,
             flush=True,
         )
-        now = reference_latencies(refs, space, {**predictor.setup, "runtime": predictor.runtime})
-        then = [float(r["measured_ms"]) for r in refs]
-        found = {**drift(then, now), "mode": "scale", "then_ms": then, "now_ms": now}
+        found = {
+            **reference_drift(refs, space, {**predictor.setup, "runtime": predictor.runtime}),
+            "mode": "scale",
+        }
         rundir.record(latency_drift=found)
     elif found is None:
         print(
@@ -573,8 +574,7 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     if found is not None and end is None:  # did the machine hold its speed while these were measured?
         print("check predictor: its reference architectures again, after the others", file=sys.stderr)
         record = {**predictor.setup, "runtime": predictor.runtime}
-        now = reference_latencies(predictor.references, space, record, warm_up=False)  # warm by now
-        end = {**drift(found["then_ms"], now), "now_ms": now}
+        end = reference_drift(predictor.references, space, record, warm_up=False)  # warm by now
         rundir.record(latency_drift_end=end)
     measured = [float(r["measured_ms"]) for r in rows]
     raw = [float(r["predicted_ms"]) for r in rows]

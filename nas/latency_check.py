@@ -147,8 +147,8 @@ def check_drift(
     """(the model the search prices trials with, the drift found): the references measured again
     under the predictor's own setup (or `recorded`, the factor this run measured before it was
     resumed), and with `latency_drift: scale` the predictions multiplied by the factor."""
-    from search_spaces.latency_predictor import WITHIN, drift
-    from training.timing import reference_latencies
+    from search_spaces.latency_predictor import WITHIN
+    from training.timing import reference_drift
 
     mode = str(cfg.latency_drift)
     if mode == "off":
@@ -175,9 +175,7 @@ def check_drift(
             file=sys.stderr,
             flush=True,
         )
-        now = reference_latencies(refs, space, {**model.setup, "runtime": model.runtime})
-        then = [float(r["measured_ms"]) for r in refs]
-        found = {**drift(then, now), "mode": mode, "then_ms": then, "now_ms": now}
+        found = {**reference_drift(refs, space, {**model.setup, "runtime": model.runtime}), "mode": mode}
     factor = float(found["factor"])
     found["scaled"] = mode == "scale" and abs(factor - 1) > WITHIN
     moved = (
@@ -213,8 +211,8 @@ def drift_after(space: Any, model: LatencyModel, start: dict[str, Any]) -> dict[
     machine hold its speed during the search? (On this VM it did not always: the references
     of the morning predictor ran 1.4-3.0x their morning latency within one minute one evening,
     docs/latency.md.) Says so when the factor moved by more than 10% since the start."""
-    from search_spaces.latency_predictor import WITHIN, drift
-    from training.timing import reference_latencies
+    from search_spaces.latency_predictor import WITHIN
+    from training.timing import reference_drift
 
     print(
         f"search: measuring the {len(model.references)} reference architectures again after the trials",
@@ -222,8 +220,7 @@ def drift_after(space: Any, model: LatencyModel, start: dict[str, Any]) -> dict[
         flush=True,
     )
     record = {**model.setup, "runtime": model.runtime}
-    now = reference_latencies(model.references, space, record, warm_up=False)  # warm by now
-    end = {**drift(start["then_ms"], now), "now_ms": now}
+    end = reference_drift(model.references, space, record, warm_up=False)  # warm by now
     moved = end["factor"] / float(start["factor"]) - 1
     print(
         f"search: the references ran {end['factor']:.3f}x their fitted latency after the trials, "

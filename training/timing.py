@@ -314,3 +314,15 @@ def reference_latencies(
                 flush=True,
             )
     return now
+
+
+def reference_drift(
+    references: Sequence[dict[str, Any]], space: Any, record: dict[str, Any], warm_up: bool = True
+) -> dict[str, Any]:
+    """`reference_latencies`, and how far they moved from the latency the predictor recorded for
+    them (`search_spaces.latency_predictor.drift`), with both measurements kept."""
+    from search_spaces.latency_predictor import drift
+
+    then = [float(r["measured_ms"]) for r in references]
+    now = reference_latencies(references, space, record, warm_up)
+    return {**drift(then, now), "then_ms": then, "now_ms": now}
