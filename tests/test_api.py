@@ -8,19 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_BLOCKS, make_arch
 
 import effnas
 from foundation.errors import UserError
-from search_spaces.arch import Arch, decode_stage
 from search_spaces.cost import count
 from search_spaces.official import efficientnet_b0
 
-TINY = Arch(
-    stages=tuple(decode_stage(b) for b in ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")),
-    name="tiny",
-    stem=16,
-    head=64,
-)
+TINY = make_arch(TINY_BLOCKS, "tiny", head=64)
 
 
 def test_a_short_public_surface() -> None:

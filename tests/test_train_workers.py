@@ -21,12 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, expect_usage_error
+from conftest import REPO, TINY_BLOCKS, expect_usage_error, write_arch
 
 from effnas.cli import main
-from search_spaces.arch import Arch, decode_stage
 
-TINY_BLOCKS = ("r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24_se0.25")
 RAY = ["ray.num_cpus=2", "ray.object_store_mb=100", "ray.cpus_per_trial=1"]
 # digits (no crop/flip), no dropout: every difference between the runs is the distribution's
 COMMON = ["proxy=digits", "proxy.compile=off", "proxy.lr=0.4", "run.threads=1", "run.device=cpu"]
@@ -34,12 +32,7 @@ COMMON = ["proxy=digits", "proxy.compile=off", "proxy.lr=0.4", "run.threads=1", 
 
 @pytest.fixture
 def arch_file(tmp_path: Path) -> Path:
-    arch = Arch(
-        stages=tuple(decode_stage(b) for b in TINY_BLOCKS), name="tiny", stem=16, head=64, dropout=0.0
-    )
-    path = tmp_path / "tiny.yaml"
-    path.write_text(arch.to_yaml())
-    return path
+    return Path(write_arch(tmp_path, TINY_BLOCKS, "tiny", head=64, dropout=0.0))
 
 
 # -- bad settings: one line, exit 2, before Ray starts ------------------------------------------------
