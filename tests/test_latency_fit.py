@@ -121,7 +121,10 @@ def test_a_learned_predictor_recovers_a_latency_law_the_table_sum_misses(table: 
     y = [row[0] + per_param * row[params] for row in x]
     _, kind, _, scores = fit(x, y, kind="linear", folds=5, seed=0)
     assert kind == "linear" and scores["linear"]["within_10pct"] == 1.0
-    assert scores["linear"]["median_abs_error"] < 0.01 < scores["table"]["median_abs_error"]
+    # relative, not against a fixed 1%: the table is measured here, and in a quiet spell its sum
+    # tracks params closely enough that the refit's median error fell to 0.89% (0.9-1.9% in 4
+    # tables; linear's 0.04-0.09%)
+    assert scores["linear"]["median_abs_error"] * 5 < scores["table"]["median_abs_error"]
 
 
 def _distinct(space: MnasNetSpace, n: int) -> list[tuple[int, ...]]:
