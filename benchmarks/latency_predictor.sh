@@ -36,6 +36,16 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* |
 # on `fit`'s table: the same seed draws the same first 400 architectures
 ! want fit_remeasured || step fit_remeasured latency --fit-predictor "${N_TORCH2:-600}" \
   --table "$OUT/fit/latency_table.json" || exit $?
+# the noise check and the 400-architecture torch fit again, now that each measurement also keeps
+# the fastest run of each repeat (a second statistic of the same timings, reported beside):
+#   STEPS="noise_fastest fit_fastest" benchmarks/latency_predictor.sh
+! want noise_fastest || step noise_fastest latency --noise-check --repeat 3 || exit $?
+! want fit_fastest || step fit_fastest latency --fit-predictor "$N_TORCH" \
+  --table "$OUT/fit/latency_table.json" || exit $?
+# the fit in 3 passes (`passes=3`: every architecture measured once per pass, combined by
+# combine_passes), small: STEPS=fit_passes N_PASSES=120 benchmarks/latency_predictor.sh
+! want fit_passes || step fit_passes latency --fit-predictor "${N_PASSES:-120}" passes=3 \
+  --table "$OUT/fit/latency_table.json" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

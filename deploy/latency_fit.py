@@ -67,10 +67,13 @@ def noise_check(cfg: Any, rundir: Any, setup: Setup, space: Any) -> dict[str, An
     calls = [model_runner(a, setup, int(cfg.resolution or a.resolution), nc, ss) for _, a in models]
     built = time.perf_counter() - t0
     medians: list[list[float]] = [[] for _ in models]
+    lows: list[list[float]] = [[] for _ in models]  # each repeat's fastest run, a second statistic
     for r in range(repeats):
         t_round = time.perf_counter()
         for i, call in enumerate(calls):
-            medians[i].append(statistics.median(measure(call, setup.runs, setup.warmup)))
+            times = measure(call, setup.runs, setup.warmup)
+            medians[i].append(statistics.median(times))
+            lows[i].append(min(times))
         spent = time.perf_counter() - t_round
         if r == 0:
             print(
@@ -85,7 +88,7 @@ def noise_check(cfg: Any, rundir: Any, setup: Setup, space: Any) -> dict[str, An
             file=sys.stderr,
             flush=True,
         )
-    return _noise_summary(cfg, rundir, models, medians)
+    return _noise_summary(cfg, rundir, models, medians, lows)
 
 
 def noise_ceiling(medians: list[list[float]], k: int = 1) -> dict[str, float | None]:
@@ -119,14 +122,18 @@ def noise_ceiling(medians: list[list[float]], k: int = 1) -> dict[str, float | N
 
 
 def _noise_summary(
-    cfg: Any, rundir: Any, models: list[tuple[str, Any]], medians: list[list[float]]
+    cfg: Any,
+    rundir: Any,
+    models: list[tuple[str, Any]],
+    medians: list[list[float]],
+    lows: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     from search_spaces.cost import count
     from training.timing import cv
 
     threshold = float(cfg.cv_threshold)
     rows = []
-    for (label, arch), m in zip(models, medians):
+    for (label, arch), m, fast in zip(models, medians, lows or [None] * len(models)):
         spread = cv(m) or 0.0
         rows.append(
             {
@@ -141,6 +148,8 @@ def _noise_summary(
                 "repeats": len(m),
                 "flagged": spread > threshold,
                 "medians_ms": " ".join(f"{v:.4f}" for v in m),
+                "fastest_cv": None if fast is None else round(cv(fast) or 0.0, 5),
+                "fastest_ms": None if fast is None else " ".join(f"{v:.4f}" for v in fast),
             }
         )
     rundir.write_csv("noise.csv", rows)
@@ -148,6 +157,9 @@ def _noise_summary(
     judged = medians[1:] if len(medians) > 3 else medians  # the random architectures when enough
     k = int(cfg.repeat)
     ceiling = {**noise_ceiling(judged, 1), **(noise_ceiling(judged, k) if k > 1 else {})}
+    if lows:  # the same timings' fastest runs: how much steadier a statistic the machine allows
+        fast = noise_ceiling(lows[1:] if len(lows) > 3 else lows, 1)
+        ceiling.update({f"fastest_{key}": v for key, v in fast.items()})
     head = ["model", "median ms", "CV", "min-max ms"]
     lines = [
         {
@@ -196,6 +208,14 @@ def _noise_summary(
                 else "; noise alone caps any predictor near this"
             )
         )
+    if summary.get("fastest_ceiling1_within_10pct") is not None:
+        rho = summary["fastest_ceiling1_spearman"]
+        print(
+            "ceiling of the same timings' fastest run (one measurement; the protocol keeps the median): "
+            f"{summary['fastest_ceiling1_within_10pct']:.0%} within +-10%"
+            + ("" if rho is None else f", Spearman {rho:.3f}")
+            + f"; median CV over repeats {statistics.median(r['fastest_cv'] for r in randoms or rows):.2%}"
+        )
     print(f"load average {os.getloadavg()[0]:.2f}; command: {_command(rundir)}")
     return summary
 
@@ -213,12 +233,15 @@ COLUMNS = (
     "remeasured",
     "first_ms",
     "first_cv",
+    "fastest_ms",
+    "fastest_cv",
+    "passes_ms",
     "table_ms",
     "seconds",
     "load1",
 )
 # --check-predictor's measurements.csv: the predictor's own (unscaled) prediction beside each
-CHECK_COLUMNS = (*COLUMNS[:8], "predicted_ms", "seconds", "load1")
+CHECK_COLUMNS = (*COLUMNS[:8], "fastest_ms", "fastest_cv", "predicted_ms", "seconds", "load1")
 
 
 def _choices(row: dict[str, Any]) -> tuple[int, ...]:
@@ -288,10 +311,18 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
         file=sys.stderr,
         flush=True,
     )
+    if int(cfg.get("passes", 1)) > 1:
+        print(
+            f"fit predictor: {int(cfg.get('passes', 1))} passes: every architecture measured once in each, "
+            "combined by search_spaces.latency_predictor.combine_passes (the time estimate below is one pass)",
+            file=sys.stderr,
+            flush=True,
+        )
     measure_all(
         cfg, rundir, setup, space, choices, rows, "fit predictor", "table", lambda a: table.predict(a, **kw)
     )
     remeasure(cfg, rundir, setup, space, rows, kw)
+    more_passes(cfg, rundir, setup, space, rows, kw)
     return _fit(cfg, rundir, setup, space, table, rows, kw)
 
 
@@ -328,6 +359,7 @@ def measure_all(
                 "cv": None if measured.cv is None else round(measured.cv, 5),
                 "repeats": len(measured.medians),
                 "flagged": measured.cv is not None and measured.cv > float(cfg.cv_threshold),
+                **_fastest(measured),
                 column: round(predict(arch), 4),
                 "seconds": round(seconds, 3),
                 "load1": round(os.getloadavg()[0], 2),
@@ -350,6 +382,15 @@ def measure_all(
             file=sys.stderr,
             flush=True,
         )
+
+
+def _fastest(measured: Any) -> dict[str, float | None]:
+    """The row's second statistic of the same timings (`Measurement.fastest_ms`)."""
+    fast, spread = measured.fastest_ms, measured.fastest_cv
+    return {
+        "fastest_ms": None if fast is None else round(fast, 4),
+        "fastest_cv": None if spread is None else round(spread, 5),
+    }
 
 
 def remeasure(
@@ -382,6 +423,7 @@ def remeasure(
             if better:
                 row["measured_ms"], row["cv"] = round(again.median_ms, 4), round(again.cv, 5)
                 row["flagged"] = again.cv > threshold
+                row.update(_fastest(again))
             row["remeasured"] = k
             row["seconds"] = round(float(row["seconds"]) + time.perf_counter() - t_arch, 3)
             _save(rundir, rows)
@@ -392,6 +434,56 @@ def remeasure(
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def _passes(row: dict[str, Any]) -> list[float]:
+    """A row's latency in each pass so far (`passes_ms`, space-separated; a CSV read back may
+    hold a single pass as a number)."""
+    value = row.get("passes_ms")
+    return [] if value is None or value != value else [float(v) for v in str(value).split()]
+
+
+def more_passes(
+    cfg: Any, rundir: Any, setup: Setup, space: Any, rows: list[dict[str, Any]], kw: dict[str, Any]
+) -> None:
+    """Passes 2..`cfg.passes` over every architecture, in the first pass's order, after it and
+    its re-measuring round: each pass's latency appended to the row's `passes_ms` (the first
+    value is the first pass's), then `measured_ms` set to `combine_passes` of them (a sweep spans
+    minutes of one spell of this machine; docs/latency.md). Resumable: a row carries the passes it
+    has; the combination is recomputed from them, so it is the same however often it is run."""
+    from search_spaces.latency_predictor import combine_passes
+
+    total = int(cfg.get("passes", 1))
+    if total <= 1:
+        return
+    for row in rows:
+        if not _passes(row):
+            row["passes_ms"] = f"{float(row['measured_ms']):.4f}"
+    _save(rundir, rows)
+    for k in range(2, total + 1):
+        todo = [r for r in rows if len(_passes(r)) < k]
+        if not todo:
+            continue
+        print(f"fit predictor: pass {k}/{total} over {len(todo)} architectures", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        for j, row in enumerate(todo):
+            arch = space.decode(_choices(row))
+            t_arch = time.perf_counter()
+            again = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+            row["passes_ms"] = " ".join([*str(row["passes_ms"]).split(), f"{again.median_ms:.4f}"])
+            row["seconds"] = round(float(row["seconds"]) + time.perf_counter() - t_arch, 3)
+            _save(rundir, rows)
+            per = (time.perf_counter() - t0) / (j + 1)
+            print(
+                f"  [{j + 1}/{len(todo)}] {arch.name}: {again.median_ms:.2f} ms (passes so far: "
+                f"{row['passes_ms']})  ETA {_eta(per * (len(todo) - j - 1))}",
+                file=sys.stderr,
+                flush=True,
+            )
+    combined = combine_passes([[_passes(r)[k] for r in rows] for k in range(total)])
+    for row, ms in zip(rows, combined):
+        row["measured_ms"] = round(ms, 4)
+    _save(rundir, rows)
 
 
 def _fit(
@@ -464,6 +556,17 @@ def _fit(
     _plot(rundir, y, [o["predicted_ms"] for o in out], [o["table_refit_ms"] for o in out], kind, scores)
     results = {f"{kind} (k-fold)": scores[kind], "table refit (k-fold)": scores["table"]}
     results["table as built"] = as_built
+    fastest = [r.get("fastest_ms") for r in rows]
+    if all(f is not None and float(f) == float(f) for f in fastest):
+        # the same architectures' fastest run (recorded beside each median): is it the statistic a
+        # predictor holds better on this machine? Figures only; the predictor fits the median
+        _, _, _, by_fastest = fit(x, [float(f) for f in fastest], kind=kind, folds=folds, seed=seed)
+        results[f"{kind}, fastest run (k-fold)"] = by_fastest[kind]
+        results["table refit, fastest run (k-fold)"] = by_fastest["table"]
+    if int(cfg.get("passes", 1)) > 1:  # what one pass alone would have given, same architectures
+        first = [_passes(r)[0] for r in rows]
+        _, _, _, by_first = fit(x, first, kind=kind, folds=folds, seed=seed)
+        results[f"{kind}, the first pass alone (k-fold)"] = by_first[kind]
     print(_agreement_table(results))
     flagged = sum(bool(r["flagged"]) for r in rows)
     again = sum(bool(r.get("remeasured")) for r in rows)
@@ -487,6 +590,7 @@ def _fit(
         "measuring_seconds": measuring,
         "flagged": flagged,
         "remeasured": again,
+        "passes": int(cfg.get("passes", 1)),
         "runtime": setup.runtime,
         "threads": setup.threads,
         "space_fingerprint": space.fingerprint(),

@@ -279,6 +279,26 @@ def drift(then: Sequence[float], now: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def combine_passes(passes: Sequence[Sequence[float]]) -> list[float]:
+    """One latency per architecture from `passes` whole sweeps over the same architectures (pass
+    j's latency of architecture i is `passes[j][i]`): each pass divided by its own median (the
+    speed the machine had over that sweep), the median over passes per architecture, in the first
+    pass's milliseconds. Why: on this VM the same 400 architectures measured three times hours
+    apart agreed within +-10% for only 64-81% after one factor per sweep (docs/latency.md), and
+    the k-fold errors of predictors fitted on each sweep hardly correlated (0.03-0.31): most of
+    what a predictor misses there is the sweep's noise, which a median over sweeps averages out
+    (84% within +-10% fitted on one sweep, 89% on the median of three; benchmarks/latency_passes.py)."""
+    if not passes or any(len(p) != len(passes[0]) for p in passes) or not passes[0]:
+        raise ValueError(
+            f"combine_passes needs passes of equal, non-zero length, got {[len(p) for p in passes]}"
+        )
+    level = [statistics.median(p) for p in passes]
+    return [
+        statistics.median(float(p[i]) / m for p, m in zip(passes, level)) * level[0]
+        for i in range(len(passes[0]))
+    ]
+
+
 def _fit_rows(path: Path) -> list[dict[str, Any]]:
     """The measurements.csv of the run that fitted the predictor at `path` ([] when not there):
     where a predictor saved before predictors kept references and their names finds them."""

@@ -140,6 +140,9 @@ def test_fit_predictor_run_measures_distinct_archs_and_saves_a_checked_predictor
     assert len(rows) == N and rows["blocks"].nunique() == N and (rows["repeats"] == 2).all()
     assert rows["cv"].notna().all() and (rows["flagged"] == (rows["cv"] > 1e-12)).all()
     assert rows["flagged"].sum() >= N // 2 and rows["remeasured"].isna().all()  # remeasure=0
+    # the fastest run of each repeat, kept beside the median of the same timings
+    assert rows["fastest_ms"].notna().all() and (rows["fastest_ms"] <= rows["measured_ms"]).all()
+    assert rows["fastest_cv"].notna().all()
     held_out = pd.read_csv(fitted / "predictor.csv")
     assert len(held_out) == N and {"predicted_ms", "table_refit_ms", "table_ms"} <= set(held_out.columns)
     summary = json.loads((fitted / "summary.json").read_text())
@@ -148,6 +151,8 @@ def test_fit_predictor_run_measures_distinct_archs_and_saves_a_checked_predictor
         f"{summary['model']} (k-fold)",
         "table refit (k-fold)",
         "table as built",
+        f"{summary['model']}, fastest run (k-fold)",
+        "table refit, fastest run (k-fold)",
     }
     predictor = LatencyPredictor.load(fitted)  # the run directory or its file
     space = small_space()
@@ -265,6 +270,61 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     assert json.loads((run / "summary.json").read_text())["remeasured"] == N
 
 
+def test_a_fit_in_passes_is_interrupted_and_resumed_and_fits_on_their_combination(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`passes=3`: every architecture measured once per pass; killed in pass 2, resumed: no
+    architecture measured twice in a pass, the first pass's values kept, `measured_ms` the
+    combination of the three, and the fit reports the first pass alone beside it."""
+    import deploy.latency_fit as fit
+    from search_spaces.latency_predictor import combine_passes
+
+    measure, calls = fit.model_latency, []
+
+    def counted(stop_at: int | None):
+        def call(*args: object, **kw: object) -> object:
+            calls.append(1)
+            if len(calls) == stop_at:
+                raise KeyboardInterrupt
+            return measure(*args, **kw)
+
+        return call
+
+    run = tmp_path / "run"
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
+    args += ["remeasure=0", "passes=3", f"run.dir={run}"]
+    monkeypatch.setattr(fit, "model_latency", counted(N + 6))  # pass 2's sixth call stops it
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 130
+    before = pd.read_csv(run / "measurements.csv", dtype={"passes_ms": str})
+    counts = before["passes_ms"].str.split().str.len()
+    assert len(before) == N and (counts == 2).sum() == 5 and (counts == 1).sum() == N - 5
+    assert (before["passes_ms"].str.split().str[0].astype(float) == before["measured_ms"]).all()
+
+    calls.clear()
+    monkeypatch.setattr(fit, "model_latency", counted(None))
+    assert main(["latency", "--resume", str(run)]) == 0
+    assert len(calls) == (N - 5) + N  # the rest of pass 2, all of pass 3
+    rows = pd.read_csv(run / "measurements.csv", dtype={"passes_ms": str})
+    passes = [[float(v) for v in p.split()] for p in rows["passes_ms"]]
+    assert all(len(p) == 3 for p in passes)
+    assert [p[:2] for p in passes[:5]] == [[float(v) for v in p.split()] for p in before["passes_ms"][:5]]
+    assert [p[0] for p in passes] == list(before["measured_ms"])  # the first pass kept as measured
+    combined = combine_passes([[p[k] for p in passes] for k in range(3)])
+    assert list(rows["measured_ms"]) == pytest.approx(combined, abs=1e-4)
+    summary = json.loads((run / "summary.json").read_text())
+    assert (
+        summary["passes"] == 3
+        and f"{summary['model']}, the first pass alone (k-fold)" in summary["agreement"]
+    )
+    capsys.readouterr()  # the runs' progress
+    line = expect_usage_error(
+        ["latency", "--fit-predictor", str(N), "--table", str(table), "passes=0"], capsys
+    )
+    assert "passes must be >= 1, got 0" in line
+
+
 def test_noise_check_reports_each_cv_and_the_ceiling(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [
@@ -285,6 +345,12 @@ def test_noise_check_reports_each_cv_and_the_ceiling(tmp_path: Path) -> None:
     assert summary["random_archs"] == 3 and summary["cv_threshold"] == 0.02
     for k in (1, 2):
         assert 0.0 <= summary[f"ceiling{k}_within_10pct"] <= 1.0
+    # each repeat's fastest run, from the same timings: one per repeat, never above that repeat's median
+    for _, row in rows.iterrows():
+        fastest = [float(v) for v in row["fastest_ms"].split()]
+        medians = [float(v) for v in row["medians_ms"].split()]
+        assert len(fastest) == 4 and all(f <= m for f, m in zip(fastest, medians))
+    assert 0.0 <= summary["fastest_ceiling1_within_10pct"] <= 1.0
 
 
 def test_repeat_reports_and_flags_the_cv(tmp_path: Path) -> None:
@@ -420,6 +486,23 @@ def test_references_spread_over_the_latency_range_from_the_steady_rows() -> None
     few = [{**r, "flagged": "True", "cv": 0.5 - r["measured_ms"] / 100} for r in rows]  # as csv reads
     assert [r["arch"] for r in choose_references(few, 3)] == ["a37", "a38", "a39"]  # the steadiest 3
     assert choose_references([], 5) == []
+
+
+def test_passes_are_combined_over_each_ones_median_then_per_architecture() -> None:
+    from search_spaces.latency_predictor import combine_passes
+
+    first = [10.0, 20.0, 40.0]
+    # a pass on a machine 1.5x slower throughout changes nothing
+    assert combine_passes([first, [1.5 * v for v in first]]) == pytest.approx(first)
+    # one architecture caught in a slow spell in one pass of three is outvoted by the other two
+    spell = [10.0, 30.0, 40.0]
+    assert combine_passes([first, spell, first]) == pytest.approx(first)
+    # the median over passes per architecture, each pass over its own median, in pass 1's ms
+    # (architecture 0: 10/20, 12/20, 13/25 -> 0.5, 0.6, 0.52: the median 0.52, x 20; not the raw median 12)
+    got = combine_passes([[10.0, 20.0, 40.0], [12.0, 20.0, 40.0], [13.0, 25.0, 50.0]])
+    assert got == pytest.approx([10.4, 20.0, 40.0])
+    with pytest.raises(ValueError, match="equal, non-zero length"):
+        combine_passes([first, first[:2]])
 
 
 def test_drift_is_the_median_ratio_of_now_over_then() -> None:
