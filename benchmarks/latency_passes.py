@@ -61,13 +61,21 @@ def main() -> int:
     print("|---|---|---|---|")
     targets = {f"sweep {i + 1} ({args.runs[i]})": s for i, s in enumerate(sweeps)}
     targets[f"the {len(sweeps)} combined (combine_passes)"] = combine_passes(sweeps)
+    errors = []
     for name, y in targets.items():
-        _, chosen, _, scores = fit(x, y, kind="auto", folds=args.folds, seed=0)
+        _, chosen, oof, scores = fit(x, y, kind="auto", folds=args.folds, seed=0)
         best = scores["auto"]
+        errors.append(pd.Series(oof["auto"]) / pd.Series(y) - 1)
         print(
             f"| {name}: {chosen} | {best['within_10pct']:.0%} | {best['spearman']:.3f} | "
             f"{scores['table']['within_10pct']:.0%} |"
         )
+    # an architecture the predictor misses on every sweep is the model's miss; on one, the sweep's
+    pairs = itertools.combinations(range(len(sweeps)), 2)
+    print(
+        "\ncorrelation of the k-fold errors between the predictors of two sweeps: "
+        + ", ".join(f"{i + 1}-{j + 1} {errors[i].corr(errors[j]):.2f}" for i, j in pairs)
+    )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 

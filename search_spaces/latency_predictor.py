@@ -285,7 +285,7 @@ def combine_passes(passes: Sequence[Sequence[float]]) -> list[float]:
     speed the machine had over that sweep), the median over passes per architecture, in the first
     pass's milliseconds. Why: on this VM the same 400 architectures measured three times hours
     apart agreed within +-10% for only 64-81% after one factor per sweep (docs/latency.md), and
-    the k-fold errors of predictors fitted on each sweep hardly correlated (0.03-0.31): most of
+    the k-fold errors of predictors fitted on each sweep hardly correlated (0.03-0.33): most of
     what a predictor misses there is the sweep's noise, which a median over sweeps averages out
     (84% within +-10% fitted on one sweep, 89% on the median of three; benchmarks/latency_passes.py)."""
     if not passes or any(len(p) != len(passes[0]) for p in passes) or not passes[0]:
