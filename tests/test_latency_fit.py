@@ -207,6 +207,7 @@ def test_an_interrupted_fit_resumes_with_what_it_measured(
                 str(table),
                 *SMALL_SPACE,
                 *QUICK,
+                "remeasure=0",  # the first sweep's resume; a round's resume is the next test's
                 f"run.dir={run}",
             ]
         )
