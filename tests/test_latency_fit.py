@@ -14,6 +14,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -65,6 +66,20 @@ def fitted(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     assert main([*args, f"run.dir={run}"]) == 0
     return run
+
+
+def counted(calls: list[int], stop_at: int | None = None) -> Any:
+    """`training.timing.model_latency` that appends to `calls` on every measurement and, at call
+    `stop_at`, raises KeyboardInterrupt (Ctrl-C in the middle of a run)."""
+    from training.timing import model_latency
+
+    def call(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return model_latency(*args, **kw)
+
+    return call
 
 
 # -- units and numbers ----------------------------------------------------------------------------
@@ -187,15 +202,8 @@ def test_an_interrupted_fit_resumes_with_what_it_measured(
 ) -> None:
     import deploy.latency_fit as fit
 
-    measure, calls = fit.model_latency, []
-
-    def interrupted(*args: object, **kw: object) -> object:
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return measure(*args, **kw)
-
-    monkeypatch.setattr(fit, "model_latency", interrupted)
+    measure = fit.model_latency
+    monkeypatch.setattr(fit, "model_latency", counted([], 6))
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         main(
@@ -230,21 +238,12 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     first measurement kept beside it, and a replacement only ever lowered the CV."""
     import deploy.latency_fit as fit
 
-    measure, calls = fit.model_latency, []
-
-    def counted(stop_at: int | None):
-        def call(*args: object, **kw: object) -> object:
-            calls.append(1)
-            if len(calls) == stop_at:
-                raise KeyboardInterrupt
-            return measure(*args, **kw)
-
-        return call
+    calls: list[int] = []
 
     run = tmp_path / "run"
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
     args += ["cv_threshold=1e-12", "remeasure=2", "--repeat", "2", f"run.dir={run}"]
-    monkeypatch.setattr(fit, "model_latency", counted(N + 3))  # round 1's third call stops it
+    monkeypatch.setattr(fit, "model_latency", counted(calls, N + 3))  # round 1's third call stops it
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 130
@@ -253,7 +252,7 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
     assert not (run / "latency_predictor.pkl").exists()
 
     calls.clear()
-    monkeypatch.setattr(fit, "model_latency", counted(None))
+    monkeypatch.setattr(fit, "model_latency", counted(calls))
     assert main(["latency", "--resume", str(run)]) == 0
     rows = pd.read_csv(run / "measurements.csv")
     # round 1 only for the rows it had not reached, round 2 for those still flagged after it
@@ -280,21 +279,12 @@ def test_a_fit_in_passes_is_interrupted_and_resumed_and_fits_on_their_combinatio
     import deploy.latency_fit as fit
     from search_spaces.latency_predictor import combine_passes
 
-    measure, calls = fit.model_latency, []
-
-    def counted(stop_at: int | None):
-        def call(*args: object, **kw: object) -> object:
-            calls.append(1)
-            if len(calls) == stop_at:
-                raise KeyboardInterrupt
-            return measure(*args, **kw)
-
-        return call
+    calls: list[int] = []
 
     run = tmp_path / "run"
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
     args += ["remeasure=0", "passes=3", f"run.dir={run}"]
-    monkeypatch.setattr(fit, "model_latency", counted(N + 6))  # pass 2's sixth call stops it
+    monkeypatch.setattr(fit, "model_latency", counted(calls, N + 6))  # pass 2's sixth call stops it
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 130
@@ -304,7 +294,7 @@ def test_a_fit_in_passes_is_interrupted_and_resumed_and_fits_on_their_combinatio
     assert (before["passes_ms"].str.split().str[0].astype(float) == before["measured_ms"]).all()
 
     calls.clear()
-    monkeypatch.setattr(fit, "model_latency", counted(None))
+    monkeypatch.setattr(fit, "model_latency", counted(calls))
     assert main(["latency", "--resume", str(run)]) == 0
     assert len(calls) == (N - 5) + N  # the rest of pass 2, all of pass 3
     rows = pd.read_csv(run / "measurements.csv", dtype={"passes_ms": str})
@@ -617,19 +607,8 @@ def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes
     import training.timing as timing
 
     measure, calls, refs_measured = fit.model_latency, [], []
-
-    def stopping(*args: object, **kw: object) -> object:
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return measure(*args, **kw)
-
-    def counted(*args: object, **kw: object) -> object:
-        refs_measured.append(1)
-        return measure(*args, **kw)
-
-    monkeypatch.setattr(fit, "model_latency", stopping)
-    monkeypatch.setattr(timing, "model_latency", counted)
+    monkeypatch.setattr(fit, "model_latency", counted(calls, 6))
+    monkeypatch.setattr(timing, "model_latency", counted(refs_measured))
     run = tmp_path / "run"
     args = ["latency", "--check-predictor", str(N), "--predictor", str(fitted), *SMALL_SPACE, *QUICK]
     with pytest.raises(SystemExit) as exc:
