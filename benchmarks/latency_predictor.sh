@@ -46,6 +46,11 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* |
 # combine_passes), small: STEPS=fit_passes N_PASSES=120 benchmarks/latency_predictor.sh
 ! want fit_passes || step fit_passes latency --fit-predictor "${N_PASSES:-120}" passes=3 \
   --table "$OUT/fit/latency_table.json" || exit $?
+# the torch fit with every architecture timed beside B0, run by run (`anchor=true`): the same
+# 400 architectures, fitted on milliseconds at the anchor's median speed over the sweep, and the
+# same timings without the anchor reported beside: STEPS=fit_anchor benchmarks/latency_predictor.sh
+! want fit_anchor || step fit_anchor latency --fit-predictor "$N_TORCH" anchor=true \
+  --table "$OUT/fit/latency_table.json" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

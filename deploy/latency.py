@@ -103,6 +103,7 @@ class LatencyConfig:
     fit_predictor: int = MISSING  # N architectures to measure and fit on (0: off)
     remeasure: int = MISSING  # --fit-predictor: rounds re-measuring the flagged ones before the fit
     passes: int = MISSING  # --fit-predictor: sweeps over every architecture, combined (1: one)
+    anchor: bool = MISSING  # --fit-predictor: each architecture timed beside `arch`, run by run
     predictor_model: str = MISSING  # auto | linear | boosted | table
     folds: int = MISSING
     predictor: Optional[str] = MISSING  # a fitted predictor: read to predict (compare mode)
@@ -140,6 +141,11 @@ def validate(cfg: Any) -> None:
         (cfg.cv_threshold > 0, "cv_threshold must be > 0", cfg.cv_threshold),
         (cfg.get("remeasure", 0) >= 0, "remeasure must be >= 0", cfg.get("remeasure")),
         (cfg.get("passes", 1) >= 1, "passes must be >= 1", cfg.get("passes")),
+        (
+            not (cfg.get("anchor") and cfg.get("passes", 1) > 1),
+            "anchor=true measures one pass (combining passes of ratios is not built); give passes=1",
+            cfg.get("passes"),
+        ),
         (
             cfg.noise_archs >= 0 and cfg.noise_repeats >= 2,
             "noise_archs must be >= 0 and noise_repeats >= 2",

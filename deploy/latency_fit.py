@@ -36,7 +36,7 @@ from typing import Any
 
 from foundation import tables
 from foundation.errors import UserError
-from training.timing import Setup, machine, measure, model_latency, model_runner
+from training.timing import Setup, machine, measure, model_latency, model_runner, paired_latency
 
 
 def _command(rundir: Any) -> str:
@@ -236,12 +236,17 @@ COLUMNS = (
     "fastest_ms",
     "fastest_cv",
     "passes_ms",
+    "anchor_ms",
+    "ratio",
+    "ratio_cv",
     "table_ms",
     "seconds",
     "load1",
 )
 # --check-predictor's measurements.csv: the predictor's own (unscaled) prediction beside each
-CHECK_COLUMNS = (*COLUMNS[:8], "fastest_ms", "fastest_cv", "predicted_ms", "seconds", "load1")
+CHECK_COLUMNS = (
+    *COLUMNS[:8], "fastest_ms", "fastest_cv", "anchor_ms", "ratio", "ratio_cv", "predicted_ms", "seconds", "load1"
+)  # fmt: skip
 
 
 def _choices(row: dict[str, Any]) -> tuple[int, ...]:
@@ -298,6 +303,7 @@ def _measured_before(rundir: Any, choices: list[tuple[int, ...]]) -> list[dict[s
 
 def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -> dict[str, Any]:
     from foundation.runfiles import atomic_write
+    from search_spaces.arch_config import arch_from_cfg
 
     n = int(cfg.fit_predictor)
     kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
@@ -318,12 +324,83 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
             file=sys.stderr,
             flush=True,
         )
+    anchor = anchor_runner(arch_from_cfg(cfg.arch), setup, kw) if cfg.get("anchor") else None
+    if anchor is not None:
+        print(
+            f"fit predictor: each beside the anchor {anchor[0].name} ({cfg.arch.name}), their timed runs "
+            "alternating: the latency fitted is the ratio to it x its median over the sweep",
+            file=sys.stderr,
+            flush=True,
+        )
     measure_all(
-        cfg, rundir, setup, space, choices, rows, "fit predictor", "table", lambda a: table.predict(a, **kw)
+        cfg,
+        rundir,
+        setup,
+        space,
+        choices,
+        rows,
+        "fit predictor",
+        "table",
+        lambda a: table.predict(a, **kw),
+        anchor,
     )
-    remeasure(cfg, rundir, setup, space, rows, kw)
+    remeasure(cfg, rundir, setup, space, rows, kw, anchor)
     more_passes(cfg, rundir, setup, space, rows, kw)
-    return _fit(cfg, rundir, setup, space, table, rows, kw)
+    return _fit(cfg, rundir, setup, space, table, rows, kw, anchor[0] if anchor else None)
+
+
+Anchor = tuple[Any, Callable[[], Any]]  # the anchor architecture and a runner of it
+
+
+def anchor_runner(arch: Any, setup: Setup, kw: dict[str, Any]) -> Anchor:
+    """The anchor architecture built once, at its own resolution, to be timed beside every
+    architecture (`training.timing.paired`)."""
+    return arch, model_runner(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+
+
+def measured_columns(arch: Any, setup: Setup, kw: dict[str, Any], anchor: Anchor | None) -> dict[str, Any]:
+    """`arch` measured end to end: a row's measurement columns. With `anchor`, beside it run by
+    run: `anchor_ms` (its median over the same stretch), `ratio` (the median over repeats of
+    the model's median over the anchor's) and `ratio_cv`; `measured_ms` stays the model's own."""
+    if anchor is None:
+        measured = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+        extra: dict[str, Any] = {}
+    else:
+        both = paired_latency(arch, anchor[1], setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+        measured = both.model
+        extra = {
+            "anchor_ms": round(both.anchor.median_ms, 4),
+            "ratio": round(both.ratio, 6),
+            "ratio_cv": None if both.ratio_cv is None else round(both.ratio_cv, 5),
+        }
+    return {
+        "measured_ms": round(measured.median_ms, 4),
+        "cv": None if measured.cv is None else round(measured.cv, 5),
+        "repeats": len(measured.medians),
+        **_fastest(measured),
+        **extra,
+    }
+
+
+def _known(value: Any) -> bool:
+    return value is not None and value == value  # a CSV read back holds NaN for an empty cell
+
+
+def spread(row: dict[str, Any]) -> float | None:
+    """How far a row's measurement can be trusted: the CV of its ratio to the anchor when it was
+    measured beside one, else of its milliseconds (None with one repeat)."""
+    value = row.get("ratio_cv") if _known(row.get("ratio")) else row.get("cv")
+    return float(value) if _known(value) else None
+
+
+def anchored_ms(rows: list[dict[str, Any]]) -> tuple[list[float], float] | None:
+    """(each row's latency at the anchor's typical speed over the sweep: its ratio x the median
+    of the anchor's measurements, that median) when every row was measured beside the anchor,
+    else None."""
+    if not rows or not all(_known(r.get("ratio")) and _known(r.get("anchor_ms")) for r in rows):
+        return None
+    level = statistics.median(float(r["anchor_ms"]) for r in rows)
+    return [float(r["ratio"]) * level for r in rows], level
 
 
 def measure_all(
@@ -336,8 +413,9 @@ def measure_all(
     what: str,
     beside: str,
     predict: Callable[[Any], float],
+    anchor: Anchor | None = None,
 ) -> None:
-    """Measure the architectures `choices[len(rows):]` end to end, one row each appended to `rows`
+    """Measure the architectures `choices[len(rows):]` end to end (beside `anchor` when given), one row each appended to `rows`
     and measurements.csv saved after each (a kill loses at most the one in progress), with a time
     estimate after the first and an ETA on every line; `predict` is shown beside each measurement
     and kept as `table_ms` (the fit's feature) or `predicted_ms` (a predictor checked)."""
@@ -347,19 +425,17 @@ def measure_all(
     for i in range(start, n):
         arch = space.decode(choices[i])
         t_arch = time.perf_counter()
-        measured = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+        measured = measured_columns(arch, setup, kw, anchor)
         seconds = time.perf_counter() - t_arch
+        trust = spread(measured)
         rows.append(
             {
                 "id": i,
                 "arch": arch.name,
                 "blocks": " ".join(arch.blocks),
                 "choices": " ".join(str(c) for c in choices[i]),
-                "measured_ms": round(measured.median_ms, 4),
-                "cv": None if measured.cv is None else round(measured.cv, 5),
-                "repeats": len(measured.medians),
-                "flagged": measured.cv is not None and measured.cv > float(cfg.cv_threshold),
-                **_fastest(measured),
+                **measured,
+                "flagged": trust is not None and trust > float(cfg.cv_threshold),
                 column: round(predict(arch), 4),
                 "seconds": round(seconds, 3),
                 "load1": round(os.getloadavg()[0], 2),
@@ -375,9 +451,13 @@ def measure_all(
                 file=sys.stderr,
                 flush=True,
             )
+        beside_anchor = (
+            f", {measured['ratio']:.3f}x the anchor ({measured['anchor_ms']:.2f} ms)" if anchor else ""
+        )
         print(
-            f"  [{i + 1}/{n}] {arch.name}: {measured.median_ms:.2f} ms ({beside} {rows[-1][column]:.2f})"
-            f"{'' if measured.cv is None else f', CV {measured.cv:.1%}'}"
+            f"  [{i + 1}/{n}] {arch.name}: {measured['measured_ms']:.2f} ms{beside_anchor} "
+            f"({beside} {rows[-1][column]:.2f})"
+            f"{'' if trust is None else f', CV {trust:.1%}'}"
             f"{' ! over the CV threshold' if rows[-1]['flagged'] else ''}  ETA {_eta(per * left)}",
             file=sys.stderr,
             flush=True,
@@ -394,13 +474,20 @@ def _fastest(measured: Any) -> dict[str, float | None]:
 
 
 def remeasure(
-    cfg: Any, rundir: Any, setup: Setup, space: Any, rows: list[dict[str, Any]], kw: dict[str, Any]
+    cfg: Any,
+    rundir: Any,
+    setup: Setup,
+    space: Any,
+    rows: list[dict[str, Any]],
+    kw: dict[str, Any],
+    anchor: Anchor | None = None,
 ) -> None:
     """`cfg.remeasure` rounds over the rows still flagged (CV over the threshold), after every
     architecture has had its first measurement: the noise of a shared VM comes in spells
     (docs/latency.md: median CV 3.4% over one stretch of 100 archs, 1.3% over the rest), so a
     later measurement is mostly taken outside the spell. A new measurement replaces the row's
-    when its CV is lower (the first one's median and CV stay in `first_ms`, `first_cv`); the
+    when its CV is lower (of its ratio to the anchor, when measured beside one; the first one's
+    median and CV stay in `first_ms`, `first_cv`); the
     rule picks by agreement between repeats, never by the latency itself. Resumable: a row
     carries how many times it was re-measured."""
     rounds, threshold = int(cfg.get("remeasure", 0)), float(cfg.cv_threshold)
@@ -416,21 +503,21 @@ def remeasure(
         for j, row in enumerate(todo):
             arch = space.decode(_choices(row))
             t_arch = time.perf_counter()
-            again = model_latency(arch, setup, arch.resolution, kw["num_classes"], kw["stem_stride"])
+            again = measured_columns(arch, setup, kw, anchor)
             if row.get("first_ms") is None:
                 row["first_ms"], row["first_cv"] = row["measured_ms"], row["cv"]
-            better = again.cv is not None and (row["cv"] is None or again.cv < float(row["cv"]))
+            now, was = spread(again), spread(row)
+            better = now is not None and (was is None or now < was)
             if better:
-                row["measured_ms"], row["cv"] = round(again.median_ms, 4), round(again.cv, 5)
-                row["flagged"] = again.cv > threshold
-                row.update(_fastest(again))
+                row.update(again)
+                row["flagged"] = now > threshold
             row["remeasured"] = k
             row["seconds"] = round(float(row["seconds"]) + time.perf_counter() - t_arch, 3)
             _save(rundir, rows)
             print(
-                f"  [{j + 1}/{len(todo)}] {arch.name}: {again.median_ms:.2f} ms, CV "
-                f"{'-' if again.cv is None else f'{again.cv:.1%}'} "
-                f"({'kept' if better else 'first kept'}: {row['measured_ms']:.2f} ms, CV {float(row['cv'] or 0):.1%})",
+                f"  [{j + 1}/{len(todo)}] {arch.name}: {again['measured_ms']:.2f} ms, CV "
+                f"{'-' if now is None else f'{now:.1%}'} "
+                f"({'kept' if better else 'first kept'}: {row['measured_ms']:.2f} ms, CV {spread(row) or 0:.1%})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -494,8 +581,11 @@ def _fit(
     table: Any,
     rows: list[dict[str, Any]],
     kw: dict[str, Any],
+    anchor: Any = None,
 ) -> dict[str, Any]:
-    """k-fold validation, the predictor refit on every row and saved, the report."""
+    """k-fold validation, the predictor refit on every row and saved, the report. Rows measured
+    beside `anchor` (the anchor architecture) are fitted on `anchored_ms`: milliseconds at the
+    anchor's median speed over the sweep."""
     from search_spaces.latency_predictor import (
         LatencyPredictor,
         PredictorError,
@@ -508,7 +598,20 @@ def _fit(
     stages = len(space.base.stages)
     archs = [space.decode(_choices(r)) for r in rows]
     x = [features(a, table, stages, **kw) for a in archs]
-    y = [float(r["measured_ms"]) for r in rows]
+    raw = [float(r["measured_ms"]) for r in rows]
+    by_anchor = anchored_ms(rows) if anchor is not None else None
+    y = by_anchor[0] if by_anchor else raw
+    anchor_record: dict[str, Any] = {}
+    if by_anchor:
+        from training.timing import cv
+
+        spread_ = cv([float(r["anchor_ms"]) for r in rows])
+        anchor_record = {
+            "arch": anchor.name,
+            "yaml": anchor.to_yaml(),
+            "reference_ms": round(by_anchor[1], 4),
+            "cv": None if spread_ is None else round(spread_, 5),
+        }
     kind, folds, seed = str(cfg.predictor_model), int(cfg.folds), int(cfg.run.seed)
     print(f"fit predictor: {folds}-fold validation of {kind} on {len(y)} architectures", file=sys.stderr)
     try:
@@ -532,8 +635,10 @@ def _fit(
         rows=len(y),
         cv={"folds": folds, "model": kind, **scores[kind]},
         setup={**setup.__dict__, **kw},
-        references=choose_references(rows),  # a search measures these again first (its drift check)
+        # a search measures these again first (its drift check), in the units the predictor predicts
+        references=choose_references([{**r, "measured_ms": v} for r, v in zip(rows, y)]),
         trained_on=[str(r["arch"]) for r in rows],  # --check-predictor measures others
+        anchor=anchor_record,
     )
     path = rundir.file("latency_predictor.pkl")
     predictor.save(path)
@@ -542,9 +647,10 @@ def _fit(
             "id": r["id"],
             "arch": r["arch"],
             "blocks": r["blocks"],
-            "measured_ms": r["measured_ms"],
+            "measured_ms": round(y[i], 4),
             "predicted_ms": round(float(oof[kind][i]), 4),
-            "error": round(float(oof[kind][i]) / r["measured_ms"] - 1, 4),
+            "error": round(float(oof[kind][i]) / y[i] - 1, 4),
+            "raw_ms": r["measured_ms"],
             "table_refit_ms": round(float(oof["table"][i]), 4),
             "table_ms": r["table_ms"],
             "cv": r["cv"],
@@ -563,6 +669,13 @@ def _fit(
         _, _, _, by_fastest = fit(x, [float(f) for f in fastest], kind=kind, folds=folds, seed=seed)
         results[f"{kind}, fastest run (k-fold)"] = by_fastest[kind]
         results["table refit, fastest run (k-fold)"] = by_fastest["table"]
+    if by_anchor:  # the same timings without the anchor: what it bought, same folds
+        _, _, _, by_raw = fit(x, raw, kind=kind, folds=folds, seed=seed)
+        results[f"{kind}, milliseconds without the anchor (k-fold)"] = by_raw[kind]
+        results["table refit, milliseconds without the anchor (k-fold)"] = by_raw["table"]
+        results["table as built, milliseconds without the anchor"] = agreement(
+            raw, [float(r["table_ms"]) for r in rows]
+        )
     if int(cfg.get("passes", 1)) > 1:  # what one pass alone would have given, same architectures
         first = [_passes(r)[0] for r in rows]
         _, _, _, by_first = fit(x, first, kind=kind, folds=folds, seed=seed)
@@ -576,6 +689,12 @@ def _fit(
         f"{setup.runtime}, {setup.threads} "
         f"thread(s), load average {os.getloadavg()[0]:.2f}"
     )
+    if anchor_record:
+        print(
+            f"anchor {anchor_record['arch']}: median {anchor_record['reference_ms']:.2f} ms over the sweep "
+            f"(CV {anchor_record['cv'] or 0:.1%} between architectures); the predictor predicts milliseconds at "
+            "that speed, and a measurement beside the anchor is converted to it"
+        )
     refs = ", ".join(f"{r['arch']} {r['measured_ms']:.2f} ms" for r in predictor.references)
     print(f"references a search measures again before it trusts the predictor: {refs}")
     print(f"command: {_command(rundir)}")
@@ -591,6 +710,7 @@ def _fit(
         "flagged": flagged,
         "remeasured": again,
         "passes": int(cfg.get("passes", 1)),
+        "anchor": {k: v for k, v in anchor_record.items() if k != "yaml"} or None,
         "runtime": setup.runtime,
         "threads": setup.threads,
         "space_fingerprint": space.fingerprint(),

@@ -332,6 +332,9 @@ class LatencyPredictor:
     setup: dict[str, Any] = field(default_factory=dict)  # how each was measured (training.timing.Setup)
     references: list[dict[str, Any]] = field(default_factory=list)  # choose_references' rows
     trained_on: list[str] = field(default_factory=list)  # the fitted architectures' names
+    # fitted beside an anchor (`anchor=true`): its name, Arch YAML, median latency over the sweep
+    # (`reference_ms`: the speed every prediction is at) and that median's CV; {} when not
+    anchor: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, arch: Arch, resolution: int | None = None) -> float:
         """Predicted latency of `arch` in milliseconds, at `resolution` (default: its own)."""
@@ -343,7 +346,13 @@ class LatencyPredictor:
     def describe(self) -> str:
         return (
             f"{self.kind} latency predictor ({self.runtime}, {self.threads} thread(s), fitted on "
-            f"{self.rows} architectures measured on {self.machine.get('cpu') or '?'})"
+            f"{self.rows} architectures measured on {self.machine.get('cpu') or '?'}"
+            + (
+                f"; milliseconds at the speed that ran {self.anchor['arch']} in {self.anchor['reference_ms']:.2f} ms"
+                if self.anchor
+                else ""
+            )
+            + ")"
         )
 
     def check(

@@ -246,6 +246,61 @@ def repeated(call: Callable[[], Any], setup: Setup) -> Measurement:
     return Measurement(tuple(medians), tuple(times), tuple(lows))
 
 
+@dataclass(frozen=True)
+class Paired:
+    """A model measured beside an anchor architecture, their timed runs alternating one by one:
+    per repeat, the model's median over the anchor's median of the same stretch of time."""
+
+    model: Measurement
+    anchor: Measurement
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return tuple(m / a for m, a in zip(self.model.medians, self.anchor.medians))
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def ratio_cv(self) -> float | None:
+        """Repeat-to-repeat CV of the ratio (None with one repeat): the spread the anchor leaves."""
+        return cv(self.ratios)
+
+
+def paired(call: Callable[[], Any], anchor: Callable[[], Any], setup: Setup) -> Paired:
+    """`call` measured beside `anchor`, `setup.repeat` times: `warmup` untimed runs of each, then
+    `runs` timed pairs, the model's run then the anchor's. Why: on this VM the speed of one core
+    moves by 6-16% (CV of B0 measured every 2 s over 7 minutes, three runs) within seconds, and
+    the same architecture in two sweeps over 400 agreed within +-10% only 64-82% of the time;
+    run by run, the ratio to the anchor spread 1.1% where the milliseconds spread 3.2% (21
+    models x 10 rounds; benchmarks/latency_paired.py --interleave, docs/latency.md). Costs twice
+    the timed runs."""
+    mine: list[list[float]] = []
+    theirs: list[list[float]] = []
+    for _ in range(max(1, setup.repeat)):
+        for _ in range(setup.warmup):
+            call()
+            anchor()
+        a, b = [], []
+        for _ in range(setup.runs):
+            t = time.perf_counter()
+            call()
+            a.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            anchor()
+            b.append((time.perf_counter() - t) * 1e3)
+        mine.append(a)
+        theirs.append(b)
+
+    def kept(runs: list[list[float]]) -> Measurement:
+        return Measurement(
+            tuple(statistics.median(r) for r in runs), tuple(t for r in runs for t in r), tuple(min(r) for r in runs)
+        )
+
+    return Paired(kept(mine), kept(theirs))
+
+
 def model_runner(
     arch: Any, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
 ) -> Callable[[], Any]:
@@ -263,6 +318,18 @@ def model_latency(
 ) -> Measurement:
     """`arch` measured end to end under `setup`, `setup.repeat` times."""
     return repeated(model_runner(arch, setup, resolution, num_classes, stem_stride), setup)
+
+
+def paired_latency(
+    arch: Any,
+    anchor: Callable[[], Any],
+    setup: Setup,
+    resolution: int,
+    num_classes: int,
+    stem_stride: int | None,
+) -> Paired:
+    """`arch` measured end to end beside `anchor` (a `model_runner` of the anchor architecture)."""
+    return paired(model_runner(arch, setup, resolution, num_classes, stem_stride), anchor, setup)
 
 
 def setup_from(record: dict[str, Any], **overrides: Any) -> Setup:
