@@ -7,6 +7,10 @@ median, the median over sweeps, what `effnas latency --fit-predictor N passes=K`
 the runs' measurements.csv and the first run's table; measures nothing.
 
     PYTHONPATH=. .venv/bin/python benchmarks/latency_passes.py RUN RUN [RUN ...]
+    PYTHONPATH=. .venv/bin/python benchmarks/latency_passes.py RUN:ratio RUN:ratio RUN   # anchored runs
+
+`RUN:COLUMN` reads another column of measurements.csv than `measured_ms`: `ratio` (a run with
+`anchor=true`: the ratio to the anchor timed beside it) or `fastest_ms`.
 
 Prints a table, the command and the load average.
 """
@@ -36,7 +40,13 @@ def main() -> int:
     print(f"$ PYTHONPATH=. python {' '.join(sys.argv)}  (load average {os.getloadavg()[0]:.2f})")
     from omegaconf import OmegaConf
 
-    frames = [pd.read_csv(Path(r) / "measurements.csv").set_index("arch") for r in args.runs]
+    runs = [r.rsplit(":", 1) if ":" in r else [r, "measured_ms"] for r in args.runs]
+    frames = [pd.read_csv(Path(r) / "measurements.csv").set_index("arch") for r, _ in runs]
+    for (run, column), frame in zip(runs, frames):
+        if column not in frame.columns or frame[column].isna().any():
+            print(f"latency_passes: {run}: no {column} for every architecture", file=sys.stderr)
+            return 2
+    args.runs = [r for r, _ in runs]
     names = [n for n in frames[0].index if all(n in f.index for f in frames[1:])]
     predictor = LatencyPredictor.load(args.runs[0])
     schema = OmegaConf.structured(SpaceConfig)
@@ -46,7 +56,7 @@ def main() -> int:
         return 2
     archs = [space.decode(tuple(int(c) for c in str(frames[0].loc[n, "choices"]).split())) for n in names]
     x = [features(a, predictor.table, predictor.stages, **predictor.kw) for a in archs]
-    sweeps = [[float(f.loc[n, "measured_ms"]) for n in names] for f in frames]
+    sweeps = [[float(f.loc[n, column]) for n in names] for f, (_, column) in zip(frames, runs)]
     print(f"{len(names)} architectures in all {len(frames)} runs\n")
 
     print("| sweep against sweep (each over its median) | within +-10% | 10-90% of the ratio |")
@@ -59,7 +69,7 @@ def main() -> int:
 
     print("\n| fitted on | within +-10% (k-fold) | Spearman | table refit |")
     print("|---|---|---|---|")
-    targets = {f"sweep {i + 1} ({args.runs[i]})": s for i, s in enumerate(sweeps)}
+    targets = {f"sweep {i + 1} ({args.runs[i]}, {runs[i][1]})": s for i, s in enumerate(sweeps)}
     targets[f"the {len(sweeps)} combined (combine_passes)"] = combine_passes(sweeps)
     errors = []
     for name, y in targets.items():

@@ -51,6 +51,16 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* |
 # same timings without the anchor reported beside: STEPS=fit_anchor benchmarks/latency_predictor.sh
 ! want fit_anchor || step fit_anchor latency --fit-predictor "$N_TORCH" anchor=true \
   --table "$OUT/fit/latency_table.json" || exit $?
+# the anchored predictor checked on 100 architectures it was not fitted on (measured beside the
+# anchor, converted at the fit's anchor speed; the plain milliseconds as fitted and in hindsight
+# beside), a second anchored sweep over the first N_ANCHOR2 of the same architectures (how far two
+# sweeps agree: benchmarks/latency_passes.py RUN:ratio ...), and the digits search at 15 ms on it
+! want check_fit_anchor || step check_fit_anchor latency --check-predictor "${N_CHECK:-100}" \
+  --predictor "$OUT/fit_anchor" || exit $?
+! want fit_anchor2 || step fit_anchor2 latency --fit-predictor "${N_ANCHOR2:-200}" anchor=true \
+  --table "$OUT/fit/latency_table.json" || exit $?
+! want search_anchor || step search_anchor search --target-latency 15ms@torch \
+  --latency-predictor "$OUT/fit_anchor" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

@@ -400,6 +400,13 @@ def compare(cfg: Any, rundir: Any, setup: Setup, archs: list[Arch], labels: list
 
     table = LatencyTable.load(cfg.table) if cfg.table else None
     predictor = load_predictor(cfg.predictor) if cfg.predictor else None
+    if predictor is not None and predictor.anchor:
+        print(
+            f"latency: {cfg.predictor} was fitted beside an anchor: its `learned_ms` is milliseconds at the speed "
+            f"that ran {predictor.anchor['arch']} in {predictor.anchor['reference_ms']:.2f} ms; the measurements "
+            "here are plain milliseconds now (--check-predictor measures beside the anchor)",
+            file=sys.stderr,
+        )
     accuracy = parse_accuracy(cfg.accuracy)
     rows = []
     for label, arch in zip(labels, archs):

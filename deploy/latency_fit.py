@@ -327,7 +327,7 @@ def fit_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, table: Any) -
     anchor = anchor_runner(arch_from_cfg(cfg.arch), setup, kw) if cfg.get("anchor") else None
     if anchor is not None:
         print(
-            f"fit predictor: each beside the anchor {anchor[0].name} ({cfg.arch.name}), their timed runs "
+            f"fit predictor: each beside the anchor {anchor[0].name}, their timed runs "
             "alternating: the latency fitted is the ratio to it x its median over the sweep",
             file=sys.stderr,
             flush=True,
@@ -415,8 +415,8 @@ def measure_all(
     predict: Callable[[Any], float],
     anchor: Anchor | None = None,
 ) -> None:
-    """Measure the architectures `choices[len(rows):]` end to end (beside `anchor` when given), one row each appended to `rows`
-    and measurements.csv saved after each (a kill loses at most the one in progress), with a time
+    """Measure the architectures `choices[len(rows):]` end to end (beside `anchor` when given),
+    one row each appended to `rows` and measurements.csv saved after each (a kill loses at most the one in progress), with a time
     estimate after the first and an ETA on every line; `predict` is shown beside each measurement
     and kept as `table_ms` (the fit's feature) or `predicted_ms` (a predictor checked)."""
     kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
@@ -756,6 +756,8 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     from training.timing import reference_drift
 
     n = int(cfg.check_predictor)
+    if predictor.anchor:
+        return _check_anchored(cfg, rundir, setup, space, predictor)
     found = rundir.manifest.get("latency_drift")
     if found is None and predictor.references:
         refs = predictor.references
@@ -852,6 +854,97 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
         "within_10pct": results[f"x{factor:.3f}: the references' drift before (a search's)"]["within_10pct"],
         "within_10pct_as_fitted": results["as fitted"]["within_10pct"],
         "spearman": results["as fitted"]["spearman"],
+        "agreement": results,
+    }
+
+
+def _check_anchored(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: Any) -> dict[str, Any]:
+    """`check_predictor` for a predictor fitted beside an anchor: each architecture measured
+    beside the same anchor, its ratio converted at the predictor's reference speed (no drift to
+    measure first: the anchor, timed run by run, is the machine's speed now). Beside it, the
+    same timings in plain milliseconds, as fitted and scaled by the one factor that fits them
+    best (hindsight), and how fast the machine ran the anchor against the fit."""
+    from search_spaces.arch import Arch
+    from search_spaces.latency_predictor import agreement
+
+    n = int(cfg.check_predictor)
+    kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
+    anchor = anchor_runner(Arch.from_yaml(predictor.anchor["yaml"]), setup, kw)
+    reference = float(predictor.anchor["reference_ms"])
+    choices = distinct_samples(
+        space, n, int(cfg.run.seed) + 1, frozenset(predictor.trained_on), "--check-predictor"
+    )
+    rows = _measured_before(rundir, choices)
+    print(
+        f"check predictor: {predictor.describe()}; {n} random architectures it was not fitted on "
+        f"({len(rows)} measured before), each beside the anchor {anchor[0].name}",
+        file=sys.stderr,
+        flush=True,
+    )
+    measure_all(
+        cfg, rundir, setup, space, choices, rows, "check predictor", "predicted", predictor.predict, anchor
+    )
+    at_reference = [float(r["ratio"]) * reference for r in rows]
+    raw = [float(r["measured_ms"]) for r in rows]
+    predicted = [float(r["predicted_ms"]) for r in rows]
+    speed = statistics.median(float(r["anchor_ms"]) for r in rows) / reference
+    best = statistics.median(m / p for m, p in zip(raw, predicted))
+    results = {
+        f"beside the anchor (ratio x {reference:.2f} ms)": agreement(at_reference, predicted),
+        "milliseconds now, as fitted": agreement(raw, predicted),
+        f"milliseconds now, x{best:.3f} (hindsight)": agreement(raw, [p * best for p in predicted]),
+    }
+    rundir.write_csv(
+        "predictor.csv",
+        [
+            {
+                "id": r["id"],
+                "arch": r["arch"],
+                "blocks": r["blocks"],
+                "measured_ms": round(m, 4),
+                "predicted_ms": r["predicted_ms"],
+                "error": round(float(r["predicted_ms"]) / m - 1, 4),
+                "raw_ms": r["measured_ms"],
+                "anchor_ms": r["anchor_ms"],
+                "ratio_cv": r["ratio_cv"],
+                "flagged": r["flagged"],
+            }
+            for r, m in zip(rows, at_reference)
+        ],
+    )
+    from foundation.figures import close, predicted_vs_measured
+
+    fig = predicted_vs_measured(
+        [
+            (f"{name}:\n{a['within_10pct']:.0%} within +-10%", measured, predicted)
+            for (name, a), measured in zip(list(results.items())[:2], (at_reference, raw))
+        ]
+    )
+    rundir.save_figure("predicted_vs_measured.png", fig)
+    close(fig)
+    print(_agreement_table(results))
+    measuring = round(sum(float(r["seconds"]) for r in rows), 1)
+    flagged = sum(bool(r["flagged"]) for r in rows)
+    print(
+        f"the anchor ran {speed:.3f}x its fitted latency ({reference:.2f} ms) over this check; {n} architectures "
+        f"measured in {_eta(measuring)} ({flagged} with the ratio's CV over {float(cfg.cv_threshold):.0%}); "
+        f"{setup.runtime}, {setup.threads} thread(s), load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"command: {_command(rundir)}")
+    first = next(iter(results))
+    return {
+        "predictor": str(cfg.predictor),
+        "architectures": n,
+        "anchor": {k: v for k, v in predictor.anchor.items() if k != "yaml"},
+        "anchor_speed": round(speed, 4),
+        "best_factor": round(best, 4),
+        "measuring_seconds": measuring,
+        "flagged": flagged,
+        "runtime": setup.runtime,
+        "threads": setup.threads,
+        "within_10pct": results[first]["within_10pct"],
+        "within_10pct_as_fitted": results["milliseconds now, as fitted"]["within_10pct"],
+        "spearman": results[first]["spearman"],
         "agreement": results,
     }
 

@@ -45,6 +45,7 @@ class LatencyModel:
     setup: dict[str, Any]  # runtime, threads, batch, channels_last, device, num_classes, stem_stride
     description: str
     references: tuple[dict[str, Any], ...] = ()  # the predictor's, for the drift check
+    anchor: dict[str, Any] | None = None  # a predictor fitted beside an anchor: its record
 
     @property
     def runtime(self) -> str:
@@ -97,7 +98,13 @@ def _predictor(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
     setup = {"runtime": predictor.runtime, "threads": predictor.threads, "batch": predictor.batch}
     setup = {**setup, **predictor.kw, **predictor.setup}
     return LatencyModel(
-        predictor.predict, "predictor", path, setup, predictor.describe(), tuple(predictor.references)
+        predictor.predict,
+        "predictor",
+        path,
+        setup,
+        predictor.describe(),
+        tuple(predictor.references),
+        predictor.anchor or None,
     )
 
 
@@ -152,6 +159,14 @@ def check_drift(
 
     mode = str(cfg.latency_drift)
     if mode == "off":
+        return model, None
+    if model.anchor:
+        print(
+            f"search: {Path(model.path).name} was fitted beside the anchor {model.anchor['arch']}: its "
+            f"predictions are milliseconds at the speed that ran it in {model.anchor['reference_ms']:.2f} ms, "
+            "and the winners are measured beside it and converted to that speed; no drift to scale",
+            file=sys.stderr,
+        )
         return model, None
     if not model.references:
         print(
@@ -246,8 +261,11 @@ def measure_winners(
 ) -> int:
     """Measure the top `measure_top` finished trials by reward that are not measured yet (a
     resumed run keeps its measurements); each row gets `measured_ms`, `measured_cv` and
-    `measured_reward`, saved after each. Returns how many were measured now."""
-    from training.timing import model_latency, pinned, setup_from
+    `measured_reward`, saved after each. A predictor fitted beside an anchor has them measured
+    beside it (`training.timing.paired`): `measured_ms` is the ratio x the predictor's anchor
+    latency (its units), `measured_cv` the ratio's, `measured_raw_ms` the plain milliseconds.
+    Returns how many were measured now."""
+    from training.timing import model_latency, model_runner, paired_latency, pinned, setup_from
 
     top = sorted(
         (r for r in rows if r["status"] == "ok" and r["reward"] is not None),
@@ -269,18 +287,28 @@ def measure_winners(
         file=sys.stderr,
         flush=True,
     )
+    nc, ss = int(s.get("num_classes", 1000)), s.get("stem_stride")
     with pinned(setup.threads, setup.device == "cpu"):
+        anchor = None
+        if model.anchor:
+            anchor_arch = Arch.from_yaml(str(model.anchor["yaml"]))
+            anchor = model_runner(anchor_arch, setup, anchor_arch.resolution, nc, ss)
         for row in todo:
             arch = space.decode(tuple(int(c) for c in str(row["choices"]).split()))
-            measured = model_latency(
-                arch, setup, arch.resolution, int(s.get("num_classes", 1000)), s.get("stem_stride")
-            )
-            row["measured_ms"] = round(measured.median_ms, 4)
-            row["measured_cv"] = None if measured.cv is None else round(measured.cv, 5)
-            row["measured_reward"] = reward_fn(float(row["accuracy"]), measured.median_ms)
+            if anchor is None:
+                measured = model_latency(arch, setup, arch.resolution, nc, ss)
+                ms, spread, raw = measured.median_ms, measured.cv, ""
+            else:
+                both = paired_latency(arch, anchor, setup, arch.resolution, nc, ss)
+                ms, spread = both.ratio * float(model.anchor["reference_ms"]), both.ratio_cv
+                row["measured_raw_ms"] = round(both.model.median_ms, 4)
+                raw = f" ({both.model.median_ms:.2f} ms now, the anchor {both.anchor.median_ms:.2f} ms)"
+            row["measured_ms"] = round(ms, 4)
+            row["measured_cv"] = None if spread is None else round(spread, 5)
+            row["measured_reward"] = reward_fn(float(row["accuracy"]), ms)
             save(rows)
             print(
-                f"  #{row['id']}: predicted {row['latency_ms']:.2f} ms, measured {row['measured_ms']:.2f} ms "
+                f"  #{row['id']}: predicted {row['latency_ms']:.2f} ms, measured {row['measured_ms']:.2f} ms{raw} "
                 f"({row['measured_ms'] / row['latency_ms'] - 1:+.1%}); reward {row['reward']:.4f} -> "
                 f"{row['measured_reward']:.4f}",
                 file=sys.stderr,

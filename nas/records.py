@@ -35,6 +35,7 @@ COLUMNS = (
     "zero_cost",
     "measured_ms",  # latency target: the top trials measured end to end (nas.latency_check)
     "measured_cv",
+    "measured_raw_ms",  # a predictor fitted beside an anchor: the plain milliseconds of that measurement
     "measured_reward",  # the reward on the measured latency; the best is picked on it
 )
 # what `effnas report` reads of this stage's run: table -> (required columns, of which numeric);
@@ -67,7 +68,7 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
             if row[key] is not None:
                 row[key] = int(row[key])
         floats = ("latency_ms", "accuracy", "reward", "seconds", "epochs", "loss", "zero_cost")
-        for key in (*floats, "measured_ms", "measured_cv", "measured_reward"):
+        for key in (*floats, "measured_ms", "measured_cv", "measured_raw_ms", "measured_reward"):
             if row[key] is not None:
                 row[key] = float(row[key])
         rows.append(row)

@@ -28,7 +28,9 @@ SUMMARY_KEYS = ("trials_done", "trials_stopped", "trials_failed", "trials_reject
 # what the trial log (Optuna study, MLflow) gets of each trials.csv row as attributes: every column
 # but the ones that are the trial itself there (its key, state, parameters, the sampler's number)
 # (the end-to-end measurements come after the trials finished: Optuna takes no attributes then)
-SKIPPED = ("id", "status", "choices", "sampler_key", "measured_ms", "measured_cv", "measured_reward")
+SKIPPED = (
+    "id", "status", "choices", "sampler_key", "measured_ms", "measured_cv", "measured_raw_ms", "measured_reward"
+)  # fmt: skip
 LOGGED = tuple(c for c in COLUMNS if c not in SKIPPED)
 ARTIFACTS = (
     "trials.csv",

@@ -631,3 +631,115 @@ def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes
     hindsight = (rows["measured_ms"] / rows["unscaled_ms"]).median()
     assert summary["best_factor"] == pytest.approx(hindsight, rel=1e-3)
     assert (run / "predicted_vs_measured.png").is_file()
+
+
+# -- measured beside an anchor (anchor=true) ----------------------------------------------------------
+def test_paired_alternates_the_models_runs_with_the_anchors() -> None:
+    from training.timing import Measurement, Paired, Setup, paired
+
+    order: list[str] = []
+    setup = Setup(
+        batch=1, threads=1, runs=3, warmup=1, runtime="torch", device="cpu", channels_last=False, repeat=2
+    )
+    both = paired(lambda: order.append("m"), lambda: order.append("a"), setup)
+    assert order == ["m", "a"] * (1 + 3) * 2  # per repeat: the warm-up pair, then the timed pairs
+    assert len(both.model.medians) == len(both.anchor.medians) == 2 and len(both.model.times) == 6
+    made = Paired(Measurement((2.0, 4.0), (2.0, 4.0)), Measurement((1.0, 2.0), (1.0, 2.0)))
+    assert made.ratios == (2.0, 2.0) and made.ratio == 2.0 and made.ratio_cv == 0.0  # the machine's
+    # speed moved between the repeats, the ratio did not
+
+
+def test_anchored_milliseconds_are_the_ratio_at_the_anchors_median_speed() -> None:
+    from deploy.latency_fit import anchored_ms, spread
+
+    rows = [
+        {"ratio": 0.5, "anchor_ms": 10.0},
+        {"ratio": 2.0, "anchor_ms": 30.0},
+        {"ratio": 1.0, "anchor_ms": 20.0},
+    ]
+    assert anchored_ms(rows) == ([10.0, 40.0, 20.0], 20.0)
+    assert anchored_ms([*rows, {"ratio": float("nan"), "anchor_ms": 20.0}]) is None  # one measured without
+    assert (
+        spread({"ratio": 1.0, "ratio_cv": 0.01, "cv": 0.2}) == 0.01
+        and spread({"cv": 0.2, "ratio": None}) == 0.2
+    )
+
+
+@pytest.fixture(scope="module")
+def anchored(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --fit-predictor run with `anchor=true` (B0 timed beside each of the N architectures)."""
+    run = tmp_path_factory.mktemp("anchored") / "run"
+    args = [
+        "latency",
+        "--fit-predictor",
+        str(N),
+        "--table",
+        str(table),
+        *SMALL_SPACE,
+        *QUICK,
+        "--repeat",
+        "2",
+    ]
+    assert main([*args, "anchor=true", "remeasure=0", "cv_threshold=0.05", f"run.dir={run}"]) == 0
+    return run
+
+
+def test_an_anchored_fit_fits_the_ratio_at_the_anchors_speed_and_reports_the_plain_ms_beside(
+    anchored: Path,
+) -> None:
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    rows = pd.read_csv(anchored / "measurements.csv")
+    assert rows[["anchor_ms", "ratio", "ratio_cv"]].notna().all().all()
+    assert (rows["flagged"] == (rows["ratio_cv"] > 0.05)).all()  # trust is the ratio's spread
+    reference = rows["anchor_ms"].median()
+    out = pd.read_csv(anchored / "predictor.csv")
+    assert list(out["measured_ms"]) == pytest.approx(list(rows["ratio"] * reference), rel=1e-3)
+    assert list(out["raw_ms"]) == list(rows["measured_ms"])
+    summary = json.loads((anchored / "summary.json").read_text())
+    assert summary["anchor"]["arch"] == "efficientnet_b0"
+    assert summary["anchor"]["reference_ms"] == pytest.approx(reference, abs=1e-3)
+    assert f"{summary['model']}, milliseconds without the anchor (k-fold)" in summary["agreement"]
+    predictor = LatencyPredictor.load(anchored)
+    assert predictor.anchor["reference_ms"] == summary["anchor"]["reference_ms"]
+    assert "at the speed that ran efficientnet_b0" in predictor.describe()
+    fitted_units = set(out["measured_ms"].round(4))
+    assert {round(r["measured_ms"], 4) for r in predictor.references} <= fitted_units  # its own units
+
+
+def test_an_anchored_check_converts_at_the_predictors_reference_and_measures_no_drift(
+    anchored: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["latency", "--check-predictor", str(N), "--predictor", str(anchored), *SMALL_SPACE, *QUICK]
+    assert main([*args, "--repeat", "2", f"run.dir={run}"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "latency_drift" not in manifest  # the anchor, timed run by run, is the speed now
+    summary = json.loads((run / "summary.json").read_text())
+    reference = summary["anchor"]["reference_ms"]
+    rows, out = pd.read_csv(run / "measurements.csv"), pd.read_csv(run / "predictor.csv")
+    assert list(out["measured_ms"]) == pytest.approx(list(rows["ratio"] * reference), rel=1e-3)
+    assert summary["anchor_speed"] == pytest.approx(rows["anchor_ms"].median() / reference, rel=1e-3)
+    assert len(summary["agreement"]) == 3 and summary["within_10pct"] is not None
+
+
+def test_a_search_with_an_anchored_predictor_measures_its_winners_beside_the_anchor(
+    anchored: Path, tmp_path: Path
+) -> None:
+    from nas.records import read_trials
+
+    run = tmp_path / "run"
+    args = ["search", "--target-latency", "1s@torch", "--latency-predictor", str(anchored), "--trials", "3"]
+    args += ["measure_top=2", "measure_runs=1", "measure_warmup=0", "measure_repeat=2"]
+    assert main([*args, *TINY_SEARCH, f"run.dir={run}"]) == 0
+    assert json.loads((run / "manifest.json").read_text())["latency_drift"] is None  # nothing to scale
+    measured = [r for r in read_trials(run / "trials.csv") if r["measured_ms"] is not None]
+    assert len(measured) == 2 and all(r["measured_raw_ms"] is not None for r in measured)
+    report = tmp_path / "report"
+    assert main(["report", str(run), f"run.dir={report}"]) == 0
+    assert "measured beside the predictor's anchor" in (report / "report.md").read_text()
+
+
+def test_an_anchored_fit_in_passes_is_refused(table: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), "anchor=true", "passes=2"]
+    assert "anchor=true measures one pass" in expect_usage_error(args, capsys)

@@ -295,7 +295,9 @@ def paired(call: Callable[[], Any], anchor: Callable[[], Any], setup: Setup) -> 
 
     def kept(runs: list[list[float]]) -> Measurement:
         return Measurement(
-            tuple(statistics.median(r) for r in runs), tuple(t for r in runs for t in r), tuple(min(r) for r in runs)
+            tuple(statistics.median(r) for r in runs),
+            tuple(t for r in runs for t in r),
+            tuple(min(r) for r in runs),
         )
 
     return Paired(kept(mine), kept(theirs))

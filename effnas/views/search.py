@@ -106,7 +106,13 @@ def measured_lines(run: Run, figures: Figures) -> list[str]:
             if changed
             else " (the same trial the prediction picks)."
         )
-        + drift_sentence(run.manifest.get("latency_drift"), run.manifest.get("latency_drift_end")),
+        + drift_sentence(run.manifest.get("latency_drift"), run.manifest.get("latency_drift_end"))
+        + (
+            " Each was measured beside the predictor's anchor architecture, its ratio to it converted to "
+            "the speed the predictor was fitted at (`measured_raw_ms` keeps the plain milliseconds)."
+            if "measured_raw_ms" in done.columns and done["measured_raw_ms"].notna().any()
+            else ""
+        ),
         "",
     ]
 
