@@ -61,6 +61,24 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* |
   --table "$OUT/fit/latency_table.json" || exit $?
 ! want search_anchor || step search_anchor search --target-latency 15ms@torch \
   --latency-predictor "$OUT/fit_anchor" || exit $?
+# the plain protocol again with glibc malloc made steady (training.timing.steady_allocator, in every
+# measuring process since it was found): the same 400 architectures, then the same 100 unseen ones
+# as check_fit_fastest and check_fit_anchor, then the noise check
+! want fit_steady || step fit_steady latency --fit-predictor "$N_TORCH" \
+  --table "$OUT/fit/latency_table.json" || exit $?
+! want check_fit_steady || step check_fit_steady latency --check-predictor "${N_CHECK:-100}" \
+  --predictor "$OUT/fit_steady" || exit $?
+! want noise_steady || step noise_steady latency --noise-check --repeat 3 || exit $?
+# the same check with a neighbour on the other core streaming memory (benchmarks/neighbour.py):
+# a slowdown imposed on purpose, to see whether the anchor's conversion follows it
+if want check_fit_anchor_loaded; then
+  taskset -c "$(( $(nproc) - 1 ))" "$PY" benchmarks/neighbour.py --kind memory > "$OUT/neighbour.log" 2>&1 &
+  hog=$!
+  step check_fit_anchor_loaded latency --check-predictor "${N_CHECK:-100}" --predictor "$OUT/fit_anchor" \
+    run.seed=1; rc=$?
+  kill -TERM "$hog"; wait "$hog"; cat "$OUT/neighbour.log"
+  [ "$rc" = 0 ] || exit "$rc"
+fi
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

@@ -743,3 +743,49 @@ def test_a_search_with_an_anchored_predictor_measures_its_winners_beside_the_anc
 def test_an_anchored_fit_in_passes_is_refused(table: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), "anchor=true", "passes=2"]
     assert "anchor=true measures one pass" in expect_usage_error(args, capsys)
+
+
+# -- the allocator ---------------------------------------------------------------------------------
+DENSE = (  # an architecture of the default space that ran 25 ms in one check and 51 ms in another
+    "r1_k3_s11_e6_i32_o24_noskip", "conv_r1_k3_s22_i24_o32_noskip", "r2_k3_s22_e3_i32_o32",
+    "ds_r4_k5_s22_i32_o64", "conv_r3_k3_s11_i64_o112_noskip", "conv_r5_k3_s22_i112_o192",
+    "r1_k5_s11_e6_i192_o320_se0.25",
+)  # fmt: skip
+FAULTS = """
+import resource, sys
+from conftest import make_arch
+from training.timing import Setup, measure, model_runner, steady_allocator
+if sys.argv[1] == "steady":
+    assert steady_allocator()
+arch = make_arch(tuple(sys.argv[2:]), "dense", stem=32, head=1280, resolution=224)
+setup = Setup(batch=1, threads=1, runs=5, warmup=3, runtime="torch", device="cpu", channels_last=True)
+call = model_runner(arch, setup, 224, 1000, None)
+measure(call, 0, 3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+measure(call, 5, 0)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_the_steady_allocator_stops_the_page_faults_of_every_forward_pass() -> None:
+    """glibc as a process starts mmaps a forward pass's large temporaries and faults them in on
+    every call (thousands of minor page faults per pass here, and a latency that depended on
+    the process's history); with `steady_allocator` they come from the heap: none."""
+    import subprocess
+
+    tests = Path(__file__).parent
+    env = {"PYTHONPATH": f"{tests.parent}{':' + str(tests)}", "PATH": "/usr/bin:/bin"}
+    faults = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", FAULTS, mode, *DENSE],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout
+        )
+        for mode in ("default", "steady")
+    }
+    assert faults["steady"] <= 10 < faults["default"], faults
