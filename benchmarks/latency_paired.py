@@ -46,7 +46,7 @@ def main() -> int:
     from deploy.latency_fit import noise_ceiling
     from search_spaces.arch import Arch
     from search_spaces.mnasnet import MnasNetSpace, SpaceConfig
-    from training.timing import Setup, cv, measure, model_runner, pin_threads
+    from training.timing import Setup, cv, measure, model_runner, paired, pin_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -57,6 +57,8 @@ def main() -> int:
         "--interleave", action="store_true", help="alternate the model's and the anchor's runs one by one"
     )
     args = parser.parse_args()
+    if args.rounds < 2:  # a CV and a ceiling need two rounds of each model
+        parser.error(f"--rounds must be at least 2 (got {args.rounds})")
     print(f"$ PYTHONPATH=. python {' '.join(sys.argv)}  (load average {os.getloadavg()[0]:.2f})", flush=True)
 
     schema = OmegaConf.structured(SpaceConfig)
@@ -83,20 +85,10 @@ def main() -> int:
 
     def interleaved(call: object, low: list[float]) -> tuple[float, float]:
         """(the model's median, the anchor's median) over `runs` pairs taken run by run, model
-        then anchor, after `warmup` of each: both see the same few milliseconds of the machine."""
-        for _ in range(setup.warmup):
-            call()
-            anchor_call()
-        mine, theirs = [], []
-        for _ in range(setup.runs):
-            t = time.perf_counter()
-            call()
-            mine.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            anchor_call()
-            theirs.append((time.perf_counter() - t) * 1e3)
-        low.append(min(mine))
-        return statistics.median(mine), statistics.median(theirs)
+        then anchor, after `warmup` of each (`training.timing.paired`, one repeat)."""
+        both = paired(call, anchor_call, setup)
+        low.append(both.model.lows[0])
+        return both.model.medians[0], both.anchor.medians[0]
 
     once(anchor_call)  # thrown away: the first measurement of a process
     ms: list[list[float]] = [[] for _ in models]

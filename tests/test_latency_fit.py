@@ -51,7 +51,13 @@ def fitted(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     `remeasure=0` and a threshold nearly every measurement exceeds (flagged, none measured again;
     rounds that do re-measure: the interrupted-round test below)."""
     run = tmp_path_factory.mktemp("fit") / "run"
-    args = [
+    assert main([*fit_args(table), "cv_threshold=1e-12", "remeasure=0", f"run.dir={run}"]) == 0
+    return run
+
+
+def fit_args(table: Path) -> list[str]:
+    """`effnas latency --fit-predictor N` on the small space, each architecture measured twice."""
+    return [
         "latency",
         "--fit-predictor",
         str(N),
@@ -61,11 +67,7 @@ def fitted(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         *QUICK,
         "--repeat",
         "2",
-        "cv_threshold=1e-12",
-        "remeasure=0",
     ]
-    assert main([*args, f"run.dir={run}"]) == 0
-    return run
 
 
 def counted(calls: list[int], stop_at: int | None = None) -> Any:
@@ -669,18 +671,7 @@ def test_anchored_milliseconds_are_the_ratio_at_the_anchors_median_speed() -> No
 def anchored(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --fit-predictor run with `anchor=true` (B0 timed beside each of the N architectures)."""
     run = tmp_path_factory.mktemp("anchored") / "run"
-    args = [
-        "latency",
-        "--fit-predictor",
-        str(N),
-        "--table",
-        str(table),
-        *SMALL_SPACE,
-        *QUICK,
-        "--repeat",
-        "2",
-    ]
-    assert main([*args, "anchor=true", "remeasure=0", "cv_threshold=0.05", f"run.dir={run}"]) == 0
+    assert main([*fit_args(table), "anchor=true", "remeasure=0", "cv_threshold=0.05", f"run.dir={run}"]) == 0
     return run
 
 
