@@ -751,7 +751,8 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     meanwhile?): the share within +-10% and Spearman of its predictions as fitted, scaled by the
     references' drift before (what a search with `latency_drift: scale` prices with) and after,
     and scaled by the one factor that fits these N best (hindsight: the most any one-number
-    correction could give). Resumable (`--resume`): a drift measured before is reused."""
+    correction could give); the old table-sum predictor on the same N beside (`table_baselines`).
+    Resumable (`--resume`): a drift measured before is reused."""
     from search_spaces.latency_predictor import agreement
     from training.timing import reference_drift
 
@@ -814,6 +815,7 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
             measured, [p * float(end["factor"]) for p in raw]
         )
     results[f"x{best:.3f}: the best one factor (hindsight)"] = agreement(measured, [p * best for p in raw])
+    results.update(table_baselines(cfg, space, predictor, rows, measured))
     rundir.write_csv(
         "predictor.csv",
         [
@@ -856,6 +858,44 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
         "spearman": results["as fitted"]["spearman"],
         "agreement": results,
     }
+
+
+def table_baselines(
+    cfg: Any, space: Any, predictor: Any, rows: list[dict[str, Any]], measured: list[float]
+) -> dict[str, dict[str, Any]]:
+    """The old table-sum predictor on the same held-out architectures, for comparison: the table
+    the predictor reads, as built (its own calibration), and `overhead + scale x sum of parts`
+    refitted on the architectures the predictor was fitted on (the fit run's measurements.csv
+    beside it; left out, with a line saying so, where that file is not there)."""
+    from search_spaces.latency_predictor import TableFit, agreement, features, fit_rows, predictor_file
+
+    archs = [space.decode(_choices(r)) for r in rows]
+    kw = predictor.kw
+    out = {"the table as built": agreement(measured, [predictor.table.predict(a, **kw) for a in archs])}
+    try:
+        fitted = [r for r in fit_rows(predictor_file(str(cfg.predictor))) if r.get("measured_ms")]
+        train = [space.decode(_choices(r)) for r in fitted]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"check predictor: no table refit beside it ({exc})", file=sys.stderr)
+        return out
+    if len(fitted) < 2:
+        print(
+            "check predictor: no table refit (its fit run's measurements.csv is not beside it)",
+            file=sys.stderr,
+        )
+        return out
+    stages = len(space.base.stages)
+    x = [features(a, predictor.table, stages, **kw) for a in train]
+    refit = TableFit().fit(_array(x), _array([float(r["measured_ms"]) for r in fitted]))
+    held = refit.predict(_array([features(a, predictor.table, stages, **kw) for a in archs]))
+    out[f"the table refitted on the fit's {len(fitted)}"] = agreement(measured, [float(v) for v in held])
+    return out
+
+
+def _array(values: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(values, dtype=np.float64)
 
 
 def _check_anchored(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: Any) -> dict[str, Any]:

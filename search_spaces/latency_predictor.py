@@ -299,7 +299,7 @@ def combine_passes(passes: Sequence[Sequence[float]]) -> list[float]:
     ]
 
 
-def _fit_rows(path: Path) -> list[dict[str, Any]]:
+def fit_rows(path: Path) -> list[dict[str, Any]]:
     """The measurements.csv of the run that fitted the predictor at `path` ([] when not there):
     where a predictor saved before predictors kept references and their names finds them."""
     import csv
@@ -312,6 +312,12 @@ def _fit_rows(path: Path) -> list[dict[str, Any]]:
 
 
 # -- the predictor ---------------------------------------------------------------------------------
+def predictor_file(path: str | Path) -> Path:
+    """A predictor file, or the `latency_predictor.pkl` inside a `--fit-predictor` run directory."""
+    path = Path(path)
+    return path / "latency_predictor.pkl" if path.is_dir() else path
+
+
 @dataclass
 class LatencyPredictor:
     """A fitted regressor, the table its features read, and what it was measured under."""
@@ -393,9 +399,7 @@ class LatencyPredictor:
     def load(cls, path: str | Path) -> LatencyPredictor:
         """A predictor file, or a `--fit-predictor` run directory holding one. Pickle: load only
         files you (or a run you trust) wrote."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "latency_predictor.pkl"
+        path = predictor_file(path)
         if not path.is_file():
             raise PredictorError(
                 f"latency predictor {path} not found; fit one with `effnas latency --fit-predictor N`"
@@ -415,7 +419,7 @@ class LatencyPredictor:
             raise PredictorError(f"{path} is not a whole latency predictor: {exc}") from None
         if not predictor.references or not predictor.trained_on:  # saved before predictors kept them
             try:
-                rows = _fit_rows(path)
+                rows = fit_rows(path)
                 predictor.references = predictor.references or choose_references(rows)
                 predictor.trained_on = predictor.trained_on or [str(r["arch"]) for r in rows]
             except (OSError, ValueError, KeyError) as exc:

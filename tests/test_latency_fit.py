@@ -600,13 +600,15 @@ def test_a_resumed_search_reuses_the_drift_it_measured(fitted: Path) -> None:
 
 
 def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes(
-    fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    table: Path, fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--check-predictor: the references measured again once (a resumed run reuses the drift),
     N architectures none of which the predictor was fitted on, each prediction as fitted and
-    scaled by the drift, and the hindsight factor the median ratio of these N."""
+    scaled by the drift, the hindsight factor the median ratio of these N, and the old table-sum
+    predictor on the same N beside it (as built, and refitted on the fit's architectures)."""
     import deploy.latency_fit as fit
     import training.timing as timing
+    from search_spaces.latency_predictor import agreement
 
     measure, calls, refs_measured = fit.model_latency, [], []
     monkeypatch.setattr(fit, "model_latency", counted(calls, 6))
@@ -629,7 +631,14 @@ def test_check_predictor_holds_it_against_archs_it_was_not_fitted_on_and_resumes
     summary = json.loads((run / "summary.json").read_text())
     after = json.loads((run / "manifest.json").read_text())["latency_drift_end"]
     assert summary["drift"] == found and summary["drift_after"] == after and len(after["now_ms"]) == 5
-    assert len(summary["agreement"]) == 4  # as fitted, x drift before, x drift after, x hindsight
+    # as fitted, x drift before, x drift after, x hindsight, the table as built, the table refitted
+    assert len(summary["agreement"]) == 6
+    assert f"the table refitted on the fit's {N}" in summary["agreement"]
+    held = pd.read_csv(run / "measurements.csv")
+    space, built = small_space(), LatencyTable.load(table)
+    archs = [space.decode(tuple(int(c) for c in ch.split())) for ch in held["choices"]]
+    by_table = agreement(list(held["measured_ms"]), [built.predict(a, num_classes=1000) for a in archs])
+    assert summary["agreement"]["the table as built"] == by_table
     hindsight = (rows["measured_ms"] / rows["unscaled_ms"]).median()
     assert summary["best_factor"] == pytest.approx(hindsight, rel=1e-3)
     assert (run / "predicted_vs_measured.png").is_file()
