@@ -79,6 +79,17 @@ if want check_fit_anchor_loaded; then
   kill -TERM "$hog"; wait "$hog"; cat "$OUT/neighbour.log"
   [ "$rc" = 0 ] || exit "$rc"
 fi
+# does the steady torch predictor hold later (after a restart of the machine, then an hour on)?
+# The same 200 unseen architectures as check_fit_steady200, each check with the old table-sum
+# predictor beside; then onnxruntime fitted again with the allocator steady, and checked the same way:
+#   STEPS="check_fit_steady200b ort_fit_steady check_ort_steady200 check_fit_steady200c" benchmarks/latency_predictor.sh
+hold() { ! want "$1" || step "$1" latency --check-predictor 200 --predictor "$OUT/fit_steady" run.seed=7 || exit $?; }
+hold check_fit_steady200b
+! want ort_fit_steady || step ort_fit_steady latency --fit-predictor "${N_ORT2:-300}" --runtime onnxruntime \
+  --table "$OUT/ort_table/latency_table.json" || exit $?
+! want check_ort_steady200 || step check_ort_steady200 latency --check-predictor 200 --runtime onnxruntime \
+  --predictor "$OUT/ort_fit_steady" run.seed=7 || exit $?
+hold check_fit_steady200c
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?
