@@ -90,6 +90,18 @@ hold check_fit_steady200b
 ! want check_ort_steady200 || step check_ort_steady200 latency --check-predictor 200 --runtime onnxruntime \
   --predictor "$OUT/ort_fit_steady" run.seed=7 || exit $?
 hold check_fit_steady200c
+# the same protocol on a second machine (an Intel Xeon VM, 2026-12-05; the runs above were on an
+# AMD EPYC VM): its noise, the torch predictor fitted there on the same 400 architectures and the
+# same table, checked on the same 200 unseen ones, the digits search at 15 ms on it, and the same
+# check again later (does it hold over an hour?):
+#   STEPS="noise_xeon fit_xeon check_fit_xeon200 search_xeon" benchmarks/latency_predictor.sh
+#   STEPS=check_fit_xeon200b benchmarks/latency_predictor.sh   # an hour on
+! want noise_xeon || step noise_xeon latency --noise-check --repeat 3 || exit $?
+! want fit_xeon || step fit_xeon latency --fit-predictor "$N_TORCH" --table "$OUT/fit/latency_table.json" || exit $?
+for name in check_fit_xeon200 check_fit_xeon200b; do
+  ! want "$name" || step "$name" latency --check-predictor 200 --predictor "$OUT/fit_xeon" run.seed=7 || exit $?
+done
+! want search_xeon || step search_xeon search --target-latency 15ms@torch --latency-predictor "$OUT/fit_xeon" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?

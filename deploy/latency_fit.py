@@ -754,9 +754,14 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     correction could give); the old table-sum predictor on the same N beside (`table_baselines`).
     Resumable (`--resume`): a drift measured before is reused."""
     from search_spaces.latency_predictor import agreement
-    from training.timing import reference_drift
+    from training.timing import machine, reference_drift
 
     n = int(cfg.check_predictor)
+    then, now = predictor.machine.get("cpu"), machine().get("cpu")
+    if (
+        then and now and then != now
+    ):  # a search refuses it (latency_machine); a check measures how far it carries
+        print(f"check predictor: it was measured on {then}; this machine is {now}", file=sys.stderr)
     if predictor.anchor:
         return _check_anchored(cfg, rundir, setup, space, predictor)
     found = rundir.manifest.get("latency_drift")

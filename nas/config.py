@@ -58,6 +58,7 @@ class SearchConfig:
     latency_table: Optional[str] = None  # `effnas latency --build-table`'s latency_table.json
     latency_predictor: Optional[str] = MISSING  # `effnas latency --fit-predictor`'s predictor
     latency_drift: str = MISSING  # scale | warn | off: the predictor's references measured again first
+    latency_machine: str = MISSING  # same | any: a predictor or table of another CPU model refused or not
     measure_top: int = MISSING  # latency target: measure the top k by reward, pick on measured
     measure_runs: int = MISSING
     measure_warmup: int = MISSING

@@ -95,6 +95,7 @@ def _predictor(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
         predictor.check(space=space, runtime=runtime, where=f"latency predictor {path}")
     except PredictorError as exc:
         raise UserError(str(exc)) from None
+    same_machine(cfg, predictor.machine, f"latency predictor {path}")
     setup = {"runtime": predictor.runtime, "threads": predictor.threads, "batch": predictor.batch}
     setup = {**setup, **predictor.kw, **predictor.setup}
     return LatencyModel(
@@ -122,6 +123,7 @@ def _table(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
             f"latency table {path} lacks {len(lacking)} parts of this search space (first: "
             f"{lacking[0]}); build it for this space: `effnas latency --build-table`"
         )
+    same_machine(cfg, table.setup.get("machine"), f"latency table {path}")
     model = LatencyModel(
         table.predict, "table", path, dict(table.setup), f"latency table ({len(table.ms)} parts)"
     )
@@ -131,6 +133,31 @@ def _table(cfg: Any, space: Any, runtime: str | None) -> LatencyModel:
             f"`effnas latency --build-table --runtime {runtime}`"
         )
     return model
+
+
+# -- another machine ------------------------------------------------------------------------------
+# same: a predictor or table measured on another CPU model is refused; any: used, its predictions
+# scaled by the references' drift (latency_drift). Why refuse: latency belongs to the device, not
+# only its speed (an EPYC-fitted predictor on a Xeon kept its ranking but not +-10%: the figures in
+# conf/search.yaml, measured 2026-12-05, docs/latency.md).
+MACHINE_MODES = ("same", "any")
+
+
+def same_machine(cfg: Any, measured_on: Any, what: str) -> None:
+    """Refuse `what` (a predictor or table) measured on another CPU model than this machine's,
+    unless `latency_machine=any`; one measured where the CPU was not recorded passes."""
+    from training.timing import machine
+
+    then = str((measured_on or {}).get("cpu") or "")
+    if str(cfg.latency_machine) == "any" or not then:
+        return
+    now = str(machine().get("cpu") or "")
+    if now and now != then:
+        raise UserError(
+            f"{what} was measured on {then}; this machine is {now}: latency belongs to the device, so fit "
+            "one here (effnas latency --fit-predictor N), or pass latency_machine=any to use it with its "
+            "predictions scaled by its references' drift"
+        )
 
 
 # -- the drift check ------------------------------------------------------------------------------

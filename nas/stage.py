@@ -46,13 +46,17 @@ ARTIFACTS = (
 def validate(cfg: Any) -> None:
     """Cheap checks before the run directory exists; each failure is one UserError line."""
     from foundation.units import parse_duration
-    from nas.latency_check import DRIFT_MODES, latency_model_of
+    from nas.latency_check import DRIFT_MODES, MACHINE_MODES, latency_model_of
     from nas.reward import KINDS
     from nas.samplers import SAMPLERS
     from training.trial_log import check
 
     objective_of(cfg)
     check(cfg)
+    if cfg.latency_machine not in MACHINE_MODES:
+        raise UserError(
+            f"unknown latency_machine {cfg.latency_machine!r}; expected one of {', '.join(MACHINE_MODES)}"
+        )
     latency_model_of(cfg, space_of(cfg))
     if cfg.latency_drift not in DRIFT_MODES:
         raise UserError(

@@ -428,6 +428,28 @@ def test_search_refuses_a_predictor_it_cannot_use(
     assert not any(tmp_path.iterdir())
 
 
+def test_a_predictor_of_another_cpu_is_refused_unless_latency_machine_is_any(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Latency belongs to the device: a predictor measured on another CPU model is refused in one
+    line that names the way out; with latency_machine=any the search goes past that check (and
+    stops at the next bad input, before any work)."""
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    elsewhere = LatencyPredictor.load(fitted)
+    assert elsewhere.machine["cpu"]  # this machine's, as fitted
+    elsewhere.machine = {**elsewhere.machine, "cpu": "Another CPU 9000"}
+    elsewhere.save(tmp_path / "elsewhere.pkl")
+    root = tmp_path / "runs"
+    cmd = ["search", "--target-latency", "15ms", "--latency-predictor", str(tmp_path / "elsewhere.pkl")]
+    cmd += [*SMALL_SPACE, f"run.root={root}"]
+    line = expect_usage_error(cmd, capsys)
+    assert "was measured on Another CPU 9000; this machine is" in line and "latency_machine=any" in line
+    assert "measure_repeat" in expect_usage_error([*cmd, "latency_machine=any", "measure_repeat=0"], capsys)
+    assert "unknown latency_machine" in expect_usage_error([*cmd, "latency_machine=maybe"], capsys)
+    assert not root.exists()
+
+
 def test_a_runtime_that_is_not_installed_is_refused(
     fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -586,7 +608,11 @@ def test_a_resumed_search_reuses_the_drift_it_measured(fitted: Path) -> None:
     from nas.latency_check import check_drift, latency_model_of
 
     cfg = SimpleNamespace(
-        latency_predictor=str(fitted), latency_table=None, target_latency=None, measure_top=0
+        latency_predictor=str(fitted),
+        latency_table=None,
+        target_latency=None,
+        measure_top=0,
+        latency_machine="same",
     )
     model = latency_model_of(cfg, small_space())
     arch = small_space().decode(small_space().sample(random.Random(0)))
