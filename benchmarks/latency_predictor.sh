@@ -95,12 +95,15 @@ hold check_fit_steady200c
 # same table, checked on the same 200 unseen ones, the digits search at 15 ms on it, and the same
 # check again later (does it hold over an hour?):
 #   STEPS="noise_xeon fit_xeon check_fit_xeon200 search_xeon" benchmarks/latency_predictor.sh
-#   STEPS=check_fit_xeon200b benchmarks/latency_predictor.sh   # an hour on
+#   STEPS="ort_table_xeon check_fit_xeon200b" benchmarks/latency_predictor.sh   # an hour on
 ! want noise_xeon || step noise_xeon latency --noise-check --repeat 3 || exit $?
 ! want fit_xeon || step fit_xeon latency --fit-predictor "$N_TORCH" --table "$OUT/fit/latency_table.json" || exit $?
 for name in check_fit_xeon200 check_fit_xeon200b; do
   ! want "$name" || step "$name" latency --check-predictor 200 --predictor "$OUT/fit_xeon" run.seed=7 || exit $?
 done
+# onnxruntime's table timed on the Xeon (its 20-architecture calibration, no separate check): the
+# ort fit's features read again from it by benchmarks/latency_features.py --table
+! want ort_table_xeon || step ort_table_xeon latency --build-table --runtime onnxruntime evaluate=0 || exit $?
 ! want search_xeon || step search_xeon search --target-latency 15ms@torch --latency-predictor "$OUT/fit_xeon" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
 ! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
