@@ -76,7 +76,7 @@ def main() -> int:
     y = rows["measured_ms"].to_numpy(dtype=float)
     sums = 2 + predictor.stages  # table_sum, stem_head, one per stage
     groups = {
-        "all (as fitted)": x,
+        "all": x,
         "the table's sums alone": x[:, :sums],
         "table-free: counts, MACs, params, activations": np.c_[x[:, -3:-2], x[:, sums:]],  # MACs first
         "all + channel alignment (multiples of 8, 16)": np.c_[x, [alignment(a) for a in archs]],

@@ -416,9 +416,10 @@ def measure_all(
     anchor: Anchor | None = None,
 ) -> None:
     """Measure the architectures `choices[len(rows):]` end to end (beside `anchor` when given),
-    one row each appended to `rows` and measurements.csv saved after each (a kill loses at most the one in progress), with a time
-    estimate after the first and an ETA on every line; `predict` is shown beside each measurement
-    and kept as `table_ms` (the fit's feature) or `predicted_ms` (a predictor checked)."""
+    one row each appended to `rows` and measurements.csv saved after each (a kill loses at most
+    the one in progress), with a time estimate after the first and an ETA on every line;
+    `predict` is shown beside each measurement and kept as `table_ms` (the fit's feature) or
+    `predicted_ms` (a predictor checked)."""
     kw = {"num_classes": int(cfg.num_classes), "stem_stride": cfg.stem_stride}
     column = "table_ms" if beside == "table" else "predicted_ms"
     n, t0, start = len(choices), time.perf_counter(), len(rows)
@@ -754,14 +755,15 @@ def check_predictor(cfg: Any, rundir: Any, setup: Setup, space: Any, predictor: 
     correction could give); the old table-sum predictor on the same N beside (`table_baselines`).
     Resumable (`--resume`): a drift measured before is reused."""
     from search_spaces.latency_predictor import agreement
-    from training.timing import machine, reference_drift
+    from training.timing import other_cpu, reference_drift
 
     n = int(cfg.check_predictor)
-    then, now = predictor.machine.get("cpu"), machine().get("cpu")
-    if (
-        then and now and then != now
-    ):  # a search refuses it (latency_machine); a check measures how far it carries
-        print(f"check predictor: it was measured on {then}; this machine is {now}", file=sys.stderr)
+    now = other_cpu(predictor.machine)
+    if now is not None:  # a search refuses it (latency_machine); a check measures how far it carries
+        print(
+            f"check predictor: it was measured on {predictor.machine['cpu']}; this machine is {now}",
+            file=sys.stderr,
+        )
     if predictor.anchor:
         return _check_anchored(cfg, rundir, setup, space, predictor)
     found = rundir.manifest.get("latency_drift")

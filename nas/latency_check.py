@@ -146,15 +146,12 @@ MACHINE_MODES = ("same", "any")
 def same_machine(cfg: Any, measured_on: Any, what: str) -> None:
     """Refuse `what` (a predictor or table) measured on another CPU model than this machine's,
     unless `latency_machine=any`; one measured where the CPU was not recorded passes."""
-    from training.timing import machine
+    from training.timing import other_cpu
 
-    then = str((measured_on or {}).get("cpu") or "")
-    if str(cfg.latency_machine) == "any" or not then:
-        return
-    now = str(machine().get("cpu") or "")
-    if now and now != then:
+    now = other_cpu(measured_on) if str(cfg.latency_machine) != "any" else None
+    if now is not None:
         raise UserError(
-            f"{what} was measured on {then}; this machine is {now}: latency belongs to the device, so fit "
+            f"{what} was measured on {measured_on['cpu']}; this machine is {now}: latency belongs to the device, so fit "
             "one here (effnas latency --fit-predictor N), or pass latency_machine=any to use it with its "
             "predictions scaled by its references' drift"
         )

@@ -52,20 +52,30 @@ def runtime_missing(runtime: str) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """This machine's CPU model ("AMD EPYC", "Intel(R) Xeon(R) Processor"; "" when unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
+def other_cpu(measured_on: Any) -> str | None:
+    """This machine's CPU model when `measured_on` (a `machine()` record) names another one; None
+    when it is the same or either is unknown."""
+    then, now = str((measured_on or {}).get("cpu") or ""), cpu_model()
+    return now if then and now and then != now else None
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import torch
 
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info: dict[str, Any] = {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -94,9 +104,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glib
 
 def steady_allocator() -> bool:
     """Noise control: fix glibc malloc's mmap threshold (`MMAP_THRESHOLD`) and raise its trim
-    threshold (`TRIM_THRESHOLD`),
-    so the temporaries of a forward pass (activations, oneDNN scratchpads) are reused from the
-    heap instead of mmapped and page-faulted in on every call. Why: by default glibc raises the
+    threshold (`TRIM_THRESHOLD`), so the temporaries of a forward pass (activations, oneDNN
+    scratchpads) are reused from the heap instead of mmapped and page-faulted in on every call. Why: by default glibc raises the
     threshold as the process frees large blocks, so whether a 1-10 MB buffer is mmapped depends
     on everything the process allocated before. Measured (benchmarks/latency_malloc.py, 2-core
     AMD EPYC VM, torch 2.13 CPU, one thread): one architecture of the default space with dense
