@@ -143,7 +143,7 @@ def validate(cfg: Any) -> None:
         (cfg.get("passes", 1) >= 1, "passes must be >= 1", cfg.get("passes")),
         (
             not (cfg.get("anchor") and cfg.get("passes", 1) > 1),
-            "anchor=true measures one pass (combining passes of ratios is not built); give passes=1",
+            "anchor=true measures one pass (combining passes of ratios is not built); give passes=1 or anchor=false",
             cfg.get("passes"),
         ),
         (

@@ -56,11 +56,13 @@ def fitted(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fit_args(table: Path) -> list[str]:
-    """`effnas latency --fit-predictor N` on the small space, each architecture measured twice."""
+    """`effnas latency --fit-predictor N` on the small space, each architecture measured twice,
+    on its own (`anchor=false`; the default, beside the anchor, is the `anchored` fixture's)."""
     return [
         "latency",
         "--fit-predictor",
         str(N),
+        "anchor=false",
         "--table",
         str(table),
         *SMALL_SPACE,
@@ -217,6 +219,7 @@ def test_an_interrupted_fit_resumes_with_what_it_measured(
                 str(table),
                 *SMALL_SPACE,
                 *QUICK,
+                "anchor=false",  # model_latency is what stops it
                 "remeasure=0",  # the first sweep's resume; a round's resume is the next test's
                 f"run.dir={run}",
             ]
@@ -244,7 +247,7 @@ def test_a_fit_interrupted_while_re_measuring_resumes_without_measuring_twice(
 
     run = tmp_path / "run"
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
-    args += ["cv_threshold=1e-12", "remeasure=2", "--repeat", "2", f"run.dir={run}"]
+    args += ["anchor=false", "cv_threshold=1e-12", "remeasure=2", "--repeat", "2", f"run.dir={run}"]
     monkeypatch.setattr(fit, "model_latency", counted(calls, N + 3))  # round 1's third call stops it
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -285,7 +288,7 @@ def test_a_fit_in_passes_is_interrupted_and_resumed_and_fits_on_their_combinatio
 
     run = tmp_path / "run"
     args = ["latency", "--fit-predictor", str(N), "--table", str(table), *SMALL_SPACE, *QUICK]
-    args += ["remeasure=0", "passes=3", f"run.dir={run}"]
+    args += ["anchor=false", "remeasure=0", "passes=3", f"run.dir={run}"]
     monkeypatch.setattr(fit, "model_latency", counted(calls, N + 6))  # pass 2's sixth call stops it
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -704,9 +707,11 @@ def test_anchored_milliseconds_are_the_ratio_at_the_anchors_median_speed() -> No
 
 @pytest.fixture(scope="module")
 def anchored(table: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A --fit-predictor run with `anchor=true` (B0 timed beside each of the N architectures)."""
+    """A --fit-predictor run as the defaults make it: beside the anchor (B0 timed beside each of
+    the N architectures, `anchor: true` in conf/latency.yaml)."""
     run = tmp_path_factory.mktemp("anchored") / "run"
-    assert main([*fit_args(table), "anchor=true", "remeasure=0", "cv_threshold=0.05", f"run.dir={run}"]) == 0
+    args = [a for a in fit_args(table) if a != "anchor=false"]
+    assert main([*args, "remeasure=0", "cv_threshold=0.05", f"run.dir={run}"]) == 0
     return run
 
 
@@ -767,8 +772,9 @@ def test_a_search_with_an_anchored_predictor_measures_its_winners_beside_the_anc
 
 
 def test_an_anchored_fit_in_passes_is_refused(table: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["latency", "--fit-predictor", str(N), "--table", str(table), "anchor=true", "passes=2"]
+    args = ["latency", "--fit-predictor", str(N), "--table", str(table), "passes=2"]  # anchored by default
     assert "anchor=true measures one pass" in expect_usage_error(args, capsys)
+    assert "or anchor=false" in expect_usage_error([*args, "anchor=true"], capsys)
 
 
 # -- the allocator ---------------------------------------------------------------------------------
