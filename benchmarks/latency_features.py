@@ -30,6 +30,34 @@ def alignment(arch: object) -> list[float]:
     return [sum(w % 8 == 0 for w in widths) / len(widths), sum(w % 16 == 0 for w in widths) / len(widths)]
 
 
+def by_kind(arch: object, resolution: int, stem_stride: int | None) -> list[float]:
+    """Work split by the kind of kernel that does it (millions): 1x1 MACs, depthwise MACs per
+    kernel size (3, 5, 7), full-conv MACs, and the elements each layer's tensors hold (its input,
+    inner and output widths x their pixels: memory traffic). Why: an optimized runtime fuses a
+    conv with its BN and activation and runs each kind on its own kernel, so one MAC is not one
+    MAC's time across kinds, and a layer's cost may be bandwidth, not arithmetic."""
+    from search_spaces.cost import _out
+    from search_spaces.plan import layer_plan
+
+    _, layers, _ = layer_plan(arch)
+    res = _out(resolution, arch.stem_stride if stem_stride is None else stem_stride)
+    res = _out(res, 2) if arch.stem_pool else res
+    pointwise = full = traffic = 0.0
+    depthwise = {3: 0.0, 5: 0.0, 7: 0.0}
+    for la in layers:
+        out = _out(res, la.stride)
+        mid = la.mid
+        if la.op in ("conv", "bneck"):
+            full += out * out * mid * (la.in_ch if la.op == "conv" else mid) * la.kernel**2
+            pointwise += (res * res * la.in_ch * mid + out * out * mid * la.out_ch) if la.op == "bneck" else 0
+        else:
+            pointwise += (res * res * la.in_ch * mid if la.expand != 1 else 0) + out * out * mid * la.out_ch
+            depthwise[min(depthwise, key=lambda k: abs(k - la.kernel))] += out * out * mid * la.kernel**2
+        traffic += res * res * (la.in_ch + mid) + out * out * (mid + la.out_ch)
+        res = out
+    return [v / 1e6 for v in (pointwise, *depthwise.values(), full, traffic)]
+
+
 def moved(log: Path, run: str) -> str:
     """How far the re-measured architectures of the run logged in `log` moved (again / first)."""
     text = log.read_text()
@@ -74,12 +102,16 @@ def main() -> int:
     archs = [space.decode(tuple(int(c) for c in str(s).split())) for s in rows["choices"]]
     x = np.asarray([features_of(a, table, predictor.stages, **predictor.kw) for a in archs])
     y = rows["measured_ms"].to_numpy(dtype=float)
+    resolution = predictor.kw.get("resolution")
+    kinds = [by_kind(a, int(resolution or a.resolution), predictor.kw.get("stem_stride")) for a in archs]
     sums = 2 + predictor.stages  # table_sum, stem_head, one per stage
     groups = {
         "all": x,
         "the table's sums alone": x[:, :sums],
         "table-free: counts, MACs, params, activations": np.c_[x[:, -3:-2], x[:, sums:]],  # MACs first
         "all + channel alignment (multiples of 8, 16)": np.c_[x, [alignment(a) for a in archs]],
+        "all + MACs by kind (1x1, depthwise 3/5/7, full) and tensor traffic": np.c_[x, kinds],
+        "table-free + MACs by kind and traffic": np.c_[x[:, -3:-2], x[:, sums:], kinds],
     }
     print(f"{len(y)} architectures of {run} ({predictor.runtime}, {predictor.machine.get('cpu')}), 5-fold")
     print("| features | linear: within +-10%, Spearman | boosted: within +-10%, Spearman |")

@@ -31,20 +31,20 @@ DRIFT="check_fit check_fit_remeasured search_scale search_warn search_hard_scale
 want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* || ( " $DRIFT " == *" $1 "* && " ${STEPS:-} " == *" drift "* ) ]]; }
 ! want noise || step noise latency --noise-check --repeat 3 || exit $?
 ! want table || step table latency --build-table || exit $?
-! want fit || step fit latency --fit-predictor "$N_TORCH" --table "$OUT/table/latency_table.json" || exit $?
+! want fit || step fit latency --fit-predictor "$N_TORCH" anchor=false --table "$OUT/table/latency_table.json" || exit $?
 # the torch fit again, larger and with the flagged re-measured (`remeasure`, added after `fit` ran),
 # on `fit`'s table: the same seed draws the same first 400 architectures
-! want fit_remeasured || step fit_remeasured latency --fit-predictor "${N_TORCH2:-600}" \
+! want fit_remeasured || step fit_remeasured latency --fit-predictor "${N_TORCH2:-600}" anchor=false \
   --table "$OUT/fit/latency_table.json" || exit $?
 # the noise check and the 400-architecture torch fit again, now that each measurement also keeps
 # the fastest run of each repeat (a second statistic of the same timings, reported beside):
 #   STEPS="noise_fastest fit_fastest" benchmarks/latency_predictor.sh
 ! want noise_fastest || step noise_fastest latency --noise-check --repeat 3 || exit $?
-! want fit_fastest || step fit_fastest latency --fit-predictor "$N_TORCH" \
+! want fit_fastest || step fit_fastest latency --fit-predictor "$N_TORCH" anchor=false \
   --table "$OUT/fit/latency_table.json" || exit $?
 # the fit in 3 passes (`passes=3`: every architecture measured once per pass, combined by
 # combine_passes), small: STEPS=fit_passes N_PASSES=120 benchmarks/latency_predictor.sh
-! want fit_passes || step fit_passes latency --fit-predictor "${N_PASSES:-120}" passes=3 \
+! want fit_passes || step fit_passes latency --fit-predictor "${N_PASSES:-120}" anchor=false passes=3 \
   --table "$OUT/fit/latency_table.json" || exit $?
 # the torch fit with every architecture timed beside B0, run by run (`anchor=true`): the same
 # 400 architectures, fitted on milliseconds at the anchor's median speed over the sweep, and the
@@ -64,7 +64,7 @@ want() { [[ " ${STEPS:-noise table fit ort_table ort_fit search} " == *" $1 "* |
 # the plain protocol again with glibc malloc made steady (training.timing.steady_allocator, in every
 # measuring process since it was found): the same 400 architectures, then the same 100 unseen ones
 # as check_fit_fastest and check_fit_anchor, then the noise check
-! want fit_steady || step fit_steady latency --fit-predictor "$N_TORCH" \
+! want fit_steady || step fit_steady latency --fit-predictor "$N_TORCH" anchor=false \
   --table "$OUT/fit/latency_table.json" || exit $?
 ! want check_fit_steady || step check_fit_steady latency --check-predictor "${N_CHECK:-100}" \
   --predictor "$OUT/fit_steady" || exit $?
@@ -85,7 +85,7 @@ fi
 #   STEPS="check_fit_steady200b ort_fit_steady check_ort_steady200 check_fit_steady200c" benchmarks/latency_predictor.sh
 hold() { ! want "$1" || step "$1" latency --check-predictor 200 --predictor "$OUT/fit_steady" run.seed=7 || exit $?; }
 hold check_fit_steady200b
-! want ort_fit_steady || step ort_fit_steady latency --fit-predictor "${N_ORT2:-300}" --runtime onnxruntime \
+! want ort_fit_steady || step ort_fit_steady latency --fit-predictor "${N_ORT2:-300}" anchor=false --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?
 ! want check_ort_steady200 || step check_ort_steady200 latency --check-predictor 200 --runtime onnxruntime \
   --predictor "$OUT/ort_fit_steady" run.seed=7 || exit $?
@@ -97,16 +97,36 @@ hold check_fit_steady200c
 #   STEPS="noise_xeon fit_xeon check_fit_xeon200 search_xeon" benchmarks/latency_predictor.sh
 #   STEPS="ort_table_xeon check_fit_xeon200b" benchmarks/latency_predictor.sh   # an hour on
 ! want noise_xeon || step noise_xeon latency --noise-check --repeat 3 || exit $?
-! want fit_xeon || step fit_xeon latency --fit-predictor "$N_TORCH" --table "$OUT/fit/latency_table.json" || exit $?
+! want fit_xeon || step fit_xeon latency --fit-predictor "$N_TORCH" anchor=false --table "$OUT/fit/latency_table.json" || exit $?
 for name in check_fit_xeon200 check_fit_xeon200b; do
   ! want "$name" || step "$name" latency --check-predictor 200 --predictor "$OUT/fit_xeon" run.seed=7 || exit $?
 done
 # onnxruntime's table timed on the Xeon (its 20-architecture calibration, no separate check): the
 # ort fit's features read again from it by benchmarks/latency_features.py --table
 ! want ort_table_xeon || step ort_table_xeon latency --build-table --runtime onnxruntime evaluate=0 || exit $?
+# on the Xeon the speed itself moves 5-10% within minutes (the noise the anchor was meant for;
+# on the EPYC the noise was the allocator's, and the anchor did not help there): the same 400
+# architectures timed beside B0, checked on the same 200 unseen ones beside it, then again later:
+#   STEPS="fit_anchor_xeon check_anchor_xeon200" benchmarks/latency_predictor.sh
+#   STEPS="check_anchor_xeon200b search_anchor_xeon" benchmarks/latency_predictor.sh   # an hour on
+! want fit_anchor_xeon || step fit_anchor_xeon latency --fit-predictor "$N_TORCH" anchor=true \
+  --table "$OUT/fit/latency_table.json" || exit $?
+for name in check_anchor_xeon200 check_anchor_xeon200b; do
+  ! want "$name" || step "$name" latency --check-predictor 200 --predictor "$OUT/fit_anchor_xeon" run.seed=7 || exit $?
+done
+# onnxruntime beside its anchor on the Xeon, on the Xeon's own ort table (the first N of the
+# architectures ort_fit_steady measured without it): STEPS=ort_fit_anchor_xeon N_ORT_ANCHOR=150
+! want ort_fit_anchor_xeon || step ort_fit_anchor_xeon latency --fit-predictor "${N_ORT_ANCHOR:-150}" \
+  --runtime onnxruntime anchor=true --table "$OUT/ort_table_xeon/latency_table.json" || exit $?
+# and checked on 200 it was not fitted on, beside the same anchor:
+#   STEPS="ort_fit_anchor_xeon check_ort_anchor_xeon200" benchmarks/latency_predictor.sh
+! want check_ort_anchor_xeon200 || step check_ort_anchor_xeon200 latency --check-predictor 200 --runtime onnxruntime \
+  --predictor "$OUT/ort_fit_anchor_xeon" run.seed=7 || exit $?
+! want search_anchor_xeon || step search_anchor_xeon search --target-latency 15ms@torch \
+  --latency-predictor "$OUT/fit_anchor_xeon" || exit $?
 ! want search_xeon || step search_xeon search --target-latency 15ms@torch --latency-predictor "$OUT/fit_xeon" || exit $?
 ! want ort_table || step ort_table latency --build-table --runtime onnxruntime || exit $?
-! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" --runtime onnxruntime \
+! want ort_fit || step ort_fit latency --fit-predictor "$N_ORT" anchor=false --runtime onnxruntime \
   --table "$OUT/ort_table/latency_table.json" || exit $?
 if want search; then
   dir=$OUT/search
