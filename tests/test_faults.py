@@ -78,6 +78,15 @@ def _wait_finished(table: Path, n: int, proc: subprocess.Popen, log: Path, timeo
     assert time.time() < deadline, "no trial finished in time"
 
 
+def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Until `path` exists; its writer must still be running then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not path.is_file():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"exited {proc.returncode} before the check: {log.read_text()[-2000:]}"
+    assert path.is_file(), f"no {path.name} in time"
+
+
 def _trained_lines(out: str) -> list[str]:
     """The ids a grid or study run trained, from its progress lines `[k/n] id ...`."""
     return [m.group(1) for m in re.finditer(r"^\[\d+/\d+\] (\S+)", out, re.M)]
@@ -181,17 +190,21 @@ def test_atomic_writes_survive_sigkill_at_any_moment(tmp_path: Path) -> None:
 def _killed_then_resumed(
     argv: list[str], run: Path, table: str, resume: list[str], capsys: pytest.CaptureFixture[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Start `argv` as its own process; once a trial finished, check that a second process is
-    refused the run, kill -9 the first's process group, resume in this process. -> (table
-    after the kill, table after the resume, ids the resume trained). Also snapshots the
-    per-image records (`per_image/`) at the kill, for `_records_whole`."""
+    """Start `argv` as its own process; once its run directory exists, check that a second
+    process is refused the run; once a trial finished, kill -9 the first's process group at
+    once, resume in this process. -> (table after the kill, table after the resume, ids the
+    resume trained). Also snapshots the per-image records (`per_image/`) at the kill, for
+    `_records_whole`. The refusal is checked before the wait, not between it and the kill: a
+    study's arms take ~0.3 s each here, and the refusal (a config composed in this process) took
+    long enough under CI's load that all four had finished before the kill."""
     log = run.parent / f"{run.name}.log"
     proc = _start(argv, log)
     try:
-        _wait_finished(run / table, 1, proc, log)
+        _wait_file(run / "manifest.json", proc, log)
         line = expect_usage_error([*resume, str(run)], capsys)
         assert f"run directory {run} is in use by another effnas process (pid {proc.pid} on " in line
         assert "resumed" not in json.loads((run / "manifest.json").read_text())  # nothing written
+        _wait_finished(run / table, 1, proc, log)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -263,7 +276,7 @@ def test_kill_9_mid_study_then_resume_trains_each_arm_once(
 ) -> None:
     run = tmp_path / "study"
     argv = ["study", "scaling", "--flops", "2x", "--arch", str(tiny_arch)]
-    argv += ["--methods", "baseline,depth,width,resolution", *TINY, "seeds=1", "budgets=[0.2]"]
+    argv += ["--methods", "baseline,depth,width,resolution", *TINY, "seeds=1", "budgets=[1]"]
     argv += ["ray.enabled=false", f"run.dir={run}"]
     resume = ["study", "scaling", "--resume"]
     before, after, trained = _killed_then_resumed(argv, run, "study.csv", resume, capsys)
