@@ -122,6 +122,18 @@ done
 #   STEPS="ort_fit_anchor_xeon check_ort_anchor_xeon200" benchmarks/latency_predictor.sh
 ! want check_ort_anchor_xeon200 || step check_ort_anchor_xeon200 latency --check-predictor 200 --runtime onnxruntime \
   --predictor "$OUT/ort_fit_anchor_xeon" run.seed=7 || exit $?
+# Every step above timed random-weight networks with BN statistics as built (mean 0, variance 1),
+# whose activations shrink into denormal numbers (training.timing.calibrated_bn); run again now
+# they time calibrated networks. The anchored fits and checks again, on the same architectures
+# (same seeds, same tables), with the statistics re-estimated, onnxruntime first:
+#   STEPS="ort_fit_bn_xeon check_ort_bn_xeon200 fit_bn_xeon check_bn_xeon200" benchmarks/latency_predictor.sh
+! want ort_fit_bn_xeon || step ort_fit_bn_xeon latency --fit-predictor "${N_ORT_ANCHOR:-150}" \
+  --runtime onnxruntime --table "$OUT/ort_table_xeon/latency_table.json" || exit $?
+! want check_ort_bn_xeon200 || step check_ort_bn_xeon200 latency --check-predictor 200 --runtime onnxruntime \
+  --predictor "$OUT/ort_fit_bn_xeon" run.seed=7 || exit $?
+! want fit_bn_xeon || step fit_bn_xeon latency --fit-predictor "$N_TORCH" --table "$OUT/fit/latency_table.json" || exit $?
+! want check_bn_xeon200 || step check_bn_xeon200 latency --check-predictor 200 --predictor "$OUT/fit_bn_xeon" \
+  run.seed=7 || exit $?
 ! want search_anchor_xeon || step search_anchor_xeon search --target-latency 15ms@torch \
   --latency-predictor "$OUT/fit_anchor_xeon" || exit $?
 ! want search_xeon || step search_xeon search --target-latency 15ms@torch --latency-predictor "$OUT/fit_xeon" || exit $?

@@ -34,6 +34,20 @@ class TableError(ValueError):
     """A latency table that is missing, unreadable, or lacks parts an architecture needs."""
 
 
+def bn_as_built(setup: Mapping[str, Any], where: str, again: str) -> str | None:
+    """Why whole networks measured under `setup` (a table's or predictor's record) cannot be
+    trusted, or None: recorded before their BN statistics were re-estimated
+    (`training.timing.calibrated_bn`), their activations shrank into denormal numbers that
+    slowed some architectures 1.2-3x. `again`: the command that measures it anew."""
+    if setup.get("bn", "init") == "calibrated":
+        return None
+    return (
+        f"{where} timed its networks with BN statistics as built, where a random network's "
+        "activations shrink into denormal numbers that slowed some 1.2-3x (docs/latency.md); "
+        f"effnas now re-estimates them before timing: measure it again ({again})"
+    )
+
+
 @dataclass(frozen=True)
 class Part:
     """One timed piece of a network: `kind` stem | layer | head, its input resolution, and the

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.arch import Arch
-from search_spaces.latency import LatencyTable, TableError, parts
+from search_spaces.latency import LatencyTable, TableError, bn_as_built, parts
 from search_spaces.plan import layer_plan
 
 FORMAT = "effnas-latency-predictor/1"
@@ -369,7 +369,8 @@ class LatencyPredictor:
         threads: int | None = None,
         where: str = "the latency predictor",
     ) -> None:
-        """Refuse it for another space, runtime or thread count than it was measured on."""
+        """Refuse it for another space, runtime or thread count than it was measured on, or
+        when it was measured with BN statistics as built (`bn_as_built`)."""
         if space is not None and space.fingerprint() != self.space_fingerprint:
             raise PredictorError(
                 f"{where} was fitted on another search space ({self.space_description}, fingerprint "
@@ -386,6 +387,9 @@ class LatencyPredictor:
                 f"{where} was measured with {self.threads} thread(s), not {threads}: fit one with "
                 f"`effnas latency --fit-predictor N --threads {threads}`"
             )
+        stale = bn_as_built(self.setup, where, "effnas latency --fit-predictor N")
+        if stale is not None:
+            raise PredictorError(stale)
 
     # -- file ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

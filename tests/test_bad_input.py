@@ -114,6 +114,7 @@ def predictor_file(path: Path, space: dict[str, object], runtime: str) -> None:
         kw={"num_classes": 1000, "stem_stride": None},
         machine={},
         rows=8,
+        setup={"bn": "calibrated"},
     ).save(path)
 
 

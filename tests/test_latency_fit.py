@@ -821,3 +821,63 @@ def test_the_steady_allocator_stops_the_page_faults_of_every_forward_pass() -> N
         for mode in ("default", "steady")
     }
     assert faults["steady"] <= 10 < faults["default"], faults
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_timed_network_has_bn_statistics_that_keep_its_activations_at_scale(runtime: str) -> None:
+    """Built with BN at mean 0 / variance 1, B0's random weights shrink its activations to
+    logits near 1e-14 (the depths where arithmetic meets denormals, which x86 runs tens of times
+    slower); timed as measured (`bn="calibrated"`, the default) they keep a trained network's
+    scale. Through the runner every latency is measured with, in both runtimes."""
+    import numpy as np
+
+    from training.timing import Setup, model_runner
+
+    def logits(bn: str) -> Any:
+        setup = Setup(
+            batch=1, threads=1, runs=1, warmup=0, runtime=runtime, device="cpu", channels_last=True, bn=bn
+        )
+        out = model_runner(efficientnet_b0(), setup, 64, 1000, None)()
+        return np.abs(out[0] if isinstance(out, list) else out.numpy())
+
+    assert Setup(1, 1, 1, 0, runtime, "cpu", True).bn == "calibrated"
+    assert logits("init").max() < 1e-9
+    assert logits("calibrated").std() > 1e-2
+    with pytest.raises(ValueError, match="bn must be 'calibrated' or 'init', got 'maybe'"):
+        logits("maybe")
+
+
+def test_a_predictor_or_table_timed_with_bn_as_built_is_refused(
+    fitted: Path, table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One measured before the statistics were re-estimated (its record lacks `bn`) is refused
+    where its whole-network timings would be trusted, naming the command that measures anew;
+    a table still serves a new fit as its parts' source (parts are timed on unit-scale input)."""
+    import json
+
+    from search_spaces.latency_predictor import LatencyPredictor
+
+    old = LatencyPredictor.load(fitted)
+    assert old.setup["bn"] == "calibrated"
+    old.setup = {k: v for k, v in old.setup.items() if k != "bn"}
+    old.save(tmp_path / "old.pkl")
+    doc = json.loads(table.read_text())
+    doc["setup"] = {k: v for k, v in doc["setup"].items() if k != "bn"}
+    (tmp_path / "old_table.json").write_text(json.dumps(doc))
+    root = tmp_path / "runs"
+    as_built = "timed its networks with BN statistics as built"
+    for cmd, again in [
+        (["search", "--latency-predictor", str(tmp_path / "old.pkl")], "--fit-predictor N"),
+        (["search", "--latency-table", str(tmp_path / "old_table.json")], "--build-table"),
+        (
+            ["latency", "--check-predictor", "20", "--predictor", str(tmp_path / "old.pkl")],
+            "--fit-predictor N",
+        ),
+        (["latency", "--table", str(tmp_path / "old_table.json")], "--build-table"),
+    ]:
+        line = expect_usage_error([*cmd, *SMALL_SPACE, f"run.root={root}"], capsys)
+        assert as_built in line and f"measure it again (effnas latency {again})" in line, line
+    assert not root.exists()
+    # a fit reads the old table (refused here for lacking the 5x5 parts, a check after the read)
+    fit = [*fit_args(tmp_path / "old_table.json"), "space.kernels=[5]", f"run.root={root}"]
+    assert "lacks" in expect_usage_error(fit, capsys)

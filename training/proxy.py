@@ -534,19 +534,15 @@ class ProxyTrainer:
         """`calibrate_bn`'s pass on `model`: its BN statistics re-estimated in place."""
         import torch
 
+        from training.batchnorm import reestimating
+
         wanted = int(self.proxy.bn_calibration)
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         n = len(self.train_y)
         chunk = min(self.micro_batch, n)
         count = max(chunk, (min(wanted, n) // chunk) * chunk)  # whole chunks: no 1-image batch
         index = torch.linspace(0, n - 1, count, device=self.dev).long()
-        momenta = [m.momentum for m in norms]
-        model.eval()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-            m.train()
-        with torch.no_grad():
+        model.eval()  # dropout and stochastic depth off; the BN layers train inside
+        with reestimating(model), torch.no_grad():
             for part in index.split(chunk):
                 x = self.normalize(self.eval_view(self.train_x[part]))
                 if self.amp is not None:
@@ -554,8 +550,6 @@ class ProxyTrainer:
                         model(x)
                 else:
                     model(x)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
         self.model.train()
 
     def score(self, x_all: torch.Tensor, y_all: torch.Tensor, raw: bool = False) -> tuple[float, float, Any]:

@@ -38,6 +38,9 @@ class Setup:
     device: str
     channels_last: bool
     repeat: int = 1
+    # a whole network's BN statistics: "calibrated" (re-estimated on random images before timing,
+    # `calibrated_bn`) or "init" (as built: mean 0, variance 1; effnas before 2026-12-05)
+    bn: str = "calibrated"
 
 
 def runtime_missing(runtime: str) -> str | None:
@@ -350,13 +353,43 @@ def paired(call: Callable[[], Any], anchor: Callable[[], Any], setup: Setup) -> 
 def model_runner(
     arch: Any, setup: Setup, resolution: int, num_classes: int, stem_stride: int | None
 ) -> Callable[[], Any]:
-    """One forward pass of `arch` (random weights: latency does not depend on their values)."""
+    """One forward pass of `arch`: random weights, BN statistics as `setup.bn` says (by default
+    re-estimated for them, `calibrated_bn`)."""
     from search_spaces.builder import build_model
 
     # one input size is timed: TF "SAME" padding is static for it (benchmarks/same_padding.py
     # measures the dynamic form beside it)
     model = build_model(arch, num_classes=num_classes, stem_stride=stem_stride, input_size=resolution)
+    if setup.bn == "calibrated":
+        calibrated_bn(model, resolution)
+    elif setup.bn != "init":
+        raise ValueError(f"bn must be 'calibrated' or 'init', got {setup.bn!r}")
     return runner(model, (setup.batch, 3, resolution, resolution), setup)
+
+
+def calibrated_bn(model: Any, resolution: int, images: int = 4) -> Any:
+    """`model`'s BN statistics re-estimated on `images` random images (a fixed seed), so its
+    activations keep a trained network's scale. Why latency depends on it: built with BN at
+    mean 0 / variance 1, a random network's activations shrink block by block (SiLU halves small
+    values; He init on fan-out) to 1e-16..1e-22 by the last stage, and arithmetic on them meets
+    denormal numbers (a polynomial's x^2 underflows), which x86 cores run tens of times slower.
+    On the Intel Xeon VM one architecture took 25.4 ms that way in onnxruntime and 8.6 ms with
+    its statistics re-estimated (torch eager 24.4 vs 20.2 ms); its fused SiLU on a 1280x7x7
+    tensor spent 1.8 ms, 28 ns an element, against 0.4 ns at 96x112x112 early in the same
+    network: the onnxruntime predictor's 30-70% misses were such architectures
+    (docs/latency.md). A trained network's BN keeps activations near unit scale, so
+    re-estimated statistics time what deployment runs. The images are N(0, 1): the scale a
+    normalized input has. Returns `model`, in eval mode."""
+    import torch
+
+    from training.batchnorm import reestimating
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(images, 3, resolution, resolution, generator=generator)
+    model.eval()
+    with reestimating(model), torch.no_grad():
+        model(x)
+    return model
 
 
 def model_latency(
@@ -390,6 +423,7 @@ def setup_from(record: dict[str, Any], **overrides: Any) -> Setup:
         "device": "cpu",
         "channels_last": True,
         "repeat": 3,
+        "bn": "init",  # a record without it was measured before BN was calibrated
     }
     fields.update({k: record[k] for k in fields if record.get(k) is not None})
     fields.update(overrides)
@@ -402,6 +436,7 @@ def setup_from(record: dict[str, Any], **overrides: Any) -> Setup:
         device=str(fields["device"]),
         channels_last=bool(fields["channels_last"]),
         repeat=int(fields["repeat"]),
+        bn=str(fields["bn"]),
     )
 
 
