@@ -43,22 +43,15 @@ def last_activation(model: Any, resolution: int) -> float:
 
 def ort_profile(model: Any, resolution: int, runs: int) -> dict[str, float]:
     """Milliseconds per onnxruntime operator type (the sum over its nodes of each node's median)."""
-    import onnxruntime as ort
     import torch
 
-    from training.onnx_io import export_onnx_module
+    from training.onnx_io import export_onnx_module, onnx_session
 
     x = torch.randn(1, 3, resolution, resolution)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_onnx_module(model.eval(), x, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, 1, profile_prefix=str(Path(folder) / "profile"))
         feed = {session.get_inputs()[0].name: x.numpy()}
         for _ in range(runs):
             session.run(None, feed)

@@ -107,6 +107,13 @@ class LatencyTable:
     setup: dict[str, Any] = dataclasses.field(default_factory=dict)
     scale: float = 1.0
 
+    def check(self, where: str) -> None:
+        """Refuse it where its predictions would be trusted when its whole networks (the ones
+        `overhead_ms` and `scale` are fitted on) were timed with BN statistics as built."""
+        stale = bn_as_built(self.setup, where, "effnas latency --build-table")
+        if stale is not None:
+            raise TableError(stale)
+
     def missing(self, arch_parts: Iterable[Part]) -> list[str]:
         return sorted({p.key for p in arch_parts if p.key not in self.ms})
 

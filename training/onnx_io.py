@@ -62,9 +62,10 @@ def export_onnx_module(
     atomic_write(path, program.model_proto.SerializeToString())
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int) -> Any:
+def onnx_session(path: str | os.PathLike[str], threads: int, profile_prefix: str | None = None) -> Any:
     """An onnxruntime InferenceSession on the CPU provider with `threads` intra-op threads (0:
-    onnxruntime's default, one per physical core) and one inter-op thread, operators in sequence."""
+    onnxruntime's default, one per physical core) and one inter-op thread, operators in sequence;
+    with `profile_prefix`, onnxruntime's profiler on (its JSON from `end_profiling()`)."""
     import onnxruntime as ort
 
     if threads < 0:
@@ -74,4 +75,7 @@ def onnx_session(path: str | os.PathLike[str], threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
